@@ -1,0 +1,442 @@
+//! Reaching the PSOR: URL parsing, credentials, TLS, Sentinel and timeouts.
+//!
+//! Accepted URLs (SPEC section 5):
+//! - `redis://[user[:password]@]host[:port][/db]`
+//! - `rediss://...` (TLS; a private CA and a client certificate come from [`PsorOptions`])
+//! - `redis+sentinel://[user[:password]@]h1:p1[,h2:p2...]/<master>` (and `rediss+sentinel://`
+//!   for TLS to both the sentinels and the master)
+//! - `unix:///path/to/redis.sock` (handy for local test rigs)
+//!
+//! Passwords never appear in output: [`PsorTarget::redacted`] is what every message shows.
+
+use crate::error::{is_unreachable, Error, Result};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, IntoConnectionInfo};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to connect, as given on the command line or in the environment.
+#[derive(Debug, Clone)]
+pub struct PsorOptions {
+    /// The URL (may contain a password; never printed).
+    pub url: String,
+    /// Password from `PACUP_PSOR_PASSWORD` or a password file; used when the URL has none.
+    pub password: Option<String>,
+    /// PEM CA bundle to trust for `rediss://` instead of the system roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM client key for mutual TLS.
+    pub tls_key: Option<PathBuf>,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+    /// Bound on one command's answer.
+    pub command_timeout: Duration,
+}
+
+impl PsorOptions {
+    /// Options for a URL with default timeouts and no TLS material.
+    pub fn new(url: impl Into<String>) -> Self {
+        PsorOptions {
+            url: url.into(),
+            password: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A parsed PSOR address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PsorTarget {
+    /// One Redis server (TCP, TLS or unix socket).
+    Direct {
+        /// The URL as given.
+        url: String,
+        /// Whether the scheme asks for TLS.
+        tls: bool,
+    },
+    /// A master found through Redis Sentinel.
+    Sentinel {
+        /// `host:port` of each sentinel.
+        sentinels: Vec<(String, u16)>,
+        /// The monitored master's name.
+        master: String,
+        /// Username from the URL, if any.
+        username: Option<String>,
+        /// Password from the URL, if any.
+        password: Option<String>,
+        /// TLS to sentinels and master.
+        tls: bool,
+    },
+}
+
+fn bad_url(url: &str, why: &str) -> Error {
+    Error::invalid(
+        "--psor",
+        redact_url(url),
+        format!(
+            "{why}; accepted: redis://[user:password@]host:port, rediss://host:port (TLS), \
+             redis+sentinel://h1:p1,h2:p2/<master>, unix:///path"
+        ),
+    )
+}
+
+/// Removes a password from a URL for display.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((cred, host)) = rest.rsplit_once('@') {
+            let user = cred.split(':').next().unwrap_or("");
+            let shown = if cred.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_string()
+            };
+            return format!("{scheme}://{shown}@{host}");
+        }
+    }
+    url.to_string()
+}
+
+impl PsorTarget {
+    /// Parses and validates a PSOR URL without connecting.
+    pub fn parse(url: &str) -> Result<Self> {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Err(bad_url(url, "no scheme"));
+        };
+        match scheme {
+            "redis" | "rediss" | "unix" | "redis+unix" => {
+                url.into_connection_info()
+                    .map_err(|e| bad_url(url, &e.to_string()))?;
+                if rest.is_empty() {
+                    return Err(bad_url(url, "no host"));
+                }
+                Ok(PsorTarget::Direct {
+                    url: url.to_string(),
+                    tls: scheme == "rediss",
+                })
+            }
+            "redis+sentinel" | "rediss+sentinel" => {
+                let (cred, hosts_master) = match rest.rsplit_once('@') {
+                    Some((c, h)) => (Some(c), h),
+                    None => (None, rest),
+                };
+                let Some((hosts, master)) = hosts_master.split_once('/') else {
+                    return Err(bad_url(url, "no /<master> name after the sentinel list"));
+                };
+                let master = master.trim_end_matches('/');
+                if master.is_empty() || master.contains('/') {
+                    return Err(bad_url(url, "no /<master> name after the sentinel list"));
+                }
+                let mut sentinels = Vec::new();
+                for hp in hosts.split(',') {
+                    let (h, p) = hp
+                        .rsplit_once(':')
+                        .ok_or_else(|| bad_url(url, &format!("sentinel {hp:?} is not host:port")))?;
+                    let port: u16 = p
+                        .parse()
+                        .map_err(|_| bad_url(url, &format!("sentinel port {p:?} is not a number")))?;
+                    if h.is_empty() {
+                        return Err(bad_url(url, "empty sentinel host"));
+                    }
+                    sentinels.push((h.to_string(), port));
+                }
+                let (username, password) = match cred {
+                    None => (None, None),
+                    Some(c) => match c.split_once(':') {
+                        Some((u, p)) => (
+                            (!u.is_empty()).then(|| u.to_string()),
+                            Some(p.to_string()),
+                        ),
+                        None => (Some(c.to_string()), None),
+                    },
+                };
+                Ok(PsorTarget::Sentinel {
+                    sentinels,
+                    master: master.to_string(),
+                    username,
+                    password,
+                    tls: scheme == "rediss+sentinel",
+                })
+            }
+            _ => Err(bad_url(url, &format!("unknown scheme {scheme:?}"))),
+        }
+    }
+}
+
+fn read_pem(what: &str, path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::BadFile {
+        what: what.into(),
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn tls_certificates(opts: &PsorOptions) -> Result<redis::TlsCertificates> {
+    let client_tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(c), Some(k)) => Some(redis::ClientTlsConfig {
+            client_cert: read_pem("TLS client certificate", c)?,
+            client_key: read_pem("TLS client key", k)?,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(Error::invalid(
+                "--tls-cert/--tls-key",
+                "only one given",
+                "both a client certificate and its key, or neither",
+            ))
+        }
+    };
+    let root_cert = match &opts.tls_ca {
+        Some(p) => Some(read_pem("TLS CA certificate", p)?),
+        None => None,
+    };
+    Ok(redis::TlsCertificates {
+        client_tls,
+        root_cert,
+    })
+}
+
+/// rustls needs one process-wide crypto provider; installing twice is harmless.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A connected PSOR: a reconnecting multiplexed connection plus the client, for the
+/// dedicated pub/sub connections that notification listeners need.
+#[derive(Clone)]
+pub struct Psor {
+    /// Reconnecting connection shared by all commands of this process.
+    pub conn: ConnectionManager,
+    client: Client,
+    target: String,
+    opts: PsorOptions,
+}
+
+impl std::fmt::Debug for Psor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Psor").field("target", &self.target).finish()
+    }
+}
+
+impl Psor {
+    /// Validates the options, resolves Sentinel, connects and authenticates.
+    ///
+    /// Unreachable servers and refused credentials become [`Error::Unreachable`] and
+    /// [`Error::AuthFailed`] (exit code 5); a bad URL is [`Error::InvalidInput`] (exit 2)
+    /// and nothing is attempted.
+    pub async fn connect(opts: &PsorOptions) -> Result<Psor> {
+        let target = PsorTarget::parse(&opts.url)?;
+        let shown = redact_url(&opts.url);
+        let needs_tls = matches!(
+            target,
+            PsorTarget::Direct { tls: true, .. } | PsorTarget::Sentinel { tls: true, .. }
+        );
+        let certs = if needs_tls {
+            install_crypto_provider();
+            Some(tls_certificates(opts)?)
+        } else {
+            None
+        };
+        let classify = |e: redis::RedisError| -> Error {
+            match Error::from(e) {
+                Error::AuthFailed { reason, .. } => Error::AuthFailed {
+                    target: shown.clone(),
+                    reason,
+                },
+                Error::Redis(e) => Error::Unreachable {
+                    target: shown.clone(),
+                    reason: e.to_string(),
+                },
+                other => other,
+            }
+        };
+        let client = match &target {
+            PsorTarget::Direct { url, .. } => {
+                let mut info = url
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|e| bad_url(url, &e.to_string()))?;
+                if info.redis_settings().password().is_none() {
+                    if let Some(p) = &opts.password {
+                        let rs = info.redis_settings().clone().set_password(p);
+                        info = info.set_redis_settings(rs);
+                    }
+                }
+                match certs {
+                    Some(c) => Client::build_with_tls(info, c),
+                    None => Client::open(info),
+                }
+                .map_err(|e| bad_url(url, &e.to_string()))?
+            }
+            PsorTarget::Sentinel {
+                sentinels,
+                master,
+                username,
+                password,
+                tls,
+            } => {
+                let addrs = sentinels.iter().map(|(h, p)| {
+                    if *tls {
+                        redis::ConnectionAddr::TcpTls {
+                            host: h.clone(),
+                            port: *p,
+                            insecure: false,
+                            tls_params: None,
+                        }
+                    } else {
+                        redis::ConnectionAddr::Tcp(h.clone(), *p)
+                    }
+                });
+                let mut b = redis::sentinel::SentinelClientBuilder::new(
+                    addrs,
+                    master,
+                    redis::sentinel::SentinelServerType::Master,
+                )
+                .map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+                if let Some(u) = username {
+                    b = b.set_client_to_redis_username(u);
+                }
+                if let Some(p) = password.as_ref().or(opts.password.as_ref()) {
+                    b = b.set_client_to_redis_password(p);
+                }
+                if *tls {
+                    b = b
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                    if let Some(c) = certs {
+                        b = b
+                            .set_client_to_redis_certificates(c.clone())
+                            .set_client_to_sentinel_certificates(c);
+                    }
+                }
+                let mut sc = b.build().map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+                tokio::time::timeout(opts.connect_timeout, sc.async_get_client())
+                    .await
+                    .map_err(|_| Error::Unreachable {
+                        target: shown.clone(),
+                        reason: "timed out asking the sentinels for the master".into(),
+                    })?
+                    .map_err(classify)?
+            }
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(opts.connect_timeout))
+            .set_response_timeout(Some(opts.command_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(classify)?;
+        let mut psor = Psor {
+            conn,
+            client,
+            target: shown.clone(),
+            opts: opts.clone(),
+        };
+        // The manager connects lazily on some paths; one PING proves reachability and
+        // authentication now, so callers fail with exit 5 before deciding anything.
+        let _: String = redis::cmd("PING")
+            .query_async(&mut psor.conn)
+            .await
+            .map_err(classify)?;
+        Ok(psor)
+    }
+
+    /// The address with any password removed, for messages.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// The options this handle was made from (for processes that spawn helpers).
+    pub fn options(&self) -> &PsorOptions {
+        &self.opts
+    }
+
+    /// A dedicated pub/sub connection (subscriptions cannot share the multiplexed one).
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
+        tokio::time::timeout(self.opts.connect_timeout, self.client.get_async_pubsub())
+            .await
+            .map_err(|_| Error::Unreachable {
+                target: self.target.clone(),
+                reason: "timed out opening a pub/sub connection".into(),
+            })?
+            .map_err(|e| {
+                if is_unreachable(&e) {
+                    Error::Unreachable {
+                        target: self.target.clone(),
+                        reason: e.to_string(),
+                    }
+                } else {
+                    Error::from(e)
+                }
+            })
+    }
+
+    /// Maps a command error to the library error, naming the target when it is a lost
+    /// connection (exit 5) rather than a command failure.
+    pub fn err(&self, e: redis::RedisError) -> Error {
+        if is_unreachable(&e) {
+            Error::Unreachable {
+                target: self.target.clone(),
+                reason: e.to_string(),
+            }
+        } else {
+            Error::from(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert!(matches!(
+            PsorTarget::parse("redis://127.0.0.1:6379").unwrap(),
+            PsorTarget::Direct { tls: false, .. }
+        ));
+        assert!(matches!(
+            PsorTarget::parse("rediss://u:p@host:6380").unwrap(),
+            PsorTarget::Direct { tls: true, .. }
+        ));
+        let s = PsorTarget::parse("redis+sentinel://a:1,b:2/mymaster").unwrap();
+        assert_eq!(
+            s,
+            PsorTarget::Sentinel {
+                sentinels: vec![("a".into(), 1), ("b".into(), 2)],
+                master: "mymaster".into(),
+                username: None,
+                password: None,
+                tls: false
+            }
+        );
+    }
+
+    #[test]
+    fn refuses_bad_urls_with_exit_2() {
+        for bad in [
+            "http://x:1",
+            "127.0.0.1:6379",
+            "redis+sentinel://a:1",
+            "redis+sentinel://a/m",
+            "redis+sentinel://a:x/m",
+        ] {
+            let e = PsorTarget::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code().code(), 2, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(redact_url("redis://u:secret@h:1"), "redis://u:***@h:1");
+        assert_eq!(redact_url("redis://:secret@h:1"), "redis://:***@h:1");
+        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        let e = PsorTarget::parse("http://u:secret@h:1").unwrap_err();
+        assert!(!e.to_string().contains("secret"));
+    }
+}

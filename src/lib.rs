@@ -1,0 +1,29 @@
+//! pacup: a rolling-upgrade coordinator for PAC regions whose shared state lives in a
+//! Redis PSOR. The contract is `SPEC.md`; the layout and rules as implemented are in
+//! `docs/PSOR.md`.
+//!
+//! Modules, and what each owns:
+//! - [`error`]: the typed [`Error`] enum; each variant knows its SPEC exit code and
+//!   whether a retry could help.
+//! - [`names`]: validated inputs (PAC, region and host names, versions, OS, bitness,
+//!   durations). Nothing invalid gets past the edge.
+//! - [`conn`]: reaching the PSOR (URLs, credentials, TLS, Sentinel, timeouts).
+//! - [`psor`]: the PSOR layout. `psor::keys` is the only place that spells key names and
+//!   `psor::scripts` holds every Lua script that changes a PAC's state.
+//! - [`compat`]: the compatibility rules (default rule and matrix files).
+//! - [`resources`]: region resource definitions loaded into new stores.
+//! - [`region`]: the region runtime (start-type rules, heartbeat, mode notifications,
+//!   graceful stop).
+//! - [`cli`]: the command line: clap structs for `pacup`, the legacy `caspac` translator
+//!   into the same structs, and the command implementations with their output.
+
+pub mod cli;
+pub mod compat;
+pub mod conn;
+pub mod error;
+pub mod names;
+pub mod psor;
+pub mod region;
+pub mod resources;
+
+pub use error::{Error, ExitCode, Result};

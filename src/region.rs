@@ -1,0 +1,617 @@
+//! The region runtime: how a region starts, stays alive and stops.
+//!
+//! Starting is a decision plus a commit: [`decide_start`] applies the SPEC's start-type
+//! rules to a [`Snapshot`] (pure, table-tested), and [`Pac::join`] commits it atomically
+//! only if the PAC is unchanged since the snapshot; on a conflict the region re-reads and
+//! decides again. A running region heartbeats (which also re-reads its store's mode, so a
+//! lost notification heals within one interval), listens for mode notifications on the
+//! PAC's channel to react at once, and on shutdown leaves its store and marks itself
+//! stopped.
+
+use crate::compat::{self, Matrix};
+use crate::error::{Error, Result};
+use crate::names::{HostName, Product, RegionName};
+use crate::psor::{Heartbeat, JoinOutcome, JoinRequest, Mode, Pac, Snapshot};
+use crate::resources::Resources;
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How a region asks to start (`casstart /s:c|w|u`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StartType {
+    /// Wipe and initialise the PAC (becomes warm if another region is alive).
+    Cold,
+    /// Join the running PAC.
+    Warm,
+    /// Start a new store for an incompatible product version beside the old one.
+    Upgrade,
+}
+
+impl StartType {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartType::Cold => "cold",
+            StartType::Warm => "warm",
+            StartType::Upgrade => "upgrade",
+        }
+    }
+
+    /// The vendor's one-letter form (`casstart /s:u`).
+    pub fn letter(self) -> char {
+        match self {
+            StartType::Cold => 'c',
+            StartType::Warm => 'w',
+            StartType::Upgrade => 'u',
+        }
+    }
+}
+
+impl fmt::Display for StartType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a start will do, decided from a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartDecision {
+    /// The start type actually performed.
+    pub effective: StartType,
+    /// Reset the PAC first (cold start with no other live region).
+    pub reset_first: bool,
+    /// Create the store (else join it).
+    pub create: bool,
+    /// Store version.
+    pub store: String,
+    /// Mode of a created store.
+    pub mode: Mode,
+    /// Warning to show (cold start turned warm).
+    pub warning: Option<String>,
+}
+
+fn compat_with(product: &Product, s: &crate::psor::StoreInfo, matrix: Option<&Matrix>) -> Option<compat::Verdict> {
+    s.product().map(|sp| compat::check(product, &sp, matrix))
+}
+
+/// Applies the start-type rules of SPEC section 3 to a snapshot.
+pub fn decide_start(
+    snap: &Snapshot,
+    pac: &str,
+    region: &str,
+    product: &Product,
+    requested: StartType,
+    matrix: Option<&Matrix>,
+) -> Result<StartDecision> {
+    let version = product.version.to_string();
+    match requested {
+        StartType::Cold => {
+            if snap.live_regions_except(region).next().is_some() {
+                let mut d = decide_start(snap, pac, region, product, StartType::Warm, matrix)?;
+                d.warning = Some(format!(
+                    "Region {region} initializing in Warm startup mode because PAC {pac} is already active"
+                ));
+                return Ok(d);
+            }
+            Ok(StartDecision {
+                effective: StartType::Cold,
+                reset_first: true,
+                create: true,
+                store: version,
+                mode: Mode::Running,
+                warning: None,
+            })
+        }
+        StartType::Warm => {
+            if !snap.exists || snap.stores.is_empty() {
+                return Err(Error::refused(format!(
+                    "PAC {pac} has no store to join; cold start a region first (--start-type cold)"
+                )));
+            }
+            let candidates = snap
+                .upgrade_store()
+                .into_iter()
+                .chain(snap.newest_running());
+            let mut tried = Vec::new();
+            for s in candidates {
+                if let Some(v) = compat_with(product, s, matrix) {
+                    if v.compatible {
+                        return Ok(StartDecision {
+                            effective: StartType::Warm,
+                            reset_first: false,
+                            create: false,
+                            store: s.version.clone(),
+                            mode: s.mode,
+                            warning: None,
+                        });
+                    }
+                    tried.push(format!("{} ({})", s.version, s.mode));
+                }
+            }
+            Err(Error::refused(format!(
+                "region {region} at {product} is not compatible with store {} of PAC {pac}; \
+                 start it with --start-type upgrade to create a store for {}",
+                if tried.is_empty() { "(none running)".to_string() } else { tried.join(" or ") },
+                product.version
+            )))
+        }
+        StartType::Upgrade => {
+            if !snap.exists || snap.stores.is_empty() {
+                return Err(Error::refused(format!(
+                    "PAC {pac} has no store to upgrade from; cold start a region first (--start-type cold)"
+                )));
+            }
+            let Some(running) = snap.newest_running() else {
+                return Err(Error::refused(format!("PAC {pac} has no running store to upgrade from")));
+            };
+            if compat_with(product, running, matrix).is_some_and(|v| v.compatible) {
+                return Err(Error::refused(format!(
+                    "region {region} at {product} is compatible with running store {} of PAC {pac}; \
+                     use --start-type warm (an upgrade start is for incompatible versions)",
+                    running.version
+                )));
+            }
+            if let Some(u) = snap.upgrade_store() {
+                if u.version == version {
+                    return Ok(StartDecision {
+                        effective: StartType::Upgrade,
+                        reset_first: false,
+                        create: false,
+                        store: u.version.clone(),
+                        mode: Mode::Upgrade,
+                        warning: None,
+                    });
+                }
+                return Err(Error::refused(format!(
+                    "PAC {pac} already has store {} in upgrade mode; a region at {version} cannot \
+                     start another upgrade beside it",
+                    u.version
+                )));
+            }
+            if let Some(s) = snap.store(&version) {
+                return Err(Error::refused(format!(
+                    "PAC {pac} already has a store for {version} in mode {}; use --start-type warm",
+                    s.mode
+                )));
+            }
+            Ok(StartDecision {
+                effective: StartType::Upgrade,
+                reset_first: false,
+                create: true,
+                store: version,
+                mode: Mode::Upgrade,
+                warning: None,
+            })
+        }
+    }
+}
+
+/// Everything a region needs to start.
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    /// Region name.
+    pub region: RegionName,
+    /// Host it runs on.
+    pub host: HostName,
+    /// Installed product.
+    pub product: Product,
+    /// Requested start type.
+    pub start_type: StartType,
+    /// Resource definitions to load into a store it creates.
+    pub resources: Resources,
+    /// Optional compatibility matrix.
+    pub matrix: Option<Matrix>,
+    /// Heartbeat interval (default 1 s).
+    pub heartbeat_interval: Duration,
+    /// Heartbeat TTL (default 3 s): past it without a heartbeat the region is dead.
+    pub heartbeat_ttl: Duration,
+}
+
+impl RegionConfig {
+    /// Defaults: 1 s heartbeat, 3 s TTL, built-in resources, no matrix.
+    pub fn new(region: RegionName, host: HostName, product: Product, start_type: StartType) -> Self {
+        RegionConfig {
+            region,
+            host,
+            product,
+            start_type,
+            resources: Resources::default_set(),
+            matrix: None,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_ttl: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Something a running region reports (printed by `region run`, logged by agents).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegionEvent {
+    /// The region joined a store.
+    Started {
+        /// Effective start type.
+        start_type: StartType,
+        /// Store joined.
+        store: String,
+        /// Its mode.
+        mode: Mode,
+        /// Cold-to-warm warning, if any.
+        warning: Option<String>,
+    },
+    /// Its store's mode changed.
+    ModeChanged {
+        /// Previous mode.
+        from: Mode,
+        /// New mode.
+        to: Mode,
+    },
+    /// The region lost ownership (PAC reset, another instance) or its store is gone.
+    Lost(String),
+    /// The region left its store.
+    Stopped,
+}
+
+/// A started region: owns its PSOR record until stopped.
+pub struct Region {
+    pac: Pac,
+    cfg: RegionConfig,
+    token: String,
+    store: String,
+    mode: watch::Sender<Mode>,
+    observer: Arc<dyn Fn(&RegionEvent) + Send + Sync>,
+}
+
+fn instance_token(host: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{host}-{}-{nanos:x}", std::process::id())
+}
+
+/// A little jitter for retries after a conflict, so racing starters spread out.
+fn jitter(attempt: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(attempt);
+    Duration::from_millis(5 + h.finish() % (20 * u64::from(attempt.min(10) + 1)))
+}
+
+impl Region {
+    /// Starts a region: decides from a snapshot, commits atomically, retries on conflict.
+    /// A refused start is [`Error::Refused`] (exit 1) with the reason.
+    pub async fn start(
+        pac: Pac,
+        cfg: RegionConfig,
+        observer: Arc<dyn Fn(&RegionEvent) + Send + Sync>,
+    ) -> Result<Region> {
+        let token = instance_token(cfg.host.as_str());
+        let actor = format!("region {} on {}", cfg.region, cfg.host);
+        for attempt in 0..50u32 {
+            let snap = pac.snapshot().await?;
+            if !snap.exists && cfg.start_type != StartType::Cold {
+                return Err(Error::NoSuchPac(pac.name().to_string()));
+            }
+            let d = decide_start(
+                &snap,
+                pac.name().as_str(),
+                cfg.region.as_str(),
+                &cfg.product,
+                cfg.start_type,
+                cfg.matrix.as_ref(),
+            )?;
+            let gen = if d.reset_first {
+                match pac.reset(false, &actor, &format!("cold start of {}", cfg.region), None).await {
+                    Ok(g) => {
+                        pac.gc_removing().await?;
+                        g
+                    }
+                    // A region came alive since the snapshot: decide again (it becomes warm).
+                    Err(Error::Refused(_)) => {
+                        tokio::time::sleep(jitter(attempt)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                snap.gen
+            };
+            let req = JoinRequest {
+                gen,
+                create: d.create,
+                store: d.store.clone(),
+                mode: d.mode,
+                region: cfg.region.to_string(),
+                host: cfg.host.to_string(),
+                product: cfg.product.clone(),
+                token: token.clone(),
+                ttl_ms: cfg.heartbeat_ttl.as_millis() as u64,
+                start_type: d.effective.as_str().into(),
+                require_no_other_alive: d.effective == StartType::Cold,
+                resources: if d.create { cfg.resources.0.clone() } else { Vec::new() },
+            };
+            match pac.join(&req, &actor).await? {
+                JoinOutcome::Joined { store, mode } => {
+                    observer(&RegionEvent::Started {
+                        start_type: d.effective,
+                        store: store.clone(),
+                        mode,
+                        warning: d.warning,
+                    });
+                    let (tx, _) = watch::channel(mode);
+                    return Ok(Region {
+                        pac,
+                        cfg,
+                        token,
+                        store,
+                        mode: tx,
+                        observer,
+                    });
+                }
+                JoinOutcome::Conflict | JoinOutcome::OtherAlive(_) => {
+                    tracing::debug!(attempt, "start of {} conflicted; deciding again", cfg.region);
+                    tokio::time::sleep(jitter(attempt)).await;
+                }
+            }
+        }
+        Err(Error::Conflict)
+    }
+
+    /// The store this region joined.
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// Watches the store's mode (updated by notifications and heartbeats).
+    pub fn mode(&self) -> watch::Receiver<Mode> {
+        self.mode.subscribe()
+    }
+
+    /// The PAC handle.
+    pub fn pac(&self) -> &Pac {
+        &self.pac
+    }
+
+    /// The instance token that owns the region record.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The region's configuration.
+    pub fn config(&self) -> &RegionConfig {
+        &self.cfg
+    }
+
+    /// One heartbeat; updates the mode. Returns Err(reason) when ownership or the store is lost.
+    async fn beat(&self) -> std::result::Result<(), String> {
+        let ttl = self.cfg.heartbeat_ttl.as_millis() as u64;
+        match self.pac.heartbeat(self.cfg.region.as_str(), &self.token, ttl).await {
+            Ok(Heartbeat::Ok { mode: Some(m), .. }) => {
+                let old = *self.mode.borrow();
+                if old != m {
+                    self.mode.send_replace(m);
+                    (self.observer)(&RegionEvent::ModeChanged { from: old, to: m });
+                }
+                Ok(())
+            }
+            Ok(Heartbeat::Ok { mode: None, store }) => Err(format!(
+                "store {} of PAC {} no longer exists",
+                if store.is_empty() { &self.store } else { &store },
+                self.pac.name()
+            )),
+            Ok(Heartbeat::Lost) => Err(format!(
+                "region {} is no longer owned by this process (PAC reset or another instance started)",
+                self.cfg.region
+            )),
+            Err(e) => {
+                // Lost connection: keep trying; the record expires on its own if we stay cut off.
+                tracing::warn!("heartbeat of {} failed: {e}", self.cfg.region);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs until `shutdown` turns true (graceful stop: leave the store, state `stopped`)
+    /// or the region is lost (returns [`Error::Refused`] with the reason).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let (note_tx, mut note_rx) = tokio::sync::mpsc::channel::<()>(8);
+        let listener = tokio::spawn(notification_listener(self.pac.clone(), note_tx, shutdown.clone()));
+        let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            tokio::select! {
+                _ = shutdown.wait_for(|s| *s) => break Ok(()),
+                _ = tick.tick() => {
+                    if let Err(why) = self.beat().await { break Err(why); }
+                }
+                Some(()) = note_rx.recv() => {
+                    if let Err(why) = self.beat().await { break Err(why); }
+                }
+            }
+        };
+        listener.abort();
+        match outcome {
+            Ok(()) => {
+                self.stop("stopped").await?;
+                Ok(())
+            }
+            Err(why) => {
+                (self.observer)(&RegionEvent::Lost(why.clone()));
+                Err(Error::Refused(why))
+            }
+        }
+    }
+
+    /// Leaves the store and records `state`.
+    pub async fn stop(&self, state: &str) -> Result<()> {
+        let actor = format!("region {} on {}", self.cfg.region, self.cfg.host);
+        if self
+            .pac
+            .leave(self.cfg.region.as_str(), &self.token, state, &actor)
+            .await?
+        {
+            (self.observer)(&RegionEvent::Stopped);
+        }
+        Ok(())
+    }
+}
+
+/// Forwards PAC notifications (mode changes, store changes) as wake-ups; reconnects with
+/// a bounded backoff after losing Redis. Heartbeats cover any gap.
+async fn notification_listener(
+    pac: Pac,
+    wake: tokio::sync::mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let channel = pac.keys().notify_channel();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let sub = async {
+            let mut ps = pac.psor().pubsub().await?;
+            ps.subscribe(&channel).await.map_err(|e| pac.psor().err(e))?;
+            Ok::<_, Error>(ps)
+        };
+        let ps = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            r = sub => r,
+        };
+        match ps {
+            Ok(mut ps) => {
+                backoff = Duration::from_millis(100);
+                // A (re)subscription may have missed a change: wake once to re-read.
+                let _ = wake.try_send(());
+                let mut stream = ps.on_message();
+                loop {
+                    tokio::select! {
+                        _ = shutdown.wait_for(|s| *s) => return,
+                        m = stream.next() => match m {
+                            Some(_) => { let _ = wake.try_send(()); }
+                            None => break,
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::debug!("notification subscription failed: {e}"),
+        }
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::psor::StoreInfo;
+
+    fn product(v: &str) -> Product {
+        Product {
+            version: semver::Version::parse(v).unwrap(),
+            os: "linux-6".into(),
+            bitness: 64,
+        }
+    }
+
+    fn store(v: &str, mode: Mode) -> StoreInfo {
+        StoreInfo {
+            version: v.into(),
+            os: "linux-6".into(),
+            bitness: 64,
+            mode,
+            created_at_ms: 0,
+            created_by: "R".into(),
+            members: vec![],
+            live_members: vec![],
+        }
+    }
+
+    fn snap(stores: Vec<StoreInfo>, alive: &[&str]) -> Snapshot {
+        Snapshot {
+            pac: "MyPAC".into(),
+            exists: true,
+            gen: 7,
+            epoch: 0,
+            created_at_ms: 0,
+            stores,
+            regions: alive
+                .iter()
+                .map(|n| crate::psor::RegionInfo {
+                    name: n.to_string(),
+                    host: "h".into(),
+                    product_version: "1.0.0".into(),
+                    os: "linux-6".into(),
+                    bitness: 64,
+                    store: "1.0.0".into(),
+                    state: "active".into(),
+                    start_type: "cold".into(),
+                    listener: "off".into(),
+                    endpoint: String::new(),
+                    clients: 0,
+                    jobs_done: 0,
+                    alive: true,
+                    heartbeat_age_ms: Some(0),
+                })
+                .collect(),
+            hosts: vec![],
+            removing: vec![],
+        }
+    }
+
+    fn decide(s: &Snapshot, v: &str, t: StartType) -> Result<StartDecision> {
+        decide_start(s, "MyPAC", "R9", &product(v), t, None)
+    }
+
+    #[test]
+    fn cold_alone_resets_and_creates_running() {
+        let d = decide(&snap(vec![store("1.0.0", Mode::Running)], &[]), "1.0.0", StartType::Cold).unwrap();
+        assert!(d.reset_first && d.create);
+        assert_eq!((d.effective, d.mode), (StartType::Cold, Mode::Running));
+    }
+
+    #[test]
+    fn cold_with_live_region_becomes_warm_with_warning() {
+        let d = decide(&snap(vec![store("1.0.0", Mode::Running)], &["R1"]), "1.0.1", StartType::Cold).unwrap();
+        assert_eq!(d.effective, StartType::Warm);
+        assert!(!d.reset_first);
+        assert_eq!(
+            d.warning.as_deref(),
+            Some("Region R9 initializing in Warm startup mode because PAC MyPAC is already active")
+        );
+    }
+
+    #[test]
+    fn warm_prefers_compatible_upgrade_store_then_running() {
+        let s = snap(vec![store("1.0.0", Mode::Running), store("2.0.0", Mode::Upgrade)], &[]);
+        assert_eq!(decide(&s, "2.0.1", StartType::Warm).unwrap().store, "2.0.0");
+        assert_eq!(decide(&s, "1.0.3", StartType::Warm).unwrap().store, "1.0.0");
+        let e = decide(&s, "3.0.0", StartType::Warm).unwrap_err();
+        assert!(e.to_string().contains("--start-type upgrade"), "{e}");
+        assert_eq!(e.exit_code().code(), 1);
+    }
+
+    #[test]
+    fn warm_without_store_is_refused() {
+        assert!(decide(&snap(vec![], &[]), "1.0.0", StartType::Warm).is_err());
+    }
+
+    #[test]
+    fn upgrade_rules() {
+        let running = snap(vec![store("1.0.0", Mode::Running)], &["R1"]);
+        let e = decide(&running, "1.0.2", StartType::Upgrade).unwrap_err();
+        assert!(e.to_string().contains("use --start-type warm"), "{e}");
+        let d = decide(&running, "2.0.0", StartType::Upgrade).unwrap();
+        assert!(d.create && !d.reset_first);
+        assert_eq!((d.store.as_str(), d.mode), ("2.0.0", Mode::Upgrade));
+
+        let with_upgrade = snap(vec![store("1.0.0", Mode::Running), store("2.0.0", Mode::Upgrade)], &[]);
+        let d = decide(&with_upgrade, "2.0.0", StartType::Upgrade).unwrap();
+        assert!(!d.create);
+        assert!(decide(&with_upgrade, "3.0.0", StartType::Upgrade).is_err());
+    }
+}
