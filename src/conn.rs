@@ -376,6 +376,25 @@ impl Psor {
             })
     }
 
+    /// A dedicated connection for blocking commands (BLPOP, XREAD BLOCK), which would
+    /// stall every other command sharing the multiplexed one. No response timeout: the
+    /// caller bounds the block itself.
+    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.opts.connect_timeout))
+            .set_response_timeout(None);
+        tokio::time::timeout(
+            self.opts.connect_timeout,
+            self.client.get_multiplexed_async_connection_with_config(&cfg),
+        )
+        .await
+        .map_err(|_| Error::Unreachable {
+            target: self.target.clone(),
+            reason: "timed out opening a connection".into(),
+        })?
+        .map_err(|e| self.err(e))
+    }
+
     /// Maps a command error to the library error, naming the target when it is a lost
     /// connection (exit 5) rather than a command failure.
     pub fn err(&self, e: redis::RedisError) -> Error {

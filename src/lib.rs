@@ -14,9 +14,12 @@
 //! - [`resources`]: region resource definitions loaded into new stores.
 //! - [`region`]: the region runtime (start-type rules, heartbeat, mode notifications,
 //!   graceful stop).
+//! - [`agent`]: the host agent (several regions in one process, obeying control
+//!   commands sent through the PSOR).
 //! - [`cli`]: the command line: clap structs for `pacup`, the legacy `caspac` translator
 //!   into the same structs, and the command implementations with their output.
 
+pub mod agent;
 pub mod cli;
 pub mod compat;
 pub mod conn;
@@ -27,3 +30,9 @@ pub mod region;
 pub mod resources;
 
 pub use error::{Error, ExitCode, Result};
+
+/// Resolves once a shutdown flag turns true (or its sender is gone). Returns `()` so no
+/// watch guard is held across the `select!` branch that follows.
+pub(crate) async fn until_true(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}

@@ -105,9 +105,20 @@ pub enum Command {
     /// Administer a PAC in the PSOR (the caspac actions and more).
     #[command(subcommand)]
     Pac(PacCommand),
-    /// Run a region.
+    /// Run a region, or act on one through its host agent.
     #[command(subcommand)]
     Region(RegionCommand),
+    /// Run a host agent: hosts several regions and obeys control commands via the PSOR.
+    Agent(AgentArgs),
+    /// Act on a host through its agent.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Submit batch jobs and audit them.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Drive client transactions like a load balancer.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
 }
 
 /// Store modes an operator may set.
@@ -203,6 +214,246 @@ pub enum PacCommand {
 pub enum RegionCommand {
     /// Run one region in the foreground until SIGTERM/SIGINT (graceful stop).
     Run(RegionRunArgs),
+    /// Start a region through its host agent and wait for the outcome.
+    Start {
+        /// Region name.
+        #[arg(value_parser = region_name)]
+        region: RegionName,
+        /// PAC the region belongs to.
+        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        pac: PacName,
+        /// cold, warm or upgrade.
+        #[arg(long, value_enum)]
+        start_type: StartType,
+        /// How long to wait for the agent's answer.
+        #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+        wait: Duration,
+    },
+    /// Stop a region through its host agent: listener off, drain clients, finish the job
+    /// in hand, leave the store; forced past --timeout.
+    Stop {
+        /// Region name.
+        #[arg(value_parser = region_name)]
+        region: RegionName,
+        /// PAC the region belongs to.
+        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        pac: PacName,
+        /// Past this the stop is forced (clients cut, job in hand reclaimed later).
+        #[arg(long, value_parser = duration, default_value = "60s", value_name = "DURATION")]
+        timeout: Duration,
+        /// How long existing clients may take to leave.
+        #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+        drain_timeout: Duration,
+        /// Stop at once (cut clients, abandon the job in hand).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Turn a region's client listener on or off through its host agent.
+    Listener {
+        /// Region name.
+        #[arg(value_parser = region_name)]
+        region: RegionName,
+        /// on or off.
+        #[arg(value_enum)]
+        state: OnOff,
+        /// PAC the region belongs to.
+        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        pac: PacName,
+        /// How long to wait for the agent's answer.
+        #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+        wait: Duration,
+    },
+    /// Kill a region abruptly through its host agent, as a crash would (fault drills).
+    Crash {
+        /// Region name.
+        #[arg(value_parser = region_name)]
+        region: RegionName,
+        /// PAC the region belongs to.
+        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        pac: PacName,
+        /// How long to wait for the agent's answer.
+        #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+        wait: Duration,
+    },
+}
+
+/// A listener state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    /// Accept new client connections.
+    On,
+    /// Refuse new client connections (open ones finish).
+    Off,
+}
+
+/// `pacup host ...`
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// Install another product version on a host (refused while any of its regions runs).
+    Update {
+        /// Host name.
+        #[arg(value_parser = host_name)]
+        host: HostName,
+        /// PAC the host serves.
+        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        pac: PacName,
+        /// Version to install.
+        #[arg(long, value_parser = version)]
+        product_version: semver::Version,
+        /// How long to wait for the agent's answer.
+        #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+        wait: Duration,
+    },
+}
+
+fn region_spec(s: &str) -> Result<(RegionName, Option<std::net::SocketAddr>), String> {
+    match s.split_once('=') {
+        Some((r, a)) => Ok((
+            region_name(r)?,
+            Some(a.parse().map_err(|_| {
+                format!("invalid listener address {a:?} for region {r}: expected IP:PORT such as 127.0.0.1:7001")
+            })?),
+        )),
+        None => Ok((region_name(s)?, None)),
+    }
+}
+
+/// Arguments of `pacup agent`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// PAC the host's regions belong to.
+    #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+    pub pac: PacName,
+    /// This host's name.
+    #[arg(long, value_parser = host_name)]
+    pub host: HostName,
+    /// Installed product version.
+    #[arg(long, value_parser = version)]
+    pub product_version: semver::Version,
+    /// Product OS (default: this kernel, e.g. linux-6).
+    #[arg(long, value_parser = os)]
+    pub os: Option<String>,
+    /// Product bitness, 32 or 64.
+    #[arg(long, value_parser = bitness)]
+    pub bitness: Option<u8>,
+    /// A region this host runs, optionally with its listener address: R or R=127.0.0.1:7001.
+    #[arg(long = "region", value_parser = region_spec, required = true, value_name = "R[=ADDR]")]
+    pub regions: Vec<(RegionName, Option<std::net::SocketAddr>)>,
+    /// Start every region at agent start with this start type.
+    #[arg(long, value_enum, default_value = "none")]
+    pub autostart: Autostart,
+    /// Runtime settings shared with `region run`.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// `--autostart` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Autostart {
+    /// Cold start (the first region initialises the PAC; the rest become warm).
+    Cold,
+    /// Warm start.
+    Warm,
+    /// Upgrade start.
+    Upgrade,
+    /// Start nothing; wait for commands.
+    None,
+}
+
+/// Region runtime settings (heartbeat, jobs, listener) shared by `region run` and `agent`.
+#[derive(Debug, Clone, Args)]
+pub struct RuntimeArgs {
+    /// Heartbeat interval.
+    #[arg(long, value_parser = duration, default_value = "1s", value_name = "DURATION")]
+    pub heartbeat_interval: Duration,
+    /// Heartbeat TTL: past it without a heartbeat a region (or host) counts as dead.
+    #[arg(long, value_parser = duration, default_value = "3s", value_name = "DURATION")]
+    pub heartbeat_ttl: Duration,
+    /// Simulated duration of one batch job.
+    #[arg(long, value_parser = duration, default_value = "20ms", value_name = "DURATION")]
+    pub job_time: Duration,
+    /// A job held this long by an unresponsive region is taken over (default: 2 x TTL).
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    pub reclaim_idle: Option<Duration>,
+    /// Listener state at region start: auto (on unless the store is in upgrade mode), on, off.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub listener: crate::region::ListenerStart,
+    /// Compatibility matrix for start decisions.
+    #[arg(long, value_name = "FILE")]
+    pub matrix: Option<PathBuf>,
+    /// Resource definitions to load into a store a region creates (default: built-in set).
+    #[arg(long, value_name = "FILE")]
+    pub resources: Option<PathBuf>,
+}
+
+fn count(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("invalid count {s:?}: a whole number greater than zero")),
+    }
+}
+
+/// Parses a rate `R/s`, `R/m` or a bare number per second; zero or negative is refused.
+pub fn rate(s: &str) -> Result<f64, String> {
+    let (num, per) = match s.split_once('/') {
+        Some((n, "s")) => (n, 1.0),
+        Some((n, "m")) => (n, 60.0),
+        Some(_) => return Err(format!("invalid rate {s:?}: expected R/s or R/m, e.g. 50/s")),
+        None => (s, 1.0),
+    };
+    match num.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r / per),
+        _ => Err(format!("invalid rate {s:?}: a number greater than zero, e.g. 50/s")),
+    }
+}
+
+/// `pacup jobs ...`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit batch jobs to the PAC's shared datastore.
+    Submit {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// How many jobs (with --duration: at most this many).
+        #[arg(long, value_parser = count, required_unless_present = "duration")]
+        count: Option<u64>,
+        /// Jobs per second (R/s or R/m); default: all at once.
+        #[arg(long, value_parser = rate)]
+        rate: Option<f64>,
+        /// Keep submitting at --rate for this long.
+        #[arg(long, value_parser = duration, requires = "rate", value_name = "DURATION")]
+        duration: Option<Duration>,
+    },
+    /// Submitted, completed, pending, duplicates, per region, longest completion gap.
+    Stats {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+}
+
+/// `pacup clients ...`
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Send transactions to live regions whose listener is on, retrying elsewhere.
+    Run {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// How many transactions.
+        #[arg(long, value_parser = count, required_unless_present = "duration", conflicts_with = "duration")]
+        count: Option<u64>,
+        /// Send for this long.
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        duration: Option<Duration>,
+        /// Transactions per second (R/s or R/m).
+        #[arg(long, value_parser = rate, default_value = "50/s")]
+        rate: f64,
+        /// A transaction no region could serve within this counts as failed.
+        #[arg(long, value_parser = duration, default_value = "10s", value_name = "DURATION")]
+        tx_timeout: Duration,
+    },
 }
 
 /// Arguments of `pacup region run`.
@@ -212,7 +463,7 @@ pub struct RegionRunArgs {
     #[arg(value_parser = region_name)]
     pub region: RegionName,
     /// PAC the region belongs to.
-    #[arg(long, value_parser = pac_name)]
+    #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
     pub pac: PacName,
     /// Host the region runs on.
     #[arg(long, value_parser = host_name)]
@@ -229,18 +480,18 @@ pub struct RegionRunArgs {
     /// Product bitness, 32 or 64.
     #[arg(long, value_parser = bitness)]
     pub bitness: Option<u8>,
-    /// Resource definitions to load into a store this region creates (default: built-in set).
-    #[arg(long, value_name = "FILE")]
-    pub resources: Option<PathBuf>,
-    /// Compatibility matrix for start decisions.
-    #[arg(long, value_name = "FILE")]
-    pub matrix: Option<PathBuf>,
-    /// Heartbeat interval.
-    #[arg(long, value_parser = duration, default_value = "1s", value_name = "DURATION")]
-    pub heartbeat_interval: Duration,
-    /// Heartbeat TTL: past it without a heartbeat the region counts as dead.
-    #[arg(long, value_parser = duration, default_value = "3s", value_name = "DURATION")]
-    pub heartbeat_ttl: Duration,
+    /// Client listener address (default: an ephemeral port on 127.0.0.1).
+    #[arg(long, value_name = "IP:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT: how long existing clients may take to leave.
+    #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
+    pub drain_timeout: Duration,
+    /// On SIGTERM/SIGINT: past this the stop is forced.
+    #[arg(long, value_parser = duration, default_value = "60s", value_name = "DURATION")]
+    pub stop_timeout: Duration,
+    /// Runtime settings.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 #[cfg(test)]
@@ -251,6 +502,30 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(rate("50/s").unwrap(), 50.0);
+        assert_eq!(rate("120/m").unwrap(), 2.0);
+        assert_eq!(rate("5").unwrap(), 5.0);
+        for bad in ["0", "-1/s", "x/s", "5/h", "inf"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_counts_and_durations_are_usage_errors() {
+        for args in [
+            &["pacup", "jobs", "submit", "P", "--count", "0"][..],
+            &["pacup", "jobs", "submit", "P", "--count", "-3"],
+            &["pacup", "jobs", "submit", "P", "--rate", "5/s", "--duration", "soon"],
+            &["pacup", "clients", "run", "P", "--count", "5", "--rate", "0"],
+            &["pacup", "agent", "--pac", "P", "--host", "h", "--product-version", "1.0.0", "--region", "R=notanaddr"],
+        ] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub struct Keys {
 /// SCAN pattern that finds every PAC's record (`pac list`).
 pub const ALL_PAC_META_PATTERN: &str = "pac:{*}:meta";
 
+/// Consumer group of the job stream: every region reads as its own consumer.
+pub const JOB_GROUP: &str = "regions";
+
 /// Extracts the PAC name from a key matched by [`ALL_PAC_META_PATTERN`].
 pub fn pac_of_meta_key(key: &str) -> Option<&str> {
     key.strip_prefix("pac:{")?.strip_suffix("}:meta")
@@ -112,6 +115,47 @@ impl Keys {
     /// A key of the shared datastore (kept by init and by every store change).
     pub fn ds(&self, suffix: &str) -> String {
         format!("{}ds:{suffix}", self.prefix)
+    }
+
+    /// The batch job queue (stream, consumer group [`JOB_GROUP`]).
+    pub fn jobs(&self) -> String {
+        self.ds("jobs")
+    }
+
+    /// Workload counters (hash): job_seq, submitted, completed, duplicates,
+    /// waiting_since, last_completion, max_gap_ms, tx_ok, tx_duplicates.
+    pub fn work_stats(&self) -> String {
+        self.ds("stats")
+    }
+
+    /// Job results (hash job id -> JSON {region, store, ts_ms}); written once per job.
+    pub fn job_results(&self) -> String {
+        self.ds("results")
+    }
+
+    /// Jobs completed per region (hash).
+    pub fn jobs_by_region(&self) -> String {
+        self.ds("by_region")
+    }
+
+    /// Client transactions (hash tx id -> region that served it first).
+    pub fn transactions(&self) -> String {
+        self.ds("tx")
+    }
+
+    /// Control commands for host agent `h` (stream).
+    pub fn host_control(&self, h: &str) -> String {
+        format!("{}host:{h}:ctl", self.prefix)
+    }
+
+    /// Control command ids host agent `h` has taken (hash id -> status): at most once.
+    pub fn host_done(&self, h: &str) -> String {
+        format!("{}host:{h}:done", self.prefix)
+    }
+
+    /// The reply to control command `id` (list, one element, expires).
+    pub fn control_reply(&self, id: &str) -> String {
+        format!("{}reply:{id}", self.prefix)
     }
 
     /// The coordinator lease.

@@ -4,8 +4,10 @@
 //! this module turns their replies into types and errors. Reads that need many keys are
 //! done in two pipelined round trips ([`Pac::snapshot`]), never one command per key.
 
+pub mod control;
 pub mod keys;
 pub mod scripts;
+pub mod work;
 
 use crate::conn::Psor;
 use crate::error::{Error, Result};
@@ -371,11 +373,11 @@ impl Pac {
         &self.psor
     }
 
-    fn conn(&self) -> redis::aio::ConnectionManager {
+    pub(crate) fn conn(&self) -> redis::aio::ConnectionManager {
         self.psor.conn.clone()
     }
 
-    async fn run(&self, s: &redis::Script, args: &[String]) -> Result<Vec<String>> {
+    pub(crate) async fn run(&self, s: &redis::Script, args: &[String]) -> Result<Vec<String>> {
         let mut inv = s.key(self.keys.prefix());
         for a in args {
             inv.arg(a);
@@ -589,11 +591,22 @@ impl Pac {
     }
 
     /// Extends a region's liveness; answers its store's current mode.
-    pub async fn heartbeat(&self, region: &str, token: &str, ttl_ms: u64) -> Result<Heartbeat> {
+    pub async fn heartbeat(
+        &self,
+        region: &str,
+        token: &str,
+        ttl_ms: u64,
+        clients: Option<u64>,
+    ) -> Result<Heartbeat> {
         let v = self
             .run(
                 &scripts::HEARTBEAT,
-                &[region.into(), token.into(), ttl_ms.to_string()],
+                &[
+                    region.into(),
+                    token.into(),
+                    ttl_ms.to_string(),
+                    clients.map(|c| c.to_string()).unwrap_or_default(),
+                ],
             )
             .await?;
         Ok(match reply_code(&v) {
@@ -617,16 +630,19 @@ impl Pac {
         Ok(reply_code(&v) == "OK")
     }
 
-    /// Writes fields of a region's record if this instance still owns it (listener,
-    /// endpoint, clients, jobs_done). Not a state change of the PAC, so a plain HSET
-    /// guarded by nothing more than the instance check in the caller's heartbeat.
-    pub async fn set_region_fields(&self, region: &str, fields: &[(&str, String)]) -> Result<()> {
-        let mut c = self.conn();
-        let _: () = c
-            .hset_multiple(self.keys.region(region), fields)
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        Ok(())
+    /// Writes fields of a region's record (listener, endpoint, ...) if this instance still
+    /// owns it. Returns false when it does not (nothing written).
+    pub async fn set_region_fields(&self, region: &str, token: &str, fields: &[(&str, String)]) -> Result<bool> {
+        let mut args = vec![region.to_string(), token.to_string()];
+        for (k, v) in fields {
+            args.extend([k.to_string(), v.clone()]);
+        }
+        let mut inv = scripts::REGION_FIELDS.key(self.keys.prefix());
+        for a in &args {
+            inv.arg(a);
+        }
+        let n: i64 = inv.invoke_async(&mut self.conn()).await.map_err(|e| self.psor.err(e))?;
+        Ok(n == 1)
     }
 
     /// SetMode: `running` flips the upgrade-mode store; `quiesce` quiesces every running

@@ -157,7 +157,7 @@ return {'OK', V, store_mode(V)}
     )
 });
 
-/// ARGV: region, token, ttl ms. Returns `{OK, store, mode}` (empty mode: the store is
+/// ARGV: region, token, ttl ms, clients (optional). Returns `{OK, store, mode}` (empty mode: the store is
 /// gone) or `{LOST, owner}` when another instance owns the region or the PAC was reset.
 pub static HEARTBEAT: LazyLock<Script> = LazyLock::new(|| {
     script(
@@ -169,6 +169,7 @@ local cur = redis.call('GET', P .. 'region:' .. R .. ':alive')
 if cur and cur ~= ARGV[2] then return {'LOST', cur} end
 redis.call('SET', P .. 'region:' .. R .. ':alive', ARGV[2], 'PX', ARGV[3])
 redis.call('HSET', P .. 'region:' .. R, 'heartbeat_at', now_ms())
+if ARGV[4] and ARGV[4] ~= '' then redis.call('HSET', P .. 'region:' .. R, 'clients', ARGV[4]) end
 local V = redis.call('HGET', P .. 'region:' .. R, 'store') or ''
 local mode = ''
 if V ~= '' then mode = store_mode(V) or '' end
@@ -292,6 +293,162 @@ pub static FINISH_REMOVAL: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('ZSCORE', P .. 'stores', ARGV[1]) then return 0 end
 redis.call('SREM', P .. 'removing', ARGV[1])
 return 1
+"#,
+    )
+});
+
+/// ARGV: count. Appends `count` jobs to the job stream (creating the consumer group),
+/// counts them submitted, and starts the waiting clock if nothing was pending.
+/// Returns `{first id, last id}`.
+pub static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local jobs = P .. 'ds:jobs'
+local st = P .. 'ds:stats'
+local n = tonumber(ARGV[1])
+redis.pcall('XGROUP', 'CREATE', jobs, 'regions', '0', 'MKSTREAM')
+local now = now_ms()
+local sub = tonumber(redis.call('HGET', st, 'submitted') or '0')
+local comp = tonumber(redis.call('HGET', st, 'completed') or '0')
+if sub - comp <= 0 then redis.call('HSET', st, 'waiting_since', now) end
+local first = 0
+local last = 0
+for i = 1, n do
+  last = redis.call('HINCRBY', st, 'job_seq', 1)
+  if first == 0 then first = last end
+  redis.call('XADD', jobs, '*', 'job', last, 'submitted_at', now)
+end
+redis.call('HINCRBY', st, 'submitted', n)
+return {first, last}
+"#,
+    )
+});
+
+/// ARGV: region, token, reclaim idle ms. Takes one job for the region, only while it owns
+/// its record and its store is `running`: first a job idle longer than the reclaim time
+/// (held by a region that died), else a new one. Returns `{JOB, stream id, job id,
+/// new|reclaimed}`, `{NONE}`, `{MODE, mode}` or `{LOST}`.
+pub static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local R = ARGV[1]
+if redis.call('HGET', P .. 'region:' .. R, 'instance') ~= ARGV[2] then return {'LOST'} end
+local V = redis.call('HGET', P .. 'region:' .. R, 'store') or ''
+if V == '' then return {'MODE', ''} end
+local mode = store_mode(V) or ''
+if mode ~= 'running' then return {'MODE', mode} end
+local jobs = P .. 'ds:jobs'
+if redis.call('EXISTS', jobs) == 0 then return {'NONE'} end
+redis.pcall('XGROUP', 'CREATE', jobs, 'regions', '0', 'MKSTREAM')
+local function job_of(e)
+  local f = e[2]
+  for i = 1, #f, 2 do if f[i] == 'job' then return f[i + 1] end end
+  return ''
+end
+local c = redis.call('XAUTOCLAIM', jobs, 'regions', R, ARGV[3], '0-0', 'COUNT', 1)
+if c[2] and c[2][1] and c[2][1] ~= false then
+  return {'JOB', c[2][1][1], job_of(c[2][1]), 'reclaimed'}
+end
+local r = redis.call('XREADGROUP', 'GROUP', 'regions', R, 'COUNT', 1, 'STREAMS', jobs, '>')
+if r and r[1] and r[1][2] and r[1][2][1] then
+  local e = r[1][2][1]
+  return {'JOB', e[1], job_of(e), 'new'}
+end
+return {'NONE'}
+"#,
+    )
+});
+
+/// ARGV: region, stream id, job id, store. Records the job's result once (a re-run counts
+/// a duplicate instead), acknowledges and deletes the stream entry, and keeps the
+/// completion-gap statistics. Returns 1 for a first completion, 0 for a duplicate.
+pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local R = ARGV[1]
+local jobs = P .. 'ds:jobs'
+local st = P .. 'ds:stats'
+local now = tonumber(now_ms())
+local first = redis.call('HSETNX', P .. 'ds:results', ARGV[3],
+  R .. ' ' .. ARGV[4] .. ' ' .. string.format('%.0f', now))
+if first == 1 then
+  local comp = redis.call('HINCRBY', st, 'completed', 1)
+  redis.call('HINCRBY', P .. 'ds:by_region', R, 1)
+  local last = tonumber(redis.call('HGET', st, 'last_completion') or '0')
+  local ws = tonumber(redis.call('HGET', st, 'waiting_since') or '0')
+  local since = math.max(last, ws)
+  if since > 0 then
+    local gap = now - since
+    if gap > tonumber(redis.call('HGET', st, 'max_gap_ms') or '0') then
+      redis.call('HSET', st, 'max_gap_ms', string.format('%.0f', gap))
+    end
+  end
+  redis.call('HSET', st, 'last_completion', string.format('%.0f', now))
+  local sub = tonumber(redis.call('HGET', st, 'submitted') or '0')
+  if sub - comp <= 0 then redis.call('HSET', st, 'waiting_since', '0') end
+else
+  redis.call('HINCRBY', st, 'duplicates', 1)
+end
+redis.call('XACK', jobs, 'regions', ARGV[2])
+redis.call('XDEL', jobs, ARGV[2])
+redis.call('HINCRBY', P .. 'region:' .. R, 'jobs_done', 1)
+return first
+"#,
+    )
+});
+
+/// ARGV: transaction id, region. Records a client transaction once. Returns 1 for the
+/// first record, 0 for a repeat.
+pub static RECORD_TX: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local first = redis.call('HSETNX', P .. 'ds:tx', ARGV[1], ARGV[2])
+if first == 1 then
+  redis.call('HINCRBY', P .. 'ds:stats', 'tx_ok', 1)
+else
+  redis.call('HINCRBY', P .. 'ds:stats', 'tx_duplicates', 1)
+end
+return first
+"#,
+    )
+});
+
+/// ARGV: region, token, field, value, ... Sets fields of a region record only for the
+/// instance that owns it (a stale process cannot overwrite a newer one). Returns 1 or 0.
+pub static REGION_FIELDS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HGET', P .. 'region:' .. ARGV[1], 'instance') ~= ARGV[2] then return 0 end
+for i = 3, #ARGV, 2 do
+  redis.call('HSET', P .. 'region:' .. ARGV[1], ARGV[i], ARGV[i + 1])
+end
+return 1
+"#,
+    )
+});
+
+/// ARGV: region, host, actor. Cleans a region a restarted host agent finds recorded on
+/// its host: leaves every store, marks it stopped, drops its liveness. Refused with
+/// `{OTHER, host}` when the region now lives on another host. Returns `{OK, cleaned}`.
+pub static CLEAN_REGION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local R = ARGV[1]
+local key = P .. 'region:' .. R
+if redis.call('EXISTS', key) == 0 then return {'OK', '0'} end
+local h = redis.call('HGET', key, 'host')
+if h ~= ARGV[2] and alive(R) then return {'OTHER', h} end
+for _, v in ipairs(redis.call('ZRANGE', P .. 'stores', 0, -1)) do
+  redis.call('SREM', P .. 'store:' .. v .. ':members', R)
+end
+local was = redis.call('HGET', key, 'state') or ''
+redis.call('HSET', key, 'state', 'stopped', 'store', '', 'listener', 'off', 'clients', '0')
+redis.call('DEL', P .. 'region:' .. R .. ':alive')
+if was ~= 'stopped' then
+  event('region_cleaned', R .. ' found ' .. was .. ' after a restart of host ' .. ARGV[2], ARGV[3], R)
+  return {'OK', '1'}
+end
+return {'OK', '0'}
 "#,
     )
 });

@@ -195,10 +195,7 @@ impl fmt::Display for Cmd {
                 write!(f, "{}={} ", shell_word(key), shell_word(v))?;
             }
         }
-        let name = self
-            .program
-            .file_name()
-            .unwrap_or(self.program.as_os_str());
+        let name = self.program.file_name().unwrap_or(self.program.as_os_str());
         write!(f, "{}", shell_word(name))?;
         for a in &self.args {
             write!(f, " {}", shell_word(a))?;
@@ -239,9 +236,7 @@ impl Output {
     fn new(command: String, status: ExitStatus, stdout: String, stderr: String) -> Output {
         use std::os::unix::process::ExitStatusExt;
         let signal = status.signal();
-        let code = status
-            .code()
-            .unwrap_or_else(|| 128 + signal.unwrap_or(0));
+        let code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
         Output {
             command,
             code,
@@ -385,7 +380,7 @@ pub struct Running {
 }
 
 impl Running {
-    /// The pid while the process has not been reaped.
+    /// The process id (`None` after `kill()`/`wait_with_timeout`).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -428,7 +423,9 @@ impl Running {
     #[track_caller]
     pub fn signal(&mut self, sig: i32) {
         if !self.is_running() {
-            self.fail(&format!("cannot send signal {sig}: the process already exited"));
+            self.fail(&format!(
+                "cannot send signal {sig}: the process already exited"
+            ));
         }
         let pid = self.pid().expect("running");
         let status = Command::new("kill")

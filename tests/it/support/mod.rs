@@ -20,8 +20,9 @@ pub mod server;
 pub mod tls;
 
 pub use cmd::{caspac, pacup, Cmd, Output, Running, SIGHUP, SIGINT, SIGKILL, SIGTERM};
-pub use sentinel::{SentinelSet, SentinelSetBuilder};
+pub use sentinel::{Sentinel, SentinelSet, SentinelSetBuilder};
 pub use server::{RedisServer, RedisServerBuilder};
+pub use tls::{ensure_crypto_provider, TestPki};
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -102,7 +103,11 @@ pub fn free_port() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let port = listener.local_addr().expect("local_addr").port();
         drop(listener);
-        if handed_out.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
+        if handed_out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(port)
+        {
             return port;
         }
     }

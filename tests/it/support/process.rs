@@ -119,7 +119,7 @@ impl Proc {
     /// All log files, labelled, for failure messages.
     pub(crate) fn diagnostics(&self) -> String {
         let mut out = String::new();
-        for f in &self.log_files {
+        for f in self.log_files.iter().filter(|f| f.exists()) {
             let text = read_lossy(f);
             if text.trim().is_empty() {
                 continue;

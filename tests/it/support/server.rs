@@ -48,6 +48,7 @@ pub struct RedisServerBuilder {
     /// `Some(auth_clients)` when TLS is on.
     tls: Option<bool>,
     ready_timeout: Duration,
+    port_hint: Option<u16>,
 }
 
 impl Default for RedisServerBuilder {
@@ -60,6 +61,7 @@ impl Default for RedisServerBuilder {
             acl_user: None,
             tls: None,
             ready_timeout: READY_TIMEOUT,
+            port_hint: None,
         }
     }
 }
@@ -132,7 +134,11 @@ impl RedisServerBuilder {
     /// master's ACL user if it has one. Use [`RedisServer::wait_for_replication_link`] to wait
     /// until it has synced.
     pub fn replica_of(mut self, master: &RedisServer) -> Self {
-        self = self.args(["--replicaof".to_string(), HOST.into(), master.port().to_string()]);
+        self = self.args([
+            "--replicaof".to_string(),
+            HOST.into(),
+            master.port().to_string(),
+        ]);
         if let Some((user, pass)) = &master.opts.acl_user {
             self = self.args(["--masteruser", user.as_str(), "--masterauth", pass.as_str()]);
         }
@@ -142,6 +148,13 @@ impl RedisServerBuilder {
     /// Bound for the readiness wait (default [`READY_TIMEOUT`]).
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
+        self
+    }
+
+    /// Try this port first; if it is taken, fall back to free ones like any start. Mainly
+    /// for exercising the port-race retry itself.
+    pub fn port_hint(mut self, port: u16) -> Self {
+        self.port_hint = Some(port);
         self
     }
 
@@ -161,8 +174,11 @@ impl RedisServerBuilder {
             dir,
         };
         let mut races = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            server.port = free_port();
+        for attempt in 0..PORT_ATTEMPTS {
+            server.port = match server.opts.port_hint {
+                Some(port) if attempt == 0 => port,
+                _ => free_port(),
+            };
             // Each attempt starts with empty logs, so the logs describe the server we keep.
             let _ = std::fs::remove_file(server.log_path());
             let _ = std::fs::remove_file(server.stdio_path());
@@ -290,7 +306,12 @@ impl RedisServer {
     pub fn unix_url(&self) -> String {
         let mut url = format!("redis+unix://{}", self.unix_path().display());
         if let Some((u, p)) = &self.opts.acl_user {
-            let _ = write!(url, "?user={}&pass={}", encode_userinfo(u), encode_userinfo(p));
+            let _ = write!(
+                url,
+                "?user={}&pass={}",
+                encode_userinfo(u),
+                encode_userinfo(p)
+            );
         }
         url
     }
@@ -498,16 +519,10 @@ impl RedisServer {
         let mut cmd = Command::new("redis-server");
         cmd.arg(self.conf_path()).args(&self.opts.extra_args);
         let name = format!("redis-server :{}", self.port);
-        self.proc = Some(Proc::spawn(
-            name,
-            cmd,
-            &self.stdio_path(),
-            &self.log_path(),
-        ));
+        self.proc = Some(Proc::spawn(name, cmd, &self.stdio_path(), &self.log_path()));
 
         let deadline = Instant::now() + self.opts.ready_timeout;
         let mut interval = Duration::from_millis(5);
-        let mut last_probe = String::from("no probe completed");
         loop {
             let proc = self.proc.as_mut().expect("just spawned");
             if let Some(status) = proc.try_exit() {
@@ -524,10 +539,10 @@ impl RedisServer {
                 )));
             }
             let pid = proc.pid().expect("running");
-            match self.probe(pid) {
+            let last_probe = match self.probe(pid) {
                 Ok(()) => return Ok(()),
-                Err(e) => last_probe = e,
-            }
+                Err(e) => e,
+            };
             let now = Instant::now();
             if now >= deadline {
                 return Err(Launch::Failed(format!(
@@ -605,6 +620,8 @@ fn file_len(path: &Path) -> u64 {
 /// The part of a log file written after byte `offset` (i.e. by the current launch).
 fn read_from(path: &Path, offset: u64) -> String {
     let bytes = std::fs::read(path).unwrap_or_default();
-    let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
+    let start = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
     String::from_utf8_lossy(&bytes[start..]).into_owned()
 }

@@ -1,105 +1,16 @@
-//! What each command does, and the one place errors become exit codes.
+//! `pacup pac ...`: the admin actions.
 
-use super::output;
-use super::{Cli, Command, GlobalArgs, PacCommand, RegionCommand, RegionRunArgs, SetModeArg};
+use super::{actor, connect, print_json};
+use crate::cli::output;
+use crate::cli::{GlobalArgs, PacCommand, SetModeArg};
 use crate::compat::{self, Matrix};
-use crate::conn::{Psor, PsorOptions};
 use crate::error::{Error, ExitCode};
 use crate::names::Product;
 use crate::psor::{self, Mode, Pac};
-use crate::region::{Region, RegionConfig, RegionEvent};
-use crate::resources::Resources;
 use anyhow::Context as _;
 use serde_json::json;
-use std::sync::Arc;
 
-/// Sets up `tracing` on stderr from `-v`/`-q` (or `RUST_LOG`).
-pub fn init_tracing(g: &GlobalArgs) {
-    let level = if g.quiet {
-        "error"
-    } else {
-        match g.verbose {
-            0 => "warn",
-            1 => "info",
-            2 => "debug",
-            _ => "trace",
-        }
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pacup={level},caspac={level}")));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-}
-
-/// Maps any error chain to the SPEC exit code: the first library [`Error`] in the chain
-/// decides; anything else is a refusal/failure (1).
-pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
-    for cause in e.chain() {
-        if let Some(err) = cause.downcast_ref::<Error>() {
-            return err.exit_code();
-        }
-        if let Some(err) = cause.downcast_ref::<clap::Error>() {
-            return if err.exit_code() == 0 { ExitCode::Ok } else { ExitCode::InvalidInput };
-        }
-    }
-    ExitCode::Refused
-}
-
-/// Builds connection options from the global arguments and the environment.
-pub fn psor_options(g: &GlobalArgs) -> anyhow::Result<PsorOptions> {
-    let mut o = PsorOptions::new(g.psor.clone());
-    o.password = match &g.psor_password_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::BadFile {
-                    what: "PSOR password file".into(),
-                    path: p.display().to_string(),
-                    reason: e.to_string(),
-                })?
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-        ),
-        None => std::env::var("PACUP_PSOR_PASSWORD").ok().filter(|p| !p.is_empty()),
-    };
-    o.tls_ca = g.tls_ca.clone();
-    o.tls_cert = g.tls_cert.clone();
-    o.tls_key = g.tls_key.clone();
-    o.connect_timeout = g.connect_timeout;
-    o.command_timeout = g.command_timeout;
-    // Refuse a malformed URL before anything else (exit 2), even for commands that
-    // would fail later for another reason.
-    crate::conn::PsorTarget::parse(&o.url)?;
-    Ok(o)
-}
-
-async fn connect(g: &GlobalArgs) -> anyhow::Result<Psor> {
-    let o = psor_options(g)?;
-    Ok(Psor::connect(&o).await?)
-}
-
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-    format!("{user} (pacup {})", env!("CARGO_PKG_VERSION"))
-}
-
-fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string(v).unwrap_or_default());
-}
-
-/// Runs a parsed command line; returns the exit code for a completed command. Errors
-/// carry their own code (see [`exit_code_of`]).
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let g = &cli.global;
-    match cli.command {
-        Command::Pac(cmd) => pac(g, cmd).await,
-        Command::Region(RegionCommand::Run(args)) => region_run(g, args).await,
-    }
-}
-
-async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitCode> {
     // Validate local files before connecting, so bad input is exit 2 even when the
     // PSOR is down, and nothing is written.
     let matrix = match &cmd {
@@ -271,89 +182,3 @@ async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn region_run(g: &GlobalArgs, a: RegionRunArgs) -> anyhow::Result<ExitCode> {
-    if a.heartbeat_ttl <= a.heartbeat_interval {
-        return Err(Error::invalid(
-            "--heartbeat-ttl",
-            crate::names::format_duration(a.heartbeat_ttl),
-            "a TTL longer than --heartbeat-interval",
-        )
-        .into());
-    }
-    let resources = match &a.resources {
-        Some(p) => Resources::load(p)?,
-        None => Resources::default_set(),
-    };
-    let matrix = a.matrix.as_deref().map(Matrix::load).transpose()?;
-    let product = Product {
-        version: a.product_version.clone(),
-        os: a.os.clone().unwrap_or_else(crate::names::default_os),
-        bitness: a.bitness.unwrap_or_else(crate::names::default_bitness),
-    };
-    let mut cfg = RegionConfig::new(a.region.clone(), a.host.clone(), product, a.start_type);
-    cfg.resources = resources;
-    cfg.matrix = matrix;
-    cfg.heartbeat_interval = a.heartbeat_interval;
-    cfg.heartbeat_ttl = a.heartbeat_ttl;
-    let psor = connect(g).await?;
-    let pac = Pac::new(psor, a.pac.clone());
-    let json_out = g.json;
-    let name = a.region.to_string();
-    let observer: Arc<dyn Fn(&RegionEvent) + Send + Sync> = Arc::new(move |ev: &RegionEvent| {
-        let (kind, text, extra) = match ev {
-            RegionEvent::Started { start_type, store, mode, warning } => {
-                if let Some(w) = warning {
-                    eprintln!("warning: {w}");
-                }
-                (
-                    "started",
-                    format!("Region {name} started ({start_type}) in store {store}, mode {mode}"),
-                    json!({"start_type": start_type, "store": store, "mode": mode, "warning": warning}),
-                )
-            }
-            RegionEvent::ModeChanged { from, to } => (
-                "mode_changed",
-                format!("Region {name}: store mode changed from {from} to {to}"),
-                json!({"from": from, "to": to}),
-            ),
-            RegionEvent::Lost(why) => ("lost", format!("Region {name} lost: {why}"), json!({"reason": why})),
-            RegionEvent::Stopped => ("stopped", format!("Region {name} stopped"), json!({})),
-        };
-        if json_out {
-            let mut v = json!({"ts": output::rfc3339(psor::now_ms()), "region": name, "event": kind});
-            if let (Some(o), Some(e)) = (v.as_object_mut(), extra.as_object()) {
-                o.extend(e.clone());
-            }
-            print_json(&v);
-        } else {
-            println!("{text}");
-        }
-    });
-    let region = Region::start(pac, cfg, observer)
-        .await
-        .with_context(|| format!("region {} cannot start", a.region))?;
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        let _ = tx.send(true);
-    });
-    region.run(rx).await?;
-    Ok(ExitCode::Ok)
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}

@@ -14,14 +14,19 @@ use crate::names::{HostName, Product, RegionName};
 use crate::psor::{Heartbeat, JoinOutcome, JoinRequest, Mode, Pac, Snapshot};
 use crate::resources::Resources;
 use futures_util::StreamExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+mod listener;
+mod worker;
 
 /// How a region asks to start (`casstart /s:c|w|u`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum StartType {
     /// Wipe and initialise the PAC (becomes warm if another region is alive).
@@ -191,7 +196,20 @@ pub fn decide_start(
     }
 }
 
-/// Everything a region needs to start.
+/// When a region's client listener comes up at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerStart {
+    /// On if the joined store is running, off in upgrade mode (the documented process
+    /// keeps clients away from an upgrade-mode region until the new PAC runs).
+    Auto,
+    /// Always on.
+    On,
+    /// Always off (turned on later by `region listener on`).
+    Off,
+}
+
+/// Everything a region needs to start and run.
 #[derive(Debug, Clone)]
 pub struct RegionConfig {
     /// Region name.
@@ -210,10 +228,21 @@ pub struct RegionConfig {
     pub heartbeat_interval: Duration,
     /// Heartbeat TTL (default 3 s): past it without a heartbeat the region is dead.
     pub heartbeat_ttl: Duration,
+    /// Client listener address (default an ephemeral port on 127.0.0.1).
+    pub listen: SocketAddr,
+    /// Listener state at start.
+    pub listener_start: ListenerStart,
+    /// Simulated duration of one batch job.
+    pub job_time: Duration,
+    /// A job held this long by an unresponsive region is taken over (default 2 x TTL).
+    pub reclaim_idle: Duration,
+    /// Pause between claims when no job is waiting.
+    pub idle_poll: Duration,
 }
 
 impl RegionConfig {
-    /// Defaults: 1 s heartbeat, 3 s TTL, built-in resources, no matrix.
+    /// Defaults: 1 s heartbeat, 3 s TTL, built-in resources, no matrix, listener on an
+    /// ephemeral 127.0.0.1 port (auto), 20 ms jobs, reclaim after 6 s.
     pub fn new(region: RegionName, host: HostName, product: Product, start_type: StartType) -> Self {
         RegionConfig {
             region,
@@ -224,6 +253,11 @@ impl RegionConfig {
             matrix: None,
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_ttl: Duration::from_secs(3),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listener_start: ListenerStart::Auto,
+            job_time: Duration::from_millis(20),
+            reclaim_idle: Duration::from_secs(6),
+            idle_poll: Duration::from_millis(25),
         }
     }
 }
@@ -249,10 +283,50 @@ pub enum RegionEvent {
         /// New mode.
         to: Mode,
     },
+    /// The client listener changed.
+    Listener {
+        /// On or off.
+        on: bool,
+        /// Endpoint.
+        endpoint: String,
+    },
     /// The region lost ownership (PAC reset, another instance) or its store is gone.
     Lost(String),
     /// The region left its store.
-    Stopped,
+    Stopped {
+        /// Whether the stop had to be forced.
+        forced: bool,
+    },
+}
+
+/// Observer of region events.
+pub type Observer = Arc<dyn Fn(&str, &RegionEvent) + Send + Sync>;
+
+/// Requests to a running region (from its host agent or its signal handler).
+#[derive(Debug)]
+pub enum RegionControl {
+    /// Turn the client listener on or off.
+    Listener {
+        /// On or off.
+        on: bool,
+        /// Outcome.
+        reply: oneshot::Sender<Result<String>>,
+    },
+    /// Stop: listener off, wait up to `drain` for clients to leave, finish the job in
+    /// hand, leave the store. Past `timeout` (or at once with `force`) the stop is forced:
+    /// clients are cut and the job in hand is abandoned, to be reclaimed by another region.
+    Stop {
+        /// Client drain bound.
+        drain: Duration,
+        /// Whole-stop bound.
+        timeout: Duration,
+        /// Force at once.
+        force: bool,
+        /// Outcome.
+        reply: oneshot::Sender<Result<String>>,
+    },
+    /// Die abruptly (no leave, no listener shutdown courtesy): a crash, for fault tests.
+    Crash,
 }
 
 /// A started region: owns its PSOR record until stopped.
@@ -262,7 +336,15 @@ pub struct Region {
     token: String,
     store: String,
     mode: watch::Sender<Mode>,
-    observer: Arc<dyn Fn(&RegionEvent) + Send + Sync>,
+    observer: Observer,
+}
+
+/// A region running in its own task.
+pub struct RegionHandle {
+    /// Control requests.
+    pub control: mpsc::Sender<RegionControl>,
+    /// The task; ends when the region stopped, crashed or was lost.
+    pub task: tokio::task::JoinHandle<Result<()>>,
 }
 
 fn instance_token(host: &str) -> String {
@@ -284,11 +366,7 @@ fn jitter(attempt: u32) -> Duration {
 impl Region {
     /// Starts a region: decides from a snapshot, commits atomically, retries on conflict.
     /// A refused start is [`Error::Refused`] (exit 1) with the reason.
-    pub async fn start(
-        pac: Pac,
-        cfg: RegionConfig,
-        observer: Arc<dyn Fn(&RegionEvent) + Send + Sync>,
-    ) -> Result<Region> {
+    pub async fn start(pac: Pac, cfg: RegionConfig, observer: Observer) -> Result<Region> {
         let token = instance_token(cfg.host.as_str());
         let actor = format!("region {} on {}", cfg.region, cfg.host);
         for attempt in 0..50u32 {
@@ -336,7 +414,7 @@ impl Region {
             };
             match pac.join(&req, &actor).await? {
                 JoinOutcome::Joined { store, mode } => {
-                    observer(&RegionEvent::Started {
+                    observer(cfg.region.as_str(), &RegionEvent::Started {
                         start_type: d.effective,
                         store: store.clone(),
                         mode,
@@ -366,35 +444,190 @@ impl Region {
         &self.store
     }
 
-    /// Watches the store's mode (updated by notifications and heartbeats).
-    pub fn mode(&self) -> watch::Receiver<Mode> {
-        self.mode.subscribe()
-    }
-
-    /// The PAC handle.
-    pub fn pac(&self) -> &Pac {
-        &self.pac
-    }
-
-    /// The instance token that owns the region record.
-    pub fn token(&self) -> &str {
-        &self.token
-    }
-
     /// The region's configuration.
     pub fn config(&self) -> &RegionConfig {
         &self.cfg
     }
 
-    /// One heartbeat; updates the mode. Returns Err(reason) when ownership or the store is lost.
-    async fn beat(&self) -> std::result::Result<(), String> {
+    /// Runs the region in its own task.
+    pub fn spawn(self) -> RegionHandle {
+        let (tx, rx) = mpsc::channel(8);
+        RegionHandle {
+            control: tx,
+            task: tokio::spawn(self.run(rx)),
+        }
+    }
+
+    /// Runs until stopped through `control` (or the sender is dropped: a graceful stop
+    /// with default bounds), crashed, or lost (returns [`Error::Refused`] with the reason).
+    pub async fn run(self, mut control: mpsc::Receiver<RegionControl>) -> Result<()> {
+        let me = Arc::new(self);
+        let clients = Arc::new(AtomicU64::new(0));
+        let mut listener = listener::ClientListener::new(
+            me.cfg.listen,
+            me.pac.clone(),
+            me.cfg.region.to_string(),
+            me.cfg.product.version.to_string(),
+            clients.clone(),
+        );
+        let start_on = match me.cfg.listener_start {
+            ListenerStart::On => true,
+            ListenerStart::Off => false,
+            ListenerStart::Auto => *me.mode.borrow() == Mode::Running,
+        };
+        if start_on {
+            if let Err(e) = me.listener(&mut listener, true).await {
+                tracing::warn!("listener of {} did not start: {e}", me.cfg.region);
+            }
+        }
+        let (stop_beats, beats_stopped) = watch::channel(false);
+        let (lost_tx, mut lost_rx) = mpsc::channel::<String>(1);
+        let beats = tokio::spawn(heartbeats(me.clone(), clients.clone(), beats_stopped.clone(), lost_tx.clone()));
+        let (taking_tx, taking_rx) = watch::channel(true);
+        let mut worker = tokio::spawn(worker::work(
+            me.pac.clone(),
+            me.cfg.clone(),
+            me.token.clone(),
+            me.store.clone(),
+            me.mode.subscribe(),
+            taking_rx,
+            lost_tx,
+        ));
+        let end = loop {
+            tokio::select! {
+                msg = control.recv() => match msg {
+                    Some(RegionControl::Listener { on, reply }) => {
+                        let _ = reply.send(me.listener(&mut listener, on).await);
+                    }
+                    Some(RegionControl::Stop { drain, timeout, force, reply }) => {
+                        let r = me.graceful_stop(&mut listener, &clients, &taking_tx, &mut worker, drain, timeout, force).await;
+                        let _ = stop_beats.send(true);
+                        let _ = beats.await;
+                        let r = match r {
+                            Ok(forced) => me.leave(forced).await.map(|_| {
+                                if forced { "stopped (forced)".to_string() } else { "stopped".to_string() }
+                            }),
+                            Err(e) => Err(e),
+                        };
+                        let ok = r.is_ok();
+                        let _ = reply.send(r);
+                        break if ok { Ok(()) } else { Err(Error::refused("stop failed")) };
+                    }
+                    Some(RegionControl::Crash) => {
+                        worker.abort();
+                        beats.abort();
+                        listener.off();
+                        listener.cut_all();
+                        break Ok(());
+                    }
+                    None => {
+                        let forced = me
+                            .graceful_stop(&mut listener, &clients, &taking_tx, &mut worker,
+                                Duration::from_secs(30), Duration::from_secs(60), false)
+                            .await
+                            .unwrap_or(true);
+                        let _ = stop_beats.send(true);
+                        let _ = beats.await;
+                        break me.leave(forced).await;
+                    }
+                },
+                Some(why) = lost_rx.recv() => {
+                    worker.abort();
+                    beats.abort();
+                    listener.off();
+                    listener.cut_all();
+                    (me.observer)(me.cfg.region.as_str(), &RegionEvent::Lost(why.clone()));
+                    break Err(Error::Refused(why));
+                }
+            }
+        };
+        end
+    }
+
+    async fn listener(&self, l: &mut listener::ClientListener, on: bool) -> Result<String> {
+        let endpoint = if on {
+            l.on().await?.to_string()
+        } else {
+            l.off();
+            l.endpoint().map(|a| a.to_string()).unwrap_or_default()
+        };
+        let state = if on { "on" } else { "off" };
+        self.pac
+            .set_region_fields(
+                self.cfg.region.as_str(),
+                &self.token,
+                &[("listener", state.into()), ("endpoint", endpoint.clone())],
+            )
+            .await?;
+        (self.observer)(self.cfg.region.as_str(), &RegionEvent::Listener {
+            on,
+            endpoint: endpoint.clone(),
+        });
+        Ok(format!("listener {state} at {endpoint}"))
+    }
+
+    /// Returns whether the stop had to be forced.
+    #[allow(clippy::too_many_arguments)]
+    async fn graceful_stop(
+        &self,
+        l: &mut listener::ClientListener,
+        clients: &AtomicU64,
+        taking: &watch::Sender<bool>,
+        worker: &mut tokio::task::JoinHandle<()>,
+        drain: Duration,
+        timeout: Duration,
+        force: bool,
+    ) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let _ = self
+            .pac
+            .set_region_fields(self.cfg.region.as_str(), &self.token, &[("state", "stopping".into())])
+            .await;
+        self.listener(l, false).await?;
+        let mut forced = force;
+        if !force {
+            // Existing clients finish; bounded by the drain timeout and the stop timeout.
+            let drain_end = (tokio::time::Instant::now() + drain).min(deadline);
+            while clients.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < drain_end {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        l.cut_all();
+        let _ = taking.send(false);
+        if force {
+            worker.abort();
+        } else if tokio::time::timeout_at(deadline, &mut *worker).await.is_err() {
+            worker.abort();
+            forced = true;
+        }
+        Ok(forced)
+    }
+
+    async fn leave(&self, forced: bool) -> Result<()> {
+        let actor = format!("region {} on {}", self.cfg.region, self.cfg.host);
+        if self
+            .pac
+            .leave(self.cfg.region.as_str(), &self.token, "stopped", &actor)
+            .await?
+        {
+            (self.observer)(self.cfg.region.as_str(), &RegionEvent::Stopped { forced });
+        }
+        Ok(())
+    }
+
+    /// One heartbeat; updates the mode. Err(reason) when ownership or the store is lost.
+    async fn beat(&self, clients: u64) -> std::result::Result<(), String> {
         let ttl = self.cfg.heartbeat_ttl.as_millis() as u64;
-        match self.pac.heartbeat(self.cfg.region.as_str(), &self.token, ttl).await {
+        match self
+            .pac
+            .heartbeat(self.cfg.region.as_str(), &self.token, ttl, Some(clients))
+            .await
+        {
             Ok(Heartbeat::Ok { mode: Some(m), .. }) => {
                 let old = *self.mode.borrow();
                 if old != m {
                     self.mode.send_replace(m);
-                    (self.observer)(&RegionEvent::ModeChanged { from: old, to: m });
+                    (self.observer)(self.cfg.region.as_str(), &RegionEvent::ModeChanged { from: old, to: m });
                 }
                 Ok(())
             }
@@ -414,59 +647,31 @@ impl Region {
             }
         }
     }
+}
 
-    /// Runs until `shutdown` turns true (graceful stop: leave the store, state `stopped`)
-    /// or the region is lost (returns [`Error::Refused`] with the reason).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<()> {
-        let (note_tx, mut note_rx) = tokio::sync::mpsc::channel::<()>(8);
-        let listener = tokio::spawn(notification_listener(self.pac.clone(), note_tx, shutdown.clone()));
-        let mut tick = tokio::time::interval(self.cfg.heartbeat_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let outcome = loop {
-            tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => break Ok(()),
-                _ = tick.tick() => {
-                    if let Err(why) = self.beat().await { break Err(why); }
-                }
-                Some(()) = note_rx.recv() => {
-                    if let Err(why) = self.beat().await { break Err(why); }
-                }
-            }
-        };
-        listener.abort();
-        match outcome {
-            Ok(()) => {
-                self.stop("stopped").await?;
-                Ok(())
-            }
-            Err(why) => {
-                (self.observer)(&RegionEvent::Lost(why.clone()));
-                Err(Error::Refused(why))
-            }
+/// Heartbeats on an interval and on every PAC notification, until told to stop.
+async fn heartbeats(me: Arc<Region>, clients: Arc<AtomicU64>, mut stop: watch::Receiver<bool>, lost: mpsc::Sender<String>) {
+    let (note_tx, mut note_rx) = mpsc::channel::<()>(8);
+    let notes = tokio::spawn(notification_listener(me.pac.clone(), note_tx, stop.clone()));
+    let mut tick = tokio::time::interval(me.cfg.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = crate::until_true(&mut stop) => break,
+            _ = tick.tick() => {}
+            Some(()) = note_rx.recv() => {}
+        }
+        if let Err(why) = me.beat(clients.load(Ordering::SeqCst)).await {
+            let _ = lost.send(why).await;
+            break;
         }
     }
-
-    /// Leaves the store and records `state`.
-    pub async fn stop(&self, state: &str) -> Result<()> {
-        let actor = format!("region {} on {}", self.cfg.region, self.cfg.host);
-        if self
-            .pac
-            .leave(self.cfg.region.as_str(), &self.token, state, &actor)
-            .await?
-        {
-            (self.observer)(&RegionEvent::Stopped);
-        }
-        Ok(())
-    }
+    notes.abort();
 }
 
 /// Forwards PAC notifications (mode changes, store changes) as wake-ups; reconnects with
 /// a bounded backoff after losing Redis. Heartbeats cover any gap.
-async fn notification_listener(
-    pac: Pac,
-    wake: tokio::sync::mpsc::Sender<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn notification_listener(pac: Pac, wake: mpsc::Sender<()>, mut shutdown: watch::Receiver<bool>) {
     let channel = pac.keys().notify_channel();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -476,7 +681,7 @@ async fn notification_listener(
             Ok::<_, Error>(ps)
         };
         let ps = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = crate::until_true(&mut shutdown) => return,
             r = sub => r,
         };
         match ps {
@@ -487,7 +692,7 @@ async fn notification_listener(
                 let mut stream = ps.on_message();
                 loop {
                     tokio::select! {
-                        _ = shutdown.wait_for(|s| *s) => return,
+                        _ = crate::until_true(&mut shutdown) => return,
                         m = stream.next() => match m {
                             Some(_) => { let _ = wake.try_send(()); }
                             None => break,
@@ -498,7 +703,7 @@ async fn notification_listener(
             Err(e) => tracing::debug!("notification subscription failed: {e}"),
         }
         tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = crate::until_true(&mut shutdown) => return,
             _ = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));

@@ -1,0 +1,116 @@
+//! What each command does, and the one place errors become exit codes.
+
+mod pac;
+mod region;
+mod work;
+
+use super::{Cli, Command, GlobalArgs};
+use crate::conn::{Psor, PsorOptions};
+use crate::error::{Error, ExitCode};
+
+/// Sets up `tracing` on stderr from `-v`/`-q` (or `RUST_LOG`).
+pub fn init_tracing(g: &GlobalArgs) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pacup={level},caspac={level}")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Maps any error chain to the SPEC exit code: the first library [`Error`] in the chain
+/// decides; anything else is a refusal/failure (1).
+pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<Error>() {
+            return err.exit_code();
+        }
+        if let Some(err) = cause.downcast_ref::<clap::Error>() {
+            return if err.exit_code() == 0 { ExitCode::Ok } else { ExitCode::InvalidInput };
+        }
+    }
+    ExitCode::Refused
+}
+
+/// Builds connection options from the global arguments and the environment.
+pub fn psor_options(g: &GlobalArgs) -> anyhow::Result<PsorOptions> {
+    let mut o = PsorOptions::new(g.psor.clone());
+    o.password = match &g.psor_password_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::BadFile {
+                    what: "PSOR password file".into(),
+                    path: p.display().to_string(),
+                    reason: e.to_string(),
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
+        ),
+        None => std::env::var("PACUP_PSOR_PASSWORD").ok().filter(|p| !p.is_empty()),
+    };
+    o.tls_ca = g.tls_ca.clone();
+    o.tls_cert = g.tls_cert.clone();
+    o.tls_key = g.tls_key.clone();
+    o.connect_timeout = g.connect_timeout;
+    o.command_timeout = g.command_timeout;
+    // Refuse a malformed URL before anything else (exit 2), even for commands that
+    // would fail later for another reason.
+    crate::conn::PsorTarget::parse(&o.url)?;
+    Ok(o)
+}
+
+pub(super) async fn connect(g: &GlobalArgs) -> anyhow::Result<Psor> {
+    let o = psor_options(g)?;
+    Ok(Psor::connect(&o).await?)
+}
+
+pub(super) fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    format!("{user} (pacup {})", env!("CARGO_PKG_VERSION"))
+}
+
+pub(super) fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string(v).unwrap_or_default());
+}
+
+/// Runs a parsed command line; returns the exit code for a completed command. Errors
+/// carry their own code (see [`exit_code_of`]).
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Pac(cmd) => pac::pac(g, cmd).await,
+        Command::Region(cmd) => region::region(g, cmd).await,
+        Command::Agent(args) => region::agent(g, args).await,
+        Command::Host(cmd) => region::host(g, cmd).await,
+        Command::Jobs(cmd) => work::jobs(g, cmd).await,
+        Command::Clients(cmd) => work::clients(g, cmd).await,
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,276 @@
+//! The control protocol between operators (or the coordinator) and host agents.
+//!
+//! A command is an entry on the host's control stream with a unique id and a deadline.
+//! The agent takes a command only if it can record the id in its `done` hash first
+//! (HSETNX), so a command delivered twice runs at most once; a command read after its
+//! deadline is answered `expired` and not run. The reply is pushed to a per-command list
+//! that the sender waits on with BLPOP on a dedicated connection.
+
+use super::{now_ms, Pac};
+use crate::error::{Error, ExitCode, Result};
+use crate::region::StartType;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// What a host agent can be asked to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum ControlAction {
+    /// Start a region with a start type.
+    Start {
+        /// Region.
+        region: String,
+        /// Start type.
+        start_type: StartType,
+    },
+    /// Stop a region: listener off, drain clients, finish the job in hand, leave.
+    Stop {
+        /// Region.
+        region: String,
+        /// How long to wait for clients to leave.
+        drain_timeout_ms: u64,
+        /// Past this the stop is forced (job in hand abandoned, reclaimed later).
+        stop_timeout_ms: u64,
+        /// Force at once.
+        force: bool,
+    },
+    /// Turn a region's client listener on or off.
+    Listener {
+        /// Region.
+        region: String,
+        /// On or off.
+        on: bool,
+    },
+    /// Install another product version on the host (refused while a region runs).
+    ApplyUpdate {
+        /// New version.
+        version: String,
+    },
+    /// Kill a region abruptly, as a crash would (fault tests).
+    Crash {
+        /// Region.
+        region: String,
+    },
+}
+
+/// A command as sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlCommand {
+    /// Unique id.
+    pub id: String,
+    /// What to do.
+    #[serde(flatten)]
+    pub action: ControlAction,
+    /// Not to be run after this (ms since the epoch).
+    pub deadline_ms: u64,
+    /// Who sent it.
+    pub by: String,
+}
+
+/// An agent's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ControlReply {
+    /// Command id.
+    pub id: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// SPEC exit code for the outcome (0 ok, 1 refused, 2 bad input).
+    pub code: i32,
+    /// What happened.
+    pub message: String,
+}
+
+fn new_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:x}-{:x}", now_ms(), h.finish())
+}
+
+impl Pac {
+    /// Sends a command to `host`'s agent; returns its id. `ttl` bounds when it may run.
+    pub async fn send_control(&self, host: &str, action: ControlAction, ttl: Duration, by: &str) -> Result<String> {
+        let cmd = ControlCommand {
+            id: new_id(),
+            action,
+            deadline_ms: now_ms() + ttl.as_millis() as u64,
+            by: by.into(),
+        };
+        let body = serde_json::to_string(&cmd).expect("serialisable");
+        let _: String = redis::cmd("XADD")
+            .arg(self.keys.host_control(host))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(1000)
+            .arg("*")
+            .arg("cmd")
+            .arg(body)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(cmd.id)
+    }
+
+    /// Waits up to `timeout` for the reply to command `id`.
+    pub async fn wait_reply(&self, id: &str, timeout: Duration) -> Result<ControlReply> {
+        let mut c = self.psor.dedicated().await?;
+        let secs = timeout.as_secs_f64().max(0.01);
+        let r: Option<(String, String)> = redis::cmd("BLPOP")
+            .arg(self.keys.control_reply(id))
+            .arg(secs)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        match r {
+            Some((_, body)) => serde_json::from_str(&body)
+                .map_err(|e| Error::refused(format!("malformed reply to command {id}: {e}"))),
+            None => Err(Error::refused(format!(
+                "no reply to command {id} within {}",
+                crate::names::format_duration(timeout)
+            ))),
+        }
+    }
+
+    /// Sends a command and waits for its reply; a refused or failed outcome is an error
+    /// carrying the agent's message.
+    pub async fn control(&self, host: &str, action: ControlAction, timeout: Duration, by: &str) -> Result<ControlReply> {
+        let id = self.send_control(host, action, timeout, by).await?;
+        let reply = self.wait_reply(&id, timeout).await?;
+        if reply.ok {
+            Ok(reply)
+        } else if reply.code == ExitCode::InvalidInput.code() {
+            Err(Error::invalid("control command", &id, reply.message))
+        } else {
+            Err(Error::refused(reply.message))
+        }
+    }
+
+    /// Agent side: marks command `id` taken. False when it was taken before (a duplicate
+    /// delivery), in which case it must not run again.
+    pub async fn take_control(&self, host: &str, id: &str) -> Result<bool> {
+        let first: bool = redis::cmd("HSETNX")
+            .arg(self.keys.host_done(host))
+            .arg(id)
+            .arg(now_ms())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(first)
+    }
+
+    /// Agent side: publishes the reply (kept an hour for late readers).
+    pub async fn reply_control(&self, reply: &ControlReply) -> Result<()> {
+        let key = self.keys.control_reply(&reply.id);
+        let body = serde_json::to_string(reply).expect("serialisable");
+        let _: () = redis::pipe()
+            .atomic()
+            .rpush(&key, body)
+            .ignore()
+            .expire(&key, 3600)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(())
+    }
+
+    /// Agent side: reads control commands after stream id `after` (blocking up to
+    /// `block`) on a dedicated connection. Returns (stream id, command) pairs; entries that
+    /// do not parse are returned as `Err` text so the agent can log them.
+    pub async fn read_control(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        host: &str,
+        after: &str,
+        block: Duration,
+    ) -> Result<Vec<(String, std::result::Result<ControlCommand, String>)>> {
+        let reply: redis::streams::StreamReadReply = redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(16)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(self.keys.host_control(host))
+            .arg(after)
+            .query_async(conn)
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        let mut out = Vec::new();
+        for k in reply.keys {
+            for e in k.ids {
+                let body: Option<String> = e.get("cmd");
+                let cmd = body
+                    .ok_or_else(|| "entry without cmd field".to_string())
+                    .and_then(|b| serde_json::from_str(&b).map_err(|e| e.to_string()));
+                out.push((e.id.clone(), cmd));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The id of the newest control entry for `host` ("0-0" if none): where a fresh
+    /// agent starts reading, so it never runs commands sent to a previous incarnation.
+    pub async fn control_tail(&self, host: &str) -> Result<String> {
+        let v: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+            .arg(self.keys.host_control(host))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(v.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()))
+    }
+
+    /// Agent side: publishes the host record and its liveness, atomically.
+    pub async fn host_heartbeat(
+        &self,
+        host: &str,
+        product: &crate::names::Product,
+        regions: &[String],
+        ttl: Duration,
+    ) -> Result<()> {
+        let key = self.keys.host(host);
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("product_version", product.version.to_string()),
+                    ("os", product.os.clone()),
+                    ("bitness", product.bitness.to_string()),
+                    ("regions", regions.join(",")),
+                    ("heartbeat_at", now_ms().to_string()),
+                ],
+            )
+            .ignore()
+            .cmd("SET")
+            .arg(self.keys.host_alive(host))
+            .arg(std::process::id())
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .sadd(self.keys.hosts(), host)
+            .ignore()
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(())
+    }
+
+    /// Agent side: drops the host's liveness on a clean exit.
+    pub async fn host_gone(&self, host: &str) -> Result<()> {
+        let _: () = redis::cmd("DEL")
+            .arg(self.keys.host_alive(host))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! A region's client listener: a small line protocol over TCP.
+//!
+//! `TX <id>` records transaction `<id>` once in the datastore and answers
+//! `OK <region> <version> <id>`; `PING` answers `PONG <region>`; `QUIT` closes. Off means
+//! the listening socket is closed, so new connections are refused while open ones
+//! finish; on binds the same address again (the first bind fixes an ephemeral port).
+
+use crate::error::{Error, Result};
+use crate::psor::Pac;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub(super) struct ClientListener {
+    addr: SocketAddr,
+    bound: Option<SocketAddr>,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    cut: watch::Sender<u64>,
+    pac: Pac,
+    region: Arc<str>,
+    version: Arc<str>,
+    clients: Arc<AtomicU64>,
+}
+
+/// Decrements the client count however a connection ends.
+struct ClientGuard(Arc<AtomicU64>);
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl ClientListener {
+    pub(super) fn new(addr: SocketAddr, pac: Pac, region: String, version: String, clients: Arc<AtomicU64>) -> Self {
+        ClientListener {
+            addr,
+            bound: None,
+            accept: None,
+            cut: watch::channel(0).0,
+            pac,
+            region: region.into(),
+            version: version.into(),
+            clients,
+        }
+    }
+
+    pub(super) fn endpoint(&self) -> Option<SocketAddr> {
+        self.bound
+    }
+
+    pub(super) async fn on(&mut self) -> Result<SocketAddr> {
+        if let (Some(a), Some(t)) = (self.bound, &self.accept) {
+            if !t.is_finished() {
+                return Ok(a);
+            }
+        }
+        let addr = self.bound.unwrap_or(self.addr);
+        let l = TcpListener::bind(addr).await.map_err(|e| Error::Io {
+            context: format!("cannot listen on {addr} for region {}", self.region),
+            source: e,
+        })?;
+        let local = l.local_addr().map_err(|e| Error::Io {
+            context: "listener address".into(),
+            source: e,
+        })?;
+        self.bound = Some(local);
+        let (pac, region, version, clients) =
+            (self.pac.clone(), self.region.clone(), self.version.clone(), self.clients.clone());
+        let cut = self.cut.subscribe();
+        self.accept = Some(tokio::spawn(async move {
+            loop {
+                let Ok((sock, _)) = l.accept().await else { continue };
+                clients.fetch_add(1, Ordering::SeqCst);
+                let guard = ClientGuard(clients.clone());
+                let (pac, region, version, mut cut) = (pac.clone(), region.clone(), version.clone(), cut.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    tokio::select! {
+                        _ = cut.changed() => {}
+                        _ = serve(sock, pac, region, version) => {}
+                    }
+                });
+            }
+        }));
+        Ok(local)
+    }
+
+    /// Closes the listening socket: new connections are refused, open ones go on.
+    pub(super) fn off(&mut self) {
+        if let Some(t) = self.accept.take() {
+            t.abort();
+        }
+    }
+
+    /// Cuts every open connection.
+    pub(super) fn cut_all(&mut self) {
+        self.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for ClientListener {
+    fn drop(&mut self) {
+        self.off();
+        self.cut_all();
+    }
+}
+
+async fn serve(sock: TcpStream, pac: Pac, region: Arc<str>, version: Arc<str>) {
+    let _ = sock.set_nodelay(true);
+    let (r, mut w) = sock.into_split();
+    let mut lines = BufReader::new(r).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let mut parts = line.split_whitespace();
+        let reply = match (parts.next(), parts.next()) {
+            (Some("TX"), Some(id)) if id.len() <= 128 => match pac.record_transaction(id, &region).await {
+                Ok(_) => format!("OK {region} {version} {id}\n"),
+                Err(e) => format!("ERR {e}\n"),
+            },
+            (Some("PING"), _) => format!("PONG {region}\n"),
+            (Some("QUIT"), _) => return,
+            _ => "ERR unknown command; accepted: TX <id>, PING, QUIT\n".to_string(),
+        };
+        if w.write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
