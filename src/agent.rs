@@ -197,10 +197,15 @@ impl Agent {
 
     async fn handle(self: Arc<Self>, cmd: ControlCommand) {
         let host = self.cfg.host.as_str();
-        match self.pac.take_control(host, &cmd.id).await {
+        match self.pac.take_control(host, &cmd).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!("control command {} already taken; not running it again", cmd.id);
+                return;
+            }
+            Err(e @ Error::Fenced { .. }) => {
+                tracing::warn!("refusing control command {} from a fenced coordinator: {e}", cmd.id);
+                let _ = self.pac.reply_control(&reply(&cmd.id, Err(e))).await;
                 return;
             }
             Err(e) => {

@@ -16,14 +16,19 @@
 //!   graceful stop).
 //! - [`agent`]: the host agent (several regions in one process, obeying control
 //!   commands sent through the PSOR).
+//! - [`coordinator`]: the rollout coordinator (plan file, a step enum dispatching to one
+//!   small type per step, journal, lease and fencing, failure policy, rollback).
+//! - [`load`]: workload drivers (client load balancer, job submitter).
 //! - [`cli`]: the command line: clap structs for `pacup`, the legacy `caspac` translator
 //!   into the same structs, and the command implementations with their output.
 
 pub mod agent;
 pub mod cli;
 pub mod compat;
+pub mod coordinator;
 pub mod conn;
 pub mod error;
+pub mod load;
 pub mod names;
 pub mod psor;
 pub mod region;

@@ -119,6 +119,130 @@ pub enum Command {
     /// Drive client transactions like a load balancer.
     #[command(subcommand)]
     Clients(ClientsCommand),
+    /// Plan, run and steer a rolling upgrade.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+    /// Show a PAC's audit events (rollout steps, store and region changes).
+    Events {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Keep waiting for new events.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The whole story on this machine: a private Redis, two hosts, a full incompatible
+    /// rollout 1.0.0 -> 2.0.0 under job and client load, a summary. Needs redis-server.
+    Demo(DemoArgs),
+}
+
+/// Lease options of the commands that take the coordinator lease.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Wait for another coordinator to finish instead of exiting 4.
+    #[arg(long)]
+    pub wait_lock: bool,
+    /// Lease TTL; the coordinator renews it every third of it.
+    #[arg(long, value_parser = duration, default_value = "5s", value_name = "DURATION")]
+    pub lease_ttl: Duration,
+}
+
+/// `pacup rollout ...`
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Print the exact steps and the chosen strategy; writes nothing.
+    Plan {
+        /// Plan file (JSON, see fixtures/plans/).
+        plan: PathBuf,
+        /// Accept waves that leave no batch or client capacity.
+        #[arg(long)]
+        allow_downtime: bool,
+    },
+    /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
+    Run {
+        /// Plan file (JSON, see fixtures/plans/).
+        plan: PathBuf,
+        /// Accept waves that leave no batch or client capacity.
+        #[arg(long)]
+        allow_downtime: bool,
+        /// Why (kept in the rollout history).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Lease options.
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Continue a paused, held or interrupted rollout from its next step.
+    Resume {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Lease options.
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Current step, per-region state, why it is blocked.
+    Status {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Refresh every second until the rollout ends.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Ask the running coordinator to pause after the current step.
+    Pause {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+    /// Stop the rollout where it is (after the current step if a coordinator runs it).
+    Abort {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+    /// Roll back to the old version (any time before remove_old).
+    Rollback {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Lease options.
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Past rollouts with plan, result, who and why.
+    History {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+}
+
+/// Arguments of `pacup demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// redis-server executable to run privately.
+    #[arg(long, default_value = "redis-server", value_name = "PATH")]
+    pub redis_server: PathBuf,
+    /// Batch jobs per second during the rollout.
+    #[arg(long, value_parser = rate, default_value = "40/s")]
+    pub job_rate: f64,
+    /// Client transactions per second during the rollout.
+    #[arg(long, value_parser = rate, default_value = "40/s")]
+    pub client_rate: f64,
+    /// Mode flip of the demo plan.
+    #[arg(long, value_enum, default_value = "after-first-wave")]
+    pub mode_flip: DemoFlip,
+}
+
+/// `pacup demo --mode-flip`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoFlip {
+    /// The new store runs as soon as the first wave is healthy.
+    AfterFirstWave,
+    /// The documented order (a batch gap while the last wave upgrades).
+    AfterAllWaves,
 }
 
 /// Store modes an operator may set.

@@ -12,13 +12,7 @@ fn age(ms: Option<u64>) -> String {
     }
 }
 
-/// Formats ms-since-epoch as RFC 3339 (UTC).
-pub fn rfc3339(ms: u64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
-}
+pub use crate::psor::rfc3339;
 
 /// `pac status` for a person.
 pub fn status_text(s: &Snapshot) -> String {

@@ -65,6 +65,9 @@ pub struct ControlCommand {
     pub deadline_ms: u64,
     /// Who sent it.
     pub by: String,
+    /// Fencing epoch of the coordinator that sent it (none for an operator's command).
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 /// An agent's answer.
@@ -93,26 +96,36 @@ fn new_id() -> String {
 }
 
 impl Pac {
-    /// Sends a command to `host`'s agent; returns its id. `ttl` bounds when it may run.
-    pub async fn send_control(&self, host: &str, action: ControlAction, ttl: Duration, by: &str) -> Result<String> {
+    /// Sends a command to `host`'s agent; returns its id. `ttl` bounds when it may run;
+    /// with a `fence` the command is queued (and later run) only under that epoch.
+    pub async fn send_control(
+        &self,
+        host: &str,
+        action: ControlAction,
+        ttl: Duration,
+        by: &str,
+        fence: Option<u64>,
+    ) -> Result<String> {
         let cmd = ControlCommand {
             id: new_id(),
             action,
             deadline_ms: now_ms() + ttl.as_millis() as u64,
             by: by.into(),
+            epoch: fence,
         };
         let body = serde_json::to_string(&cmd).expect("serialisable");
-        let _: String = redis::cmd("XADD")
-            .arg(self.keys.host_control(host))
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(1000)
-            .arg("*")
-            .arg("cmd")
-            .arg(body)
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor.err(e))?;
+        let v = self
+            .run(
+                &super::scripts::SEND_CONTROL,
+                &[fence.map(|f| f.to_string()).unwrap_or_default(), host.into(), body],
+            )
+            .await?;
+        if v.first().map(String::as_str) == Some("FENCED") {
+            return Err(Error::Fenced {
+                ours: fence.unwrap_or(0),
+                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
+            });
+        }
         Ok(cmd.id)
     }
 
@@ -138,8 +151,15 @@ impl Pac {
 
     /// Sends a command and waits for its reply; a refused or failed outcome is an error
     /// carrying the agent's message.
-    pub async fn control(&self, host: &str, action: ControlAction, timeout: Duration, by: &str) -> Result<ControlReply> {
-        let id = self.send_control(host, action, timeout, by).await?;
+    pub async fn control(
+        &self,
+        host: &str,
+        action: ControlAction,
+        timeout: Duration,
+        by: &str,
+        fence: Option<u64>,
+    ) -> Result<ControlReply> {
+        let id = self.send_control(host, action, timeout, by, fence).await?;
         let reply = self.wait_reply(&id, timeout).await?;
         if reply.ok {
             Ok(reply)
@@ -150,17 +170,28 @@ impl Pac {
         }
     }
 
-    /// Agent side: marks command `id` taken. False when it was taken before (a duplicate
-    /// delivery), in which case it must not run again.
-    pub async fn take_control(&self, host: &str, id: &str) -> Result<bool> {
-        let first: bool = redis::cmd("HSETNX")
-            .arg(self.keys.host_done(host))
-            .arg(id)
-            .arg(now_ms())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        Ok(first)
+    /// Agent side: marks command `id` taken. `Ok(false)` when it was taken before (a
+    /// duplicate delivery), in which case it must not run again; [`Error::Fenced`] when it
+    /// was sent under an epoch that is no longer current.
+    pub async fn take_control(&self, host: &str, cmd: &ControlCommand) -> Result<bool> {
+        let v = self
+            .run(
+                &super::scripts::TAKE_CONTROL,
+                &[
+                    host.into(),
+                    cmd.id.clone(),
+                    cmd.epoch.map(|e| e.to_string()).unwrap_or_default(),
+                ],
+            )
+            .await?;
+        match v.first().map(String::as_str) {
+            Some("OK") => Ok(true),
+            Some("FENCED") => Err(Error::Fenced {
+                ours: cmd.epoch.unwrap_or(0),
+                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
+            }),
+            _ => Ok(false),
+        }
     }
 
     /// Agent side: publishes the reply (kept an hour for late readers).

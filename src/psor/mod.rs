@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod keys;
+pub mod rollout;
 pub mod scripts;
 pub mod work;
 
@@ -67,6 +68,8 @@ impl fmt::Display for Mode {
 pub struct StoreInfo {
     /// Product version of the store (also its key component).
     pub version: String,
+    /// Version every member runs after a compatible upgrade ("" until one finished).
+    pub running_version: String,
     /// OS of the product that created it.
     pub os: String,
     /// Bitness of the product that created it.
@@ -86,8 +89,9 @@ pub struct StoreInfo {
 impl StoreInfo {
     /// The store's product, for compatibility checks.
     pub fn product(&self) -> Option<Product> {
+        let v = if self.running_version.is_empty() { &self.version } else { &self.running_version };
         Some(Product {
-            version: semver::Version::parse(&self.version).ok()?,
+            version: semver::Version::parse(v).ok()?,
             os: self.os.clone(),
             bitness: self.bitness,
         })
@@ -217,6 +221,14 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Formats ms-since-epoch as RFC 3339 (UTC).
+pub fn rfc3339(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 fn num<T: std::str::FromStr + Default>(h: &HashMap<String, String>, k: &str) -> T {
@@ -473,6 +485,7 @@ impl Pac {
                 .cloned()
                 .collect();
             store_infos.push(StoreInfo {
+                running_version: text(&m, "running_version"),
                 version: v,
                 os: text(&m, "os"),
                 bitness: num(&m, "bitness"),

@@ -452,3 +452,159 @@ return {'OK', '0'}
 "#,
     )
 });
+
+/// ARGV: holder, ttl ms. Takes the coordinator lease if free and bumps the fencing
+/// epoch. Returns `{OK, epoch}`, `{HELD, holder epoch}` or `{NOPAC}`.
+pub static LEASE_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('EXISTS', P .. 'meta') == 0 then return {'NOPAC'} end
+local cur = redis.call('GET', P .. 'lock')
+if cur then return {'HELD', cur} end
+local epoch = redis.call('HINCRBY', P .. 'meta', 'epoch', 1)
+redis.call('SET', P .. 'lock', ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
+return {'OK', tostring(epoch)}
+"#,
+    )
+});
+
+/// ARGV: lease value, ttl ms. Extends the lease only for its holder. Returns 1 or 0.
+pub static LEASE_RENEW: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('GET', P .. 'lock') ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', P .. 'lock', ARGV[2])
+return 1
+"#,
+    )
+});
+
+/// ARGV: lease value. Releases the lease only for its holder. Returns 1 or 0.
+pub static LEASE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('GET', P .. 'lock') ~= ARGV[1] then return 0 end
+redis.call('DEL', P .. 'lock')
+return 1
+"#,
+    )
+});
+
+/// ARGV: fence, history entry ('' for none), n (number of state field pairs), state
+/// pairs..., event pairs... Writes the rollout journal and its event in one atomic,
+/// fenced step; a finished rollout's summary goes to the history list (last 100).
+/// Returns `{OK, event id}` or `{FENCED, epoch}`.
+pub static ROLLOUT_WRITE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+local n = tonumber(ARGV[3])
+local i = 4
+if n > 0 then
+  local st = {}
+  for j = 0, n - 1 do
+    table.insert(st, ARGV[i + 2 * j]); table.insert(st, ARGV[i + 2 * j + 1])
+  end
+  redis.call('HSET', P .. 'rollout:current', unpack(st))
+end
+i = i + 2 * n
+local id = ''
+if i <= #ARGV then
+  local ev = {}
+  for j = i, #ARGV do table.insert(ev, ARGV[j]) end
+  id = redis.call('XADD', P .. 'events', 'MAXLEN', '~', '10000', '*', 'ts_ms', now_ms(), unpack(ev))
+end
+if ARGV[2] ~= '' then
+  redis.call('LPUSH', P .. 'rollout:history', ARGV[2])
+  redis.call('LTRIM', P .. 'rollout:history', 0, 99)
+end
+return {'OK', id}
+"#,
+    )
+});
+
+/// ARGV: fence, host, command JSON. Queues a control command for a host agent, only for
+/// the current epoch (a fenced coordinator cannot drive agents). Returns `{OK}` or
+/// `{FENCED, epoch}`.
+pub static SEND_CONTROL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+redis.call('XADD', P .. 'host:' .. ARGV[2] .. ':ctl', 'MAXLEN', '~', '1000', '*', 'cmd', ARGV[3])
+return {'OK'}
+"#,
+    )
+});
+
+/// ARGV: host, command id, fence. Takes a command at most once; a command sent under an
+/// epoch that is no longer current is refused. Returns `{OK}`, `{TAKEN}` or `{FENCED, epoch}`.
+pub static TAKE_CONTROL: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HSETNX', P .. 'host:' .. ARGV[1] .. ':done', ARGV[2], now_ms()) == 0 then
+  return {'TAKEN'}
+end
+local f = fenced(ARGV[3]); if f then return {'FENCED', f} end
+return {'OK'}
+"#,
+    )
+});
+
+/// ARGV: fence, version, actor. Puts a quiesced store back to running (rollback).
+/// Returns `{OK}`, `{NOSTORE}` or `{FENCED, epoch}`.
+pub static UNQUIESCE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+local m = store_mode(ARGV[2])
+if not m then return {'NOSTORE'} end
+if m ~= 'running' then
+  redis.call('HSET', P .. 'store:' .. ARGV[2] .. ':meta', 'mode', 'running')
+  bump()
+  event('rollback', 'store ' .. ARGV[2] .. ' running again', ARGV[3], '')
+  redis.call('PUBLISH', P .. 'notify', 'mode')
+end
+return {'OK'}
+"#,
+    )
+});
+
+/// ARGV: fence, version, actor. Detaches one store (rollback deletes the new store);
+/// refused while a live region is a member or when it is the only store. Returns `{OK}`,
+/// `{NONE}`, `{LIVE, region...}`, `{ONLY}` or `{FENCED, epoch}`.
+pub static DETACH_STORE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+local V = ARGV[2]
+if not redis.call('ZSCORE', P .. 'stores', V) then return {'NONE'} end
+if redis.call('ZCARD', P .. 'stores') <= 1 then return {'ONLY'} end
+local live = {}
+for _, r in ipairs(redis.call('SMEMBERS', P .. 'store:' .. V .. ':members')) do
+  if alive(r) then table.insert(live, r) end
+end
+if #live > 0 then return {'LIVE', unpack(live)} end
+redis.call('SADD', P .. 'removing', V)
+redis.call('ZREM', P .. 'stores', V)
+bump()
+event('rollback', 'detached store ' .. V, ARGV[3], '')
+redis.call('PUBLISH', P .. 'notify', 'store')
+return {'OK'}
+"#,
+    )
+});
+
+/// ARGV: fence, store version, running version. Records that every member of a store
+/// now runs `running version` (a compatible upgrade's finalisation). Returns `{OK}`,
+/// `{NOSTORE}` or `{FENCED, epoch}`.
+pub static SET_RUNNING_VERSION: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+if not store_mode(ARGV[2]) then return {'NOSTORE'} end
+redis.call('HSET', P .. 'store:' .. ARGV[2] .. ':meta', 'running_version', ARGV[3])
+bump()
+return {'OK'}
+"#,
+    )
+});

@@ -726,6 +726,7 @@ mod tests {
     fn store(v: &str, mode: Mode) -> StoreInfo {
         StoreInfo {
             version: v.into(),
+            running_version: String::new(),
             os: "linux-6".into(),
             bitness: 64,
             mode,

@@ -1,7 +1,9 @@
 //! What each command does, and the one place errors become exit codes.
 
+mod demo;
 mod pac;
 mod region;
+mod rollout;
 mod work;
 
 use super::{Cli, Command, GlobalArgs};
@@ -95,6 +97,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Host(cmd) => region::host(g, cmd).await,
         Command::Jobs(cmd) => work::jobs(g, cmd).await,
         Command::Clients(cmd) => work::clients(g, cmd).await,
+        Command::Rollout(cmd) => rollout::rollout(g, cmd).await,
+        Command::Events { pac, follow } => rollout::events(g, pac, follow).await,
+        Command::Demo(args) => demo::demo(g, args).await,
     }
 }
 

@@ -195,7 +195,7 @@ async fn control(
     let p = Pac::new(connect(g).await?, pac.clone());
     let host = host_of(&p, region.as_str()).await?;
     let r = p
-        .control(&host, action, wait, &actor())
+        .control(&host, action, wait, &actor(), None)
         .await
         .with_context(|| format!("host {host} did not carry out the command"))?;
     if g.json {
@@ -231,6 +231,7 @@ pub(super) async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<Exi
                     },
                     wait,
                     &actor(),
+                    None,
                 )
                 .await
                 .with_context(|| format!("host {host} was not updated"))?;

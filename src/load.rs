@@ -1,0 +1,189 @@
+//! Workload drivers: the client load balancer behind `pacup clients run` and the demo.
+
+use crate::psor::Pac;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Result of `clients run` (stable JSON, documented in docs/regions.md).
+#[derive(Debug, Default, Serialize)]
+pub struct ClientReport {
+    /// Transactions attempted.
+    pub sent: u64,
+    /// Answered `OK` by some region.
+    pub ok: u64,
+    /// No region could serve it within the transaction timeout.
+    pub failed: u64,
+    /// Attempts that failed on one region and were sent to another.
+    pub retried: u64,
+    /// Transactions served per region.
+    pub by_region: BTreeMap<String, u64>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// A small load balancer: live regions whose listener is on, round robin, one connection
+/// per region, refreshed from the PSOR every 200 ms (connections to regions whose
+/// listener went off are closed, so draining regions lose their clients at once).
+pub struct Balancer {
+    pac: Pac,
+    targets: Vec<(String, String)>,
+    refreshed: Option<Instant>,
+    conns: HashMap<String, (BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)>,
+    next: usize,
+}
+
+impl Balancer {
+    async fn refresh(&mut self, force: bool) {
+        if !force && self.refreshed.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+            return;
+        }
+        if let Ok(s) = self.pac.snapshot().await {
+            self.targets = s
+                .regions
+                .iter()
+                .filter(|r| r.alive && r.listener == "on" && !r.endpoint.is_empty())
+                .map(|r| (r.name.clone(), r.endpoint.clone()))
+                .collect();
+            let keep: HashSet<&String> = self.targets.iter().map(|(n, _)| n).collect();
+            self.conns.retain(|n, _| keep.contains(n));
+        }
+        self.refreshed = Some(Instant::now());
+    }
+
+    async fn send(&mut self, region: &str, endpoint: &str, tx: &str) -> Result<(), String> {
+        if !self.conns.contains_key(region) {
+            let s = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(endpoint))
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            let _ = s.set_nodelay(true);
+            let (r, w) = s.into_split();
+            self.conns.insert(region.to_string(), (BufReader::new(r), w));
+        }
+        let (r, w) = self.conns.get_mut(region).expect("inserted");
+        let out = async {
+            w.write_all(format!("TX {tx}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+            let mut line = String::new();
+            let n = r.read_line(&mut line).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".to_string());
+            }
+            if line.starts_with("OK ") {
+                Ok(())
+            } else {
+                Err(line.trim().to_string())
+            }
+        };
+        let res = tokio::time::timeout(Duration::from_secs(2), out)
+            .await
+            .unwrap_or_else(|_| Err("no answer within 2s".into()));
+        if res.is_err() {
+            self.conns.remove(region);
+        }
+        res
+    }
+
+    /// Serves one transaction, retrying other regions until `deadline`.
+    async fn serve(&mut self, tx: &str, deadline: Instant, report: &mut ClientReport) -> bool {
+        let mut tried: HashSet<String> = HashSet::new();
+        loop {
+            self.refresh(false).await;
+            let candidates: Vec<(String, String)> =
+                self.targets.iter().filter(|(n, _)| !tried.contains(n)).cloned().collect();
+            if candidates.is_empty() {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                tried.clear();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.refresh(true).await;
+                continue;
+            }
+            let (name, ep) = candidates[self.next % candidates.len()].clone();
+            self.next = self.next.wrapping_add(1);
+            match self.send(&name, &ep, tx).await {
+                Ok(()) => {
+                    *report.by_region.entry(name).or_default() += 1;
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!("transaction {tx} on {name} failed: {e}; retrying elsewhere");
+                    report.retried += 1;
+                    tried.insert(name);
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+}
+
+
+/// Sends transactions at `rate` per second until `count` are sent, `duration` passed or
+/// `stop` turns true; each is retried on other regions until `tx_timeout`.
+pub async fn run_clients(
+    pac: Pac,
+    rate: f64,
+    count: Option<u64>,
+    duration: Option<Duration>,
+    tx_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> ClientReport {
+    let mut lb = Balancer {
+        pac,
+        targets: Vec::new(),
+        refreshed: None,
+        conns: HashMap::new(),
+        next: 0,
+    };
+    let run_id = format!("c{:x}", crate::psor::now_ms());
+    let start = Instant::now();
+    let mut report = ClientReport::default();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if count.is_some_and(|c| report.sent >= c)
+            || duration.is_some_and(|d| start.elapsed() >= d)
+            || *stop.borrow()
+        {
+            break;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::until_true(&mut stop) => break,
+        }
+        let tx = format!("{run_id}-{}", report.sent);
+        report.sent += 1;
+        let deadline = Instant::now() + tx_timeout;
+        if lb.serve(&tx, deadline, &mut report).await {
+            report.ok += 1;
+        } else {
+            report.failed += 1;
+        }
+    }
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report
+}
+
+/// Submits jobs at `rate` per second until `stop` turns true. Returns how many.
+pub async fn submit_at_rate(pac: &Pac, rate: f64, mut stop: watch::Receiver<bool>) -> crate::Result<u64> {
+    let start = Instant::now();
+    let mut done = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = crate::until_true(&mut stop) => return Ok(done),
+        }
+        let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
+        if due > done {
+            pac.submit_jobs(due - done).await?;
+            done = due;
+        }
+    }
+}
