@@ -168,6 +168,10 @@ pub enum RolloutCommand {
         /// Why (kept in the rollout history).
         #[arg(long, default_value = "")]
         reason: String,
+        /// Retry a failing preflight (agents still starting, regions not yet live) for up
+        /// to this long before refusing; for pipelines that start everything at once.
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        preflight_wait: Option<Duration>,
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,

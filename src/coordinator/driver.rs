@@ -179,6 +179,24 @@ impl Driver {
         }
     }
 
+    /// Whether host records in the PSOR show what this driver installed (agents publish
+    /// them; real hosts driven by templates do not).
+    pub fn observes_hosts(&self) -> bool {
+        matches!(self, Driver::Agent)
+    }
+
+    /// Runs the `check_compat` template if there is one: (exit code, detail); 0 means
+    /// compatible and 3 incompatible, as `caspac -aCheckCompat` answers.
+    pub async fn check_compat(&self, pac: &Pac, version: &str) -> Option<Result<(i32, String)>> {
+        let Driver::Command { templates, timeout, psor } = self else {
+            return None;
+        };
+        let tpl = templates.get("check_compat")?;
+        let mut v = Self::vars(pac, "", "", version, None);
+        v.psor = psor.clone();
+        Some(run_shell_code(&render(tpl, &v), *timeout).await)
+    }
+
     /// Listener on or off.
     pub async fn listener(&self, pac: &Pac, host: &str, region: &str, on: bool, epoch: u64, by: &str) -> Outcome {
         let name = if on { "listener_on" } else { "listener_off" };
@@ -258,6 +276,16 @@ impl Driver {
 /// Runs one shell command with a timeout; non-zero exit is an error carrying the exit
 /// code, stdout and stderr.
 pub async fn run_shell(cmd: &str, timeout: Duration) -> Outcome {
+    let (code, detail) = run_shell_code(cmd, timeout).await?;
+    if code == 0 {
+        Ok(detail)
+    } else {
+        Err(Error::refused(detail))
+    }
+}
+
+/// Runs one shell command with a timeout: (exit code, detail with stdout and stderr).
+pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String)> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
@@ -285,12 +313,7 @@ pub async fn run_shell(cmd: &str, timeout: Duration) -> Outcome {
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     let code = out.status.code().unwrap_or(-1);
-    let detail = format!("`{cmd}` exit {code}; stdout: {stdout:?}; stderr: {stderr:?}");
-    if out.status.success() {
-        Ok(detail)
-    } else {
-        Err(Error::refused(detail))
-    }
+    Ok((code, format!("`{cmd}` exit {code}; stdout: {stdout:?}; stderr: {stderr:?}")))
 }
 
 #[cfg(test)]

@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn the_shipped_fixtures_parse() {
-        for f in ["two-host-incompatible.json", "compatible-patch.json"] {
+        for f in ["two-host-incompatible.json", "compatible-patch.json", "enterprise-server.json"] {
             let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plans").join(f);
             Plan::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
         }

@@ -362,6 +362,17 @@ impl CheckCompat {
         if snap.store(&ctx.version).is_some() {
             return Ok(StepOutcome::Skipped(format!("store {} exists already", ctx.version)));
         }
+        if let Some(r) = ctx.driver.check_compat(ctx.pac, &ctx.version).await {
+            let (code, detail) = r?;
+            return match code {
+                3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
+                0 => Err(Error::refused(format!(
+                    "target {} is compatible with the running store; the incompatible process does not apply ({detail})",
+                    ctx.version
+                ))),
+                _ => Err(Error::refused(format!("check_compat failed: {detail}"))),
+            };
+        }
         let v = super::verdict(&snap, &ctx.target_product(&snap))?;
         if v.compatible {
             return Err(Error::refused(format!(
@@ -389,6 +400,11 @@ impl StartRegion {
                 "region {r} is running {} but should run {}; it was not stopped",
                 ri.product_version, ctx.version
             )));
+        }
+        // A host whose agent restarted (or was reinstalled) since apply_update may be
+        // back at the old version: install the wanted one first (skipped when it is).
+        if ctx.driver.observes_hosts() {
+            apply(ctx, h, &ctx.version).await?;
         }
         match ctx.driver.start(ctx.pac, h, r, &ctx.version, self.0, ctx.epoch, &ctx.actor).await {
             Ok(m) => Ok(StepOutcome::Done(m)),

@@ -122,10 +122,26 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             plan,
             allow_downtime,
             reason,
+            preflight_wait,
             lease,
         } => {
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
+            if let Some(w) = preflight_wait {
+                let end = std::time::Instant::now() + w;
+                loop {
+                    let problems = match coordinator::preview(&pac, &plan, allow_downtime).await {
+                        Ok(pv) => pv.problems,
+                        Err(e @ Error::NoSuchPac(_)) => vec![e.to_string()],
+                        Err(e) => return Err(e.into()),
+                    };
+                    if problems.is_empty() || std::time::Instant::now() >= end {
+                        break;
+                    }
+                    tracing::info!("preflight not yet passing: {}", problems.join("; "));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
             let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible).len() as u64;
             let opts = run_options(g, Some(&lease), reason, emitter(g.json, Some(total)), allow_downtime);
             let c = Coordinator::acquire(pac, opts).await?;
