@@ -506,12 +506,27 @@ pub struct RuntimeArgs {
     /// Listener state at region start: auto (on unless the store is in upgrade mode), on, off.
     #[arg(long, value_enum, default_value = "auto")]
     pub listener: crate::region::ListenerStart,
+    /// Host name clients use to reach the listeners (published as the endpoint's host),
+    /// e.g. a container's name when the listener binds 0.0.0.0.
+    #[arg(long, value_parser = advertise, value_name = "HOST")]
+    pub advertise_host: Option<String>,
     /// Compatibility matrix for start decisions.
     #[arg(long, value_name = "FILE")]
     pub matrix: Option<PathBuf>,
     /// Resource definitions to load into a store a region creates (default: built-in set).
     #[arg(long, value_name = "FILE")]
     pub resources: Option<PathBuf>,
+}
+
+fn advertise(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("invalid host {s:?}: a DNS name or IP address"))
+    }
 }
 
 fn count(s: &str) -> Result<u64, String> {

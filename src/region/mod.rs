@@ -232,6 +232,9 @@ pub struct RegionConfig {
     pub listen: SocketAddr,
     /// Listener state at start.
     pub listener_start: ListenerStart,
+    /// Host name clients reach the listener by, when it binds a wildcard address (in
+    /// containers): the endpoint published is `<advertise_host>:<port>`.
+    pub advertise_host: Option<String>,
     /// Simulated duration of one batch job.
     pub job_time: Duration,
     /// A job held this long by an unresponsive region is taken over (default 2 x TTL).
@@ -255,6 +258,7 @@ impl RegionConfig {
             heartbeat_ttl: Duration::from_secs(3),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             listener_start: ListenerStart::Auto,
+            advertise_host: None,
             job_time: Duration::from_millis(20),
             reclaim_idle: Duration::from_secs(6),
             idle_poll: Duration::from_millis(25),
@@ -545,11 +549,16 @@ impl Region {
     }
 
     async fn listener(&self, l: &mut listener::ClientListener, on: bool) -> Result<String> {
-        let endpoint = if on {
-            l.on().await?.to_string()
+        let bound = if on {
+            Some(l.on().await?)
         } else {
             l.off();
-            l.endpoint().map(|a| a.to_string()).unwrap_or_default()
+            l.endpoint()
+        };
+        let endpoint = match (bound, &self.cfg.advertise_host) {
+            (Some(a), Some(h)) => format!("{h}:{}", a.port()),
+            (Some(a), None) => a.to_string(),
+            (None, _) => String::new(),
         };
         let state = if on { "on" } else { "off" };
         self.pac

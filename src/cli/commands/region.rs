@@ -52,6 +52,7 @@ fn region_config(
     cfg.job_time = rt.job_time;
     cfg.reclaim_idle = rt.reclaim_idle.unwrap_or(rt.heartbeat_ttl * 2);
     cfg.listener_start = rt.listener;
+    cfg.advertise_host = rt.advertise_host.clone();
     Ok(cfg)
 }
 
