@@ -18,38 +18,30 @@ pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<Exi
         } => {
             let p = Pac::new(connect(g).await?, pac.clone());
             let max = count.unwrap_or(u64::MAX);
+            // (first id, last id, how many) of what was submitted so far.
             let (mut first, mut last, mut done) = (0u64, 0u64, 0u64);
-            let submit = |n: u64, f: &mut u64, l: &mut u64, d: &mut u64, r: (u64, u64)| {
-                if *f == 0 {
-                    *f = r.0;
-                }
-                *l = r.1;
-                *d += n;
-            };
-            match rate {
-                None => {
-                    while done < max {
-                        let n = (max - done).min(1000);
-                        let r = p.submit_jobs(n).await?;
-                        submit(n, &mut first, &mut last, &mut done, r);
-                    }
-                }
-                Some(rate) => {
-                    let start = Instant::now();
-                    let mut tick = tokio::time::interval(Duration::from_millis(20));
-                    loop {
+            let start = Instant::now();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while done < max {
+                // Without a rate everything is due at once (in batches of 1000 per script).
+                let due = match rate {
+                    None => max,
+                    Some(r) => {
                         tick.tick().await;
-                        let elapsed = start.elapsed();
-                        if duration.is_some_and(|d| elapsed >= d) || done >= max {
+                        if duration.is_some_and(|d| start.elapsed() >= d) {
                             break;
                         }
-                        let due = ((elapsed.as_secs_f64() * rate) as u64 + 1).min(max);
-                        if due > done {
-                            let n = due - done;
-                            let r = p.submit_jobs(n).await?;
-                            submit(n, &mut first, &mut last, &mut done, r);
-                        }
+                        ((start.elapsed().as_secs_f64() * r) as u64 + 1).min(max)
                     }
+                };
+                if due > done {
+                    let n = (due - done).min(1000);
+                    let (f, l) = p.submit_jobs(n).await?;
+                    if first == 0 {
+                        first = f;
+                    }
+                    last = l;
+                    done += n;
                 }
             }
             if g.json {
