@@ -73,8 +73,14 @@ impl Agent {
     pub async fn new(pac: Pac, cfg: AgentConfig, observer: Observer) -> Result<Arc<Agent>> {
         let actor = format!("agent {}", cfg.host);
         for (r, _) in &cfg.regions {
-            if pac.clean_region(r.as_str(), cfg.host.as_str(), &actor).await? {
-                tracing::info!("cleaned stale record of region {r} left by a previous agent on {}", cfg.host);
+            if pac
+                .clean_region(r.as_str(), cfg.host.as_str(), &actor)
+                .await?
+            {
+                tracing::info!(
+                    "cleaned stale record of region {r} left by a previous agent on {}",
+                    cfg.host
+                );
             }
         }
         Ok(Arc::new(Agent {
@@ -89,13 +95,22 @@ impl Agent {
     }
 
     fn region_names(&self) -> Vec<String> {
-        self.cfg.regions.iter().map(|(r, _)| r.to_string()).collect()
+        self.cfg
+            .regions
+            .iter()
+            .map(|(r, _)| r.to_string())
+            .collect()
     }
 
     async fn publish(&self) -> Result<()> {
         let product = self.state.lock().await.product.clone();
         self.pac
-            .host_heartbeat(self.cfg.host.as_str(), &product, &self.region_names(), self.cfg.host_ttl)
+            .host_heartbeat(
+                self.cfg.host.as_str(),
+                &product,
+                &self.region_names(),
+                self.cfg.host_ttl,
+            )
             .await
     }
 
@@ -143,9 +158,12 @@ impl Agent {
                 }
             }
             let c = conn.as_mut().expect("set above");
-            let read = self
-                .pac
-                .read_control(c, self.cfg.host.as_str(), &tail, Duration::from_millis(1000));
+            let read = self.pac.read_control(
+                c,
+                self.cfg.host.as_str(),
+                &tail,
+                Duration::from_millis(1000),
+            );
             let batch = tokio::select! {
                 _ = crate::until_true(&mut shutdown) => break,
                 r = read => r,
@@ -159,7 +177,9 @@ impl Agent {
                                 let me = self.clone();
                                 tokio::spawn(async move { me.handle(cmd).await });
                             }
-                            Err(why) => tracing::warn!("ignoring malformed control entry {tail}: {why}"),
+                            Err(why) => {
+                                tracing::warn!("ignoring malformed control entry {tail}: {why}")
+                            }
                         }
                     }
                 }
@@ -176,7 +196,8 @@ impl Agent {
     }
 
     async fn stop_all(&self) {
-        let handles: Vec<(String, RegionHandle)> = self.state.lock().await.running.drain().collect();
+        let handles: Vec<(String, RegionHandle)> =
+            self.state.lock().await.running.drain().collect();
         for (name, h) in handles {
             let (tx, rx) = oneshot::channel();
             let _ = h
@@ -200,11 +221,17 @@ impl Agent {
         match self.pac.take_control(host, &cmd).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::info!("control command {} already taken; not running it again", cmd.id);
+                tracing::info!(
+                    "control command {} already taken; not running it again",
+                    cmd.id
+                );
                 return;
             }
             Err(e @ Error::Fenced { .. }) => {
-                tracing::warn!("refusing control command {} from a fenced coordinator: {e}", cmd.id);
+                tracing::warn!(
+                    "refusing control command {} from a fenced coordinator: {e}",
+                    cmd.id
+                );
                 let _ = self.pac.reply_control(&reply(&cmd.id, Err(e))).await;
                 return;
             }
@@ -214,7 +241,10 @@ impl Agent {
             }
         }
         let outcome = if now_ms() > cmd.deadline_ms {
-            Err(Error::refused(format!("command {} arrived after its deadline; not run", cmd.id)))
+            Err(Error::refused(format!(
+                "command {} arrived after its deadline; not run",
+                cmd.id
+            )))
         } else {
             tracing::info!("control {}: {:?} (by {})", cmd.id, cmd.action, cmd.by);
             self.execute(cmd.action.clone()).await
@@ -239,7 +269,9 @@ impl Agent {
     /// Runs one control action.
     pub async fn execute(&self, action: ControlAction) -> Result<String> {
         match action {
-            ControlAction::Start { region, start_type } => self.start_region(&region, start_type).await,
+            ControlAction::Start { region, start_type } => {
+                self.start_region(&region, start_type).await
+            }
             ControlAction::Stop {
                 region,
                 drain_timeout_ms,
@@ -258,9 +290,9 @@ impl Agent {
                     })
                     .await
                     .map_err(|_| Error::refused(format!("region {region} is not running")))?;
-                let r = rx
-                    .await
-                    .map_err(|_| Error::refused(format!("region {region} ended during its stop")))?;
+                let r = rx.await.map_err(|_| {
+                    Error::refused(format!("region {region} ended during its stop"))
+                })?;
                 let _ = h.task.await;
                 r.map(|m| format!("region {region} {m}"))
             }
@@ -272,7 +304,12 @@ impl Agent {
                     st.running
                         .get(&region)
                         .map(|h| h.control.clone())
-                        .ok_or_else(|| Error::refused(format!("region {region} is not running on {}", self.cfg.host)))?
+                        .ok_or_else(|| {
+                            Error::refused(format!(
+                                "region {region} is not running on {}",
+                                self.cfg.host
+                            ))
+                        })?
                 };
                 let (rtx, rrx) = oneshot::channel();
                 tx.send(RegionControl::Listener { on, reply: rtx })
@@ -314,9 +351,12 @@ impl Agent {
     async fn take_running(&self, region: &str) -> Result<RegionHandle> {
         let mut st = self.state.lock().await;
         st.running.retain(|_, h| !h.task.is_finished());
-        st.running
-            .remove(region)
-            .ok_or_else(|| Error::refused(format!("region {region} is not running on host {}", self.cfg.host)))
+        st.running.remove(region).ok_or_else(|| {
+            Error::refused(format!(
+                "region {region} is not running on host {}",
+                self.cfg.host
+            ))
+        })
     }
 
     async fn start_region(&self, region: &str, start_type: StartType) -> Result<String> {
@@ -332,7 +372,10 @@ impl Agent {
         let mut st = self.state.lock().await;
         st.running.retain(|_, h| !h.task.is_finished());
         if st.running.contains_key(region) {
-            return Err(Error::refused(format!("region {region} is already running on {}", self.cfg.host)));
+            return Err(Error::refused(format!(
+                "region {region} is already running on {}",
+                self.cfg.host
+            )));
         }
         let mut cfg = self.cfg.region_defaults.clone();
         cfg.region = name;

@@ -71,10 +71,18 @@ pub fn check(product: &Product, store: &Product, matrix: Option<&Matrix>) -> Ver
     let mut reasons = Vec::new();
     let mut ok = true;
     let (pv, sv) = (&product.version, &store.version);
-    let rule = matrix.and_then(|m| m.rules.iter().find(|r| r.from.matches(sv) && r.to.matches(pv)));
+    let rule = matrix.and_then(|m| {
+        m.rules
+            .iter()
+            .find(|r| r.from.matches(sv) && r.to.matches(pv))
+    });
     match rule {
         Some(r) => {
-            let note = r.note.as_deref().map(|n| format!(": {n}")).unwrap_or_default();
+            let note = r
+                .note
+                .as_deref()
+                .map(|n| format!(": {n}"))
+                .unwrap_or_default();
             if r.compatible {
                 reasons.push(format!(
                     "ok: matrix rule from {} to {} says {sv} -> {pv} is compatible{note}",
@@ -159,7 +167,11 @@ mod tests {
     fn os_and_bitness_each_give_a_reason() {
         let v = check(&p("1.0.1", "aix-7", 32), &p("1.0.0", "linux-6", 64), None);
         assert!(!v.compatible);
-        let bad: Vec<_> = v.reasons.iter().filter(|r| r.starts_with("incompatible")).collect();
+        let bad: Vec<_> = v
+            .reasons
+            .iter()
+            .filter(|r| r.starts_with("incompatible"))
+            .collect();
         assert_eq!(bad.len(), 2, "{:?}", v.reasons);
     }
 

@@ -85,8 +85,27 @@ fn bad_url(url: &str, why: &str) -> Error {
     )
 }
 
-/// Removes a password from a URL for display.
+/// Removes a password from a URL for display (userinfo and `pass=`/`password=` query
+/// parameters, which `unix://` URLs use).
 pub fn redact_url(url: &str) -> String {
+    let url = match url.split_once('?') {
+        Some((base, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _))
+                        if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+                    {
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", q.join("&"))
+        }
+        None => url.to_string(),
+    };
+    let url = url.as_str();
     if let Some((scheme, rest)) = url.split_once("://") {
         if let Some((cred, host)) = rest.rsplit_once('@') {
             let user = cred.split(':').next().unwrap_or("");
@@ -133,12 +152,12 @@ impl PsorTarget {
                 }
                 let mut sentinels = Vec::new();
                 for hp in hosts.split(',') {
-                    let (h, p) = hp
-                        .rsplit_once(':')
-                        .ok_or_else(|| bad_url(url, &format!("sentinel {hp:?} is not host:port")))?;
-                    let port: u16 = p
-                        .parse()
-                        .map_err(|_| bad_url(url, &format!("sentinel port {p:?} is not a number")))?;
+                    let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
+                        bad_url(url, &format!("sentinel {hp:?} is not host:port"))
+                    })?;
+                    let port: u16 = p.parse().map_err(|_| {
+                        bad_url(url, &format!("sentinel port {p:?} is not a number"))
+                    })?;
                     if h.is_empty() {
                         return Err(bad_url(url, "empty sentinel host"));
                     }
@@ -147,10 +166,9 @@ impl PsorTarget {
                 let (username, password) = match cred {
                     None => (None, None),
                     Some(c) => match c.split_once(':') {
-                        Some((u, p)) => (
-                            (!u.is_empty()).then(|| u.to_string()),
-                            Some(p.to_string()),
-                        ),
+                        Some((u, p)) => {
+                            ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string()))
+                        }
                         None => (Some(c.to_string()), None),
                     },
                 };
@@ -218,7 +236,9 @@ pub struct Psor {
 
 impl std::fmt::Debug for Psor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Psor").field("target", &self.target).finish()
+        f.debug_struct("Psor")
+            .field("target", &self.target)
+            .finish()
     }
 }
 
@@ -385,7 +405,8 @@ impl Psor {
             .set_response_timeout(None);
         tokio::time::timeout(
             self.opts.connect_timeout,
-            self.client.get_multiplexed_async_connection_with_config(&cfg),
+            self.client
+                .get_multiplexed_async_connection_with_config(&cfg),
         )
         .await
         .map_err(|_| Error::Unreachable {
@@ -455,6 +476,11 @@ mod tests {
         assert_eq!(redact_url("redis://u:secret@h:1"), "redis://u:***@h:1");
         assert_eq!(redact_url("redis://:secret@h:1"), "redis://:***@h:1");
         assert_eq!(redact_url("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact_url("unix:///tmp/r.sock?user=u&pass=secret&db=1"),
+            "unix:///tmp/r.sock?user=u&pass=***&db=1"
+        );
+        assert!(!redact_url("redis+unix:///s?password=secret").contains("secret"));
         let e = PsorTarget::parse("http://u:secret@h:1").unwrap_err();
         assert!(!e.to_string().contains("secret"));
     }

@@ -25,8 +25,8 @@
 pub mod agent;
 pub mod cli;
 pub mod compat;
-pub mod coordinator;
 pub mod conn;
+pub mod coordinator;
 pub mod error;
 pub mod load;
 pub mod names;

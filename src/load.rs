@@ -32,13 +32,23 @@ pub struct Balancer {
     pac: Pac,
     targets: Vec<(String, String)>,
     refreshed: Option<Instant>,
-    conns: HashMap<String, (BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)>,
+    conns: HashMap<
+        String,
+        (
+            BufReader<tokio::net::tcp::OwnedReadHalf>,
+            tokio::net::tcp::OwnedWriteHalf,
+        ),
+    >,
     next: usize,
 }
 
 impl Balancer {
     async fn refresh(&mut self, force: bool) {
-        if !force && self.refreshed.is_some_and(|t| t.elapsed() < Duration::from_millis(200)) {
+        if !force
+            && self
+                .refreshed
+                .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
             return;
         }
         if let Ok(s) = self.pac.snapshot().await {
@@ -62,11 +72,14 @@ impl Balancer {
                 .map_err(|e| e.to_string())?;
             let _ = s.set_nodelay(true);
             let (r, w) = s.into_split();
-            self.conns.insert(region.to_string(), (BufReader::new(r), w));
+            self.conns
+                .insert(region.to_string(), (BufReader::new(r), w));
         }
         let (r, w) = self.conns.get_mut(region).expect("inserted");
         let out = async {
-            w.write_all(format!("TX {tx}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+            w.write_all(format!("TX {tx}\n").as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
             let mut line = String::new();
             let n = r.read_line(&mut line).await.map_err(|e| e.to_string())?;
             if n == 0 {
@@ -92,8 +105,12 @@ impl Balancer {
         let mut tried: HashSet<String> = HashSet::new();
         loop {
             self.refresh(false).await;
-            let candidates: Vec<(String, String)> =
-                self.targets.iter().filter(|(n, _)| !tried.contains(n)).cloned().collect();
+            let candidates: Vec<(String, String)> = self
+                .targets
+                .iter()
+                .filter(|(n, _)| !tried.contains(n))
+                .cloned()
+                .collect();
             if candidates.is_empty() {
                 if Instant::now() >= deadline {
                     return false;
@@ -122,7 +139,6 @@ impl Balancer {
         }
     }
 }
-
 
 /// Sends transactions at `rate` per second until `count` are sent, `duration` passed or
 /// `stop` turns true; each is retried on other regions until `tx_timeout`.
@@ -171,7 +187,11 @@ pub async fn run_clients(
 }
 
 /// Submits jobs at `rate` per second until `stop` turns true. Returns how many.
-pub async fn submit_at_rate(pac: &Pac, rate: f64, mut stop: watch::Receiver<bool>) -> crate::Result<u64> {
+pub async fn submit_at_rate(
+    pac: &Pac,
+    rate: f64,
+    mut stop: watch::Receiver<bool>,
+) -> crate::Result<u64> {
     let start = Instant::now();
     let mut done = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(20));

@@ -117,8 +117,13 @@ pub fn parse_os(field: &str, s: &str) -> Result<String> {
 
 /// Parses a duration written `500ms`, `5s`, `2m` (anything humantime accepts); zero is refused.
 pub fn parse_duration(field: &str, s: &str) -> Result<Duration> {
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|e| Error::invalid(field, s, format!("a duration such as 500ms, 5s or 2m ({e})")))?;
+    let d = humantime::parse_duration(s.trim()).map_err(|e| {
+        Error::invalid(
+            field,
+            s,
+            format!("a duration such as 500ms, 5s or 2m ({e})"),
+        )
+    })?;
     if d.is_zero() {
         return Err(Error::invalid(field, s, "a duration greater than zero"));
     }
@@ -215,7 +220,10 @@ mod tests {
     fn versions_and_durations() {
         assert!(parse_version("v", "9.0.3-rc.1").is_ok());
         assert!(parse_version("v", "2.0").is_err());
-        assert_eq!(parse_duration("d", "500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_duration("d", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_duration("d", "2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("d", "0s").is_err());
         assert!(parse_duration("d", "-1s").is_err());

@@ -21,7 +21,8 @@ pub struct Resources(pub Vec<(String, String, String)>);
 impl Resources {
     /// The built-in default set.
     pub fn default_set() -> Resources {
-        Self::parse(DEFAULT, "built-in fixtures/resources.json").expect("default resources are valid")
+        Self::parse(DEFAULT, "built-in fixtures/resources.json")
+            .expect("default resources are valid")
     }
 
     /// Reads and validates a resource file.
@@ -41,12 +42,12 @@ impl Resources {
             path: origin.into(),
             reason,
         };
-        let tables: BTreeMap<String, BTreeMap<String, serde_json::Value>> = serde_json::from_str(text)
-            .map_err(|e| {
+        let tables: BTreeMap<String, BTreeMap<String, serde_json::Value>> =
+            serde_json::from_str(text).map_err(|e| {
                 bad(format!(
-                    "{e}; expected {{\"PCT\": {{\"<name>\": {{...attributes}}}}, ...}} with tables {}",
-                    KINDS.join(", ")
-                ))
+                "{e}; expected {{\"PCT\": {{\"<name>\": {{...attributes}}}}, ...}} with tables {}",
+                KINDS.join(", ")
+            ))
             })?;
         let mut out = Vec::new();
         for (kind, entries) in tables {
@@ -64,11 +65,13 @@ impl Resources {
                         .all(|c| c.is_ascii_alphanumeric() || "$@#_-".contains(c));
                 if !ok {
                     return Err(bad(format!(
-                        "{kind} entry {name:?}: names are 1 to 8 characters of A-Z, 0-9, $, @, #, _ or -"
+                        "{kind} entry {name:?}: names are 1 to 8 letters, digits, $, @, #, _ or -"
                     )));
                 }
                 if !attrs.is_object() {
-                    return Err(bad(format!("{kind} entry {name}: attributes must be a JSON object")));
+                    return Err(bad(format!(
+                        "{kind} entry {name}: attributes must be a JSON object"
+                    )));
                 }
                 out.push((kind.clone(), name, attrs.to_string()));
             }

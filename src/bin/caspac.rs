@@ -17,7 +17,10 @@ async fn resolve_only_pac(legacy: &caspac::Legacy) -> anyhow::Result<String> {
         [] => Err(Error::refused("the PSOR holds no PAC; set ES_PAC or initialise one").into()),
         many => Err(Error::refused(format!(
             "the PSOR holds several PACs ({}); name one in env ES_PAC",
-            many.iter().map(|p| p.pac.as_str()).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(|p| p.pac.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .into()),
     }
@@ -40,15 +43,22 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-h" || a == "--help" || a == "-?" || a == "/?") {
+    if args
+        .iter()
+        .any(|a| a == "-h" || a == "--help" || a == "-?" || a == "/?")
+    {
         println!("{}", caspac::USAGE);
         std::process::exit(0);
     }
     let code = match run(args).await {
         Ok(c) => c,
         Err(e) => {
-            if e.chain().any(|c| c.downcast_ref::<Error>().is_some_and(|x| x.exit_code() == ExitCode::InvalidInput))
-                && e.chain().any(|c| c.to_string().contains("caspac arguments"))
+            if e.chain().any(|c| {
+                c.downcast_ref::<Error>()
+                    .is_some_and(|x| x.exit_code() == ExitCode::InvalidInput)
+            }) && e
+                .chain()
+                .any(|c| c.to_string().contains("caspac arguments"))
             {
                 eprintln!("caspac: {e:#}\n{}", caspac::USAGE);
             } else {

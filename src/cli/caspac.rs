@@ -16,10 +16,12 @@ use super::Cli;
 use clap::Parser;
 
 /// Usage text shown with every refusal.
-pub const USAGE: &str = "usage: caspac -a<Action>[=<arg>] -s<redis|redis_TLS>,<host>:<port>[,<host>:<port>...] [-n<sorName>]\n\
-  actions: InitPac=<PAC>  CheckCompat=<PAC>  SetMode=Running|Quiesce  RemOldPAC=<PAC>\n\
-  env: ES_PAC (PAC for SetMode), PACUP_PRODUCT_VERSION, PACUP_OS, PACUP_BITNESS (product for CheckCompat),\n\
-       PACUP_PSOR_PASSWORD, PACUP_TLS_CA, PACUP_TLS_CERT, PACUP_TLS_KEY";
+pub const USAGE: &str = concat!(
+    "usage: caspac -a<Action>[=<arg>] -s<redis|redis_TLS>,<host>:<port>[,<host>:<port>...] [-n<sorName>]\n",
+    "  actions: InitPac=<PAC>  CheckCompat=<PAC>  SetMode=Running|Quiesce  RemOldPAC=<PAC>\n",
+    "  env: ES_PAC (PAC for SetMode), PACUP_PRODUCT_VERSION, PACUP_OS, PACUP_BITNESS (product for CheckCompat),\n",
+    "       PACUP_PSOR_PASSWORD, PACUP_TLS_CA, PACUP_TLS_CERT, PACUP_TLS_KEY"
+);
 
 /// A caspac action.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +66,19 @@ fn need_arg(action: &str, arg: Option<&str>, what: &str) -> Result<String, Strin
     }
 }
 
+/// Validates a PAC name here, so a refusal speaks caspac's terms rather than pacup's.
+fn pac_arg(action: &str, arg: Option<&str>) -> Result<String, String> {
+    let p = need_arg(action, arg, "PAC")?;
+    crate::names::PacName::new(&p).map_err(|e| format!("-a{action}={p}: {e}"))?;
+    Ok(p)
+}
+
 /// Parses caspac argv (without the program name). `env` looks up environment variables.
 /// Every refusal is a message for exit code 2.
-pub fn parse<S: AsRef<str>>(args: &[S], env: &dyn Fn(&str) -> Option<String>) -> Result<Legacy, String> {
+pub fn parse<S: AsRef<str>>(
+    args: &[S],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Legacy, String> {
     let mut action: Option<String> = None;
     let mut sor: Option<String> = None;
     let mut name: Option<String> = None;
@@ -97,7 +109,10 @@ pub fn parse<S: AsRef<str>>(args: &[S], env: &dyn Fn(&str) -> Option<String>) ->
             _ => return Err(format!("unknown option -{letter}; accepted: -a, -s, -n")),
         };
         if slot.is_some() {
-            return Err(format!("option -{} given twice", letter.to_ascii_lowercase()));
+            return Err(format!(
+                "option -{} given twice",
+                letter.to_ascii_lowercase()
+            ));
         }
         *slot = Some(value);
         i += 1;
@@ -109,39 +124,50 @@ pub fn parse<S: AsRef<str>>(args: &[S], env: &dyn Fn(&str) -> Option<String>) ->
         Some((v, a)) => (v, Some(a)),
         None => (action.as_str(), None),
     };
-    let action = match verb.to_ascii_lowercase().as_str() {
-        "initpac" => Action::InitPac(need_arg("InitPac", arg, "PAC")?),
-        "checkcompat" => {
-            let pac = need_arg("CheckCompat", arg, "PAC")?;
-            let version = env("PACUP_PRODUCT_VERSION").filter(|v| !v.is_empty()).ok_or(
+    let action =
+        match verb.to_ascii_lowercase().as_str() {
+            "initpac" => Action::InitPac(pac_arg("InitPac", arg)?),
+            "checkcompat" => {
+                let pac = pac_arg("CheckCompat", arg)?;
+                let version = env("PACUP_PRODUCT_VERSION").filter(|v| !v.is_empty()).ok_or(
                 "CheckCompat needs the product version in env PACUP_PRODUCT_VERSION (e.g. 2.0.0)",
             )?;
-            Action::CheckCompat {
-                pac,
-                version,
-                os: env("PACUP_OS").filter(|v| !v.is_empty()),
-                bitness: env("PACUP_BITNESS").filter(|v| !v.is_empty()),
+                let os = env("PACUP_OS").filter(|v| !v.is_empty());
+                let bitness = env("PACUP_BITNESS").filter(|v| !v.is_empty());
+                crate::names::Product::parse(&version, os.as_deref(), bitness.as_deref()).map_err(
+                    |e| format!("{e} (from env PACUP_PRODUCT_VERSION/PACUP_OS/PACUP_BITNESS)"),
+                )?;
+                Action::CheckCompat {
+                    pac,
+                    version,
+                    os,
+                    bitness,
+                }
             }
-        }
-        "setmode" => {
-            let m = need_arg("SetMode", arg, "Running|Quiesce")?;
-            let mode = match m.to_ascii_lowercase().as_str() {
-                "running" => "running",
-                "quiesce" => "quiesce",
-                _ => return Err(format!("unknown mode {m:?} for SetMode; accepted: Running, Quiesce")),
-            };
-            Action::SetMode {
-                mode,
-                pac: env("ES_PAC").filter(|v| !v.is_empty()),
+            "setmode" => {
+                let m = need_arg("SetMode", arg, "Running|Quiesce")?;
+                let mode = match m.to_ascii_lowercase().as_str() {
+                    "running" => "running",
+                    "quiesce" => "quiesce",
+                    _ => {
+                        return Err(format!(
+                            "unknown mode {m:?} for SetMode; accepted: Running, Quiesce"
+                        ))
+                    }
+                };
+                let pac = env("ES_PAC").filter(|v| !v.is_empty());
+                if let Some(p) = &pac {
+                    crate::names::PacName::new(p).map_err(|e| format!("env ES_PAC={p}: {e}"))?;
+                }
+                Action::SetMode { mode, pac }
             }
-        }
-        "remoldpac" => Action::RemOldPac(need_arg("RemOldPAC", arg, "PAC")?),
-        _ => {
-            return Err(format!(
-                "unknown action {verb:?}; accepted: InitPac, CheckCompat, SetMode, RemOldPAC"
-            ))
-        }
-    };
+            "remoldpac" => Action::RemOldPac(pac_arg("RemOldPAC", arg)?),
+            _ => {
+                return Err(format!(
+                    "unknown action {verb:?}; accepted: InitPac, CheckCompat, SetMode, RemOldPAC"
+                ))
+            }
+        };
     Ok(Legacy { psor, action })
 }
 
@@ -152,7 +178,11 @@ fn psor_url(sor: &str, name: Option<&str>) -> Result<String, String> {
     let tls = match kind.to_ascii_lowercase().as_str() {
         "redis" => false,
         "redis_tls" => true,
-        _ => return Err(format!("unknown PSOR type {kind:?}; accepted: redis, redis_TLS")),
+        _ => {
+            return Err(format!(
+                "unknown PSOR type {kind:?}; accepted: redis, redis_TLS"
+            ))
+        }
     };
     let hosts: Vec<&str> = parts.collect();
     if hosts.is_empty() {
@@ -167,14 +197,22 @@ fn psor_url(sor: &str, name: Option<&str>) -> Result<String, String> {
         }
     }
     if hosts.len() == 1 {
-        return Ok(format!("{}://{}", if tls { "rediss" } else { "redis" }, hosts[0]));
+        return Ok(format!(
+            "{}://{}",
+            if tls { "rediss" } else { "redis" },
+            hosts[0]
+        ));
     }
-    let master = name.filter(|n| !n.is_empty()).ok_or(
-        "several PSOR addresses mean Redis Sentinel: name the master with -n<sorName>",
-    )?;
+    let master = name
+        .filter(|n| !n.is_empty())
+        .ok_or("several PSOR addresses mean Redis Sentinel: name the master with -n<sorName>")?;
     Ok(format!(
         "{}://{}/{master}",
-        if tls { "rediss+sentinel" } else { "redis+sentinel" },
+        if tls {
+            "rediss+sentinel"
+        } else {
+            "redis+sentinel"
+        },
         hosts.join(",")
     ))
 }
@@ -187,7 +225,12 @@ impl Legacy {
 
     /// The equivalent `pacup` argv (program name first).
     pub fn pacup_argv(&self, only_pac: Option<&str>) -> Vec<String> {
-        let mut v: Vec<String> = vec!["pacup".into(), "--psor".into(), self.psor.clone(), "pac".into()];
+        let mut v: Vec<String> = vec![
+            "pacup".into(),
+            "--psor".into(),
+            self.psor.clone(),
+            "pac".into(),
+        ];
         match &self.action {
             Action::InitPac(p) => v.extend(["init".into(), p.clone()]),
             Action::CheckCompat {
@@ -210,7 +253,10 @@ impl Legacy {
                 }
             }
             Action::SetMode { mode, pac } => {
-                let p = pac.clone().or(only_pac.map(String::from)).unwrap_or_default();
+                let p = pac
+                    .clone()
+                    .or(only_pac.map(String::from))
+                    .unwrap_or_default();
                 v.extend(["set-mode".into(), p, (*mode).into()]);
             }
             Action::RemOldPac(p) => v.extend(["remove-old".into(), p.clone()]),
@@ -249,12 +295,18 @@ mod tests {
             (
                 &["-aSetMode=Running", "-sredis,psor:6379"],
                 "redis://psor:6379",
-                Action::SetMode { mode: "running", pac: None },
+                Action::SetMode {
+                    mode: "running",
+                    pac: None,
+                },
             ),
             (
                 &["-aSetMode=Quiesce", "-sredis,psor:6379"],
                 "redis://psor:6379",
-                Action::SetMode { mode: "quiesce", pac: None },
+                Action::SetMode {
+                    mode: "quiesce",
+                    pac: None,
+                },
             ),
             (
                 &["-aRemOldPAC=MyPAC", "-sredis,psor:6379"],
@@ -291,7 +343,9 @@ mod tests {
         assert_eq!(l.psor, "redis+sentinel://a:1,b:2/mymaster");
         let l = p(&["-aInitPac=P", "-sredis_TLS,a:1,b:2", "-n", "m"]).unwrap();
         assert_eq!(l.psor, "rediss+sentinel://a:1,b:2/m");
-        assert!(p(&["-aInitPac=P", "-sredis,a:1,b:2"]).unwrap_err().contains("-n<sorName>"));
+        assert!(p(&["-aInitPac=P", "-sredis,a:1,b:2"])
+            .unwrap_err()
+            .contains("-n<sorName>"));
     }
 
     #[test]
@@ -303,14 +357,28 @@ mod tests {
             _ => None,
         };
         let l = parse(&["-aSetMode=Running", "-sredis,h:1"], &env).unwrap();
-        assert_eq!(l.action, Action::SetMode { mode: "running", pac: Some("OtherPAC".into()) });
+        assert_eq!(
+            l.action,
+            Action::SetMode {
+                mode: "running",
+                pac: Some("OtherPAC".into())
+            }
+        );
         assert!(!l.needs_only_pac());
         let l = parse(&["-aCheckCompat=MyPAC", "-sredis,h:1"], &env).unwrap();
         assert_eq!(
             l.pacup_argv(None),
             [
-                "pacup", "--psor", "redis://h:1", "pac", "check-compat", "MyPAC",
-                "--product-version", "2.0.0", "--bitness", "64"
+                "pacup",
+                "--psor",
+                "redis://h:1",
+                "pac",
+                "check-compat",
+                "MyPAC",
+                "--product-version",
+                "2.0.0",
+                "--bitness",
+                "64"
             ]
         );
         let e = p(&["-aCheckCompat=MyPAC", "-sredis,h:1"]).unwrap_err();
@@ -344,14 +412,30 @@ mod tests {
 
     #[test]
     fn translates_into_pacup_structs() {
-        let cli = p(&["-aInitPac=MyPAC", "-sredis,127.0.0.1:6379"]).unwrap().into_cli(None).unwrap();
+        let cli = p(&["-aInitPac=MyPAC", "-sredis,127.0.0.1:6379"])
+            .unwrap()
+            .into_cli(None)
+            .unwrap();
         assert_eq!(cli.global.psor, "redis://127.0.0.1:6379");
-        assert!(matches!(cli.command, Command::Pac(PacCommand::Init { ref pac, force: false }) if pac.as_str() == "MyPAC"));
-        let cli = p(&["-aSetMode=Quiesce", "-sredis,h:1"]).unwrap().into_cli(Some("ONLY")).unwrap();
-        assert!(matches!(cli.command, Command::Pac(PacCommand::SetMode { ref pac, mode: SetModeArg::Quiesce }) if pac.as_str() == "ONLY"));
-        // Names are validated by the same parser as pacup's: a 9-character PAC is exit 2.
-        let e = p(&["-aInitPac=NINECHARS", "-sredis,h:1"]).unwrap().into_cli(None).unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert!(
+            matches!(cli.command, Command::Pac(PacCommand::Init { ref pac, force: false }) if pac.as_str() == "MyPAC")
+        );
+        let cli = p(&["-aSetMode=Quiesce", "-sredis,h:1"])
+            .unwrap()
+            .into_cli(Some("ONLY"))
+            .unwrap();
+        assert!(
+            matches!(cli.command, Command::Pac(PacCommand::SetMode { ref pac, mode: SetModeArg::Quiesce }) if pac.as_str() == "ONLY")
+        );
+        // Names and versions are validated in caspac's own terms.
+        let e = p(&["-aInitPac=NINECHARS", "-sredis,h:1"]).unwrap_err();
+        assert!(
+            e.contains("-aInitPac=NINECHARS") && e.contains("PAC name"),
+            "{e}"
+        );
+        let env = |k: &str| (k == "PACUP_PRODUCT_VERSION").then(|| "2.0".to_string());
+        let e = parse(&["-aCheckCompat=P", "-sredis,h:1"], &env).unwrap_err();
+        assert!(e.contains("PACUP_PRODUCT_VERSION"), "{e}");
     }
 
     proptest::proptest! {

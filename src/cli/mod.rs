@@ -67,8 +67,13 @@ pub struct Cli {
 pub struct GlobalArgs {
     /// PSOR URL: redis://[user:pass@]host:port, rediss://host:port (TLS),
     /// redis+sentinel://h1:p1,h2:p2/<master>, unix:///path.
-    #[arg(long, global = true, env = "PACUP_PSOR", hide_env_values = true,
-          default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        global = true,
+        env = "PACUP_PSOR",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     pub psor: String,
     /// File holding the PSOR password (else env PACUP_PSOR_PASSWORD, else the URL's).
     #[arg(long, global = true, value_name = "FILE")]
@@ -341,7 +346,7 @@ pub enum PacCommand {
 #[derive(Debug, Subcommand)]
 pub enum RegionCommand {
     /// Run one region in the foreground until SIGTERM/SIGINT (graceful stop).
-    Run(RegionRunArgs),
+    Run(Box<RegionRunArgs>),
     /// Start a region through its host agent and wait for the outcome.
     Start {
         /// Region name.
@@ -521,7 +526,8 @@ pub struct RuntimeArgs {
 fn advertise(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 253
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:".contains(c));
     if ok {
         Ok(s.to_string())
     } else {
@@ -532,7 +538,9 @@ fn advertise(s: &str) -> Result<String, String> {
 fn count(s: &str) -> Result<u64, String> {
     match s.parse::<u64>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("invalid count {s:?}: a whole number greater than zero")),
+        _ => Err(format!(
+            "invalid count {s:?}: a whole number greater than zero"
+        )),
     }
 }
 
@@ -541,12 +549,18 @@ pub fn rate(s: &str) -> Result<f64, String> {
     let (num, per) = match s.split_once('/') {
         Some((n, "s")) => (n, 1.0),
         Some((n, "m")) => (n, 60.0),
-        Some(_) => return Err(format!("invalid rate {s:?}: expected R/s or R/m, e.g. 50/s")),
+        Some(_) => {
+            return Err(format!(
+                "invalid rate {s:?}: expected R/s or R/m, e.g. 50/s"
+            ))
+        }
         None => (s, 1.0),
     };
     match num.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r / per),
-        _ => Err(format!("invalid rate {s:?}: a number greater than zero, e.g. 50/s")),
+        _ => Err(format!(
+            "invalid rate {s:?}: a number greater than zero, e.g. 50/s"
+        )),
     }
 }
 
@@ -662,9 +676,31 @@ mod tests {
         for args in [
             &["pacup", "jobs", "submit", "P", "--count", "0"][..],
             &["pacup", "jobs", "submit", "P", "--count", "-3"],
-            &["pacup", "jobs", "submit", "P", "--rate", "5/s", "--duration", "soon"],
-            &["pacup", "clients", "run", "P", "--count", "5", "--rate", "0"],
-            &["pacup", "agent", "--pac", "P", "--host", "h", "--product-version", "1.0.0", "--region", "R=notanaddr"],
+            &[
+                "pacup",
+                "jobs",
+                "submit",
+                "P",
+                "--rate",
+                "5/s",
+                "--duration",
+                "soon",
+            ],
+            &[
+                "pacup", "clients", "run", "P", "--count", "5", "--rate", "0",
+            ],
+            &[
+                "pacup",
+                "agent",
+                "--pac",
+                "P",
+                "--host",
+                "h",
+                "--product-version",
+                "1.0.0",
+                "--region",
+                "R=notanaddr",
+            ],
         ] {
             let e = Cli::try_parse_from(args).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");

@@ -1,5 +1,5 @@
-//! Human and JSON rendering of command results. Human text goes to stdout; with
-//! `--json` exactly one JSON document does (documented in docs/PSOR.md).
+//! Human rendering of command results (stdout). With `--json` commands print exactly one
+//! JSON document instead (documented in README.md, "JSON output").
 
 use crate::psor::{PacSummary, Snapshot};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
@@ -28,7 +28,15 @@ pub fn status_text(s: &Snapshot) -> String {
     ));
     let mut t = Table::new();
     t.load_preset(UTF8_BORDERS_ONLY);
-    t.set_header(["STORE", "MODE", "OS", "BITS", "MEMBERS", "LIVE", "CREATED BY"]);
+    t.set_header([
+        "STORE",
+        "MODE",
+        "OS",
+        "BITS",
+        "MEMBERS",
+        "LIVE",
+        "CREATED BY",
+    ]);
     for st in &s.stores {
         t.add_row([
             st.version.clone(),
@@ -56,7 +64,16 @@ pub fn status_text(s: &Snapshot) -> String {
         let mut t = Table::new();
         t.load_preset(UTF8_BORDERS_ONLY);
         t.set_header([
-            "REGION", "HOST", "VERSION", "OS", "BITS", "STORE", "STATE", "START", "LISTENER", "HEARTBEAT",
+            "REGION",
+            "HOST",
+            "VERSION",
+            "OS",
+            "BITS",
+            "STORE",
+            "STATE",
+            "START",
+            "LISTENER",
+            "HEARTBEAT",
         ]);
         for r in &s.regions {
             t.add_row([
@@ -65,7 +82,11 @@ pub fn status_text(s: &Snapshot) -> String {
                 r.product_version.clone(),
                 r.os.clone(),
                 r.bitness.to_string(),
-                if r.store.is_empty() { "-".into() } else { r.store.clone() },
+                if r.store.is_empty() {
+                    "-".into()
+                } else {
+                    r.store.clone()
+                },
                 r.effective_state().to_string(),
                 r.start_type.clone(),
                 r.listener.clone(),

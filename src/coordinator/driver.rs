@@ -17,13 +17,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Template names the command driver knows.
-pub const TEMPLATE_NAMES: [&str; 10] = [
+pub const TEMPLATE_NAMES: [&str; 9] = [
     "listener_off",
     "listener_on",
     "stop",
     "apply_update",
     "start",
-    "region_state",
     "check_compat",
     "set_mode_running",
     "set_mode_quiesce",
@@ -31,7 +30,13 @@ pub const TEMPLATE_NAMES: [&str; 10] = [
 ];
 
 /// Templates every command-driven plan must have.
-pub const REQUIRED_TEMPLATES: [&str; 5] = ["listener_off", "listener_on", "stop", "apply_update", "start"];
+pub const REQUIRED_TEMPLATES: [&str; 5] = [
+    "listener_off",
+    "listener_on",
+    "stop",
+    "apply_update",
+    "start",
+];
 
 /// Placeholders a template may use.
 pub const PLACEHOLDERS: [&str; 9] = [
@@ -70,6 +75,11 @@ pub fn validate_templates(t: &BTreeMap<String, String>) -> Result<()> {
         let mut rest = tpl.as_str();
         while let Some(i) = rest.find('{') {
             let after = &rest[i + 1..];
+            // `${VAR}` is the shell's, not ours.
+            if rest[..i].ends_with('$') {
+                rest = after.find('}').map(|j| &after[j + 1..]).unwrap_or("");
+                continue;
+            }
             let Some(j) = after.find('}') else {
                 return Err(Error::invalid(
                     format!("plan field driver.templates.{name}"),
@@ -82,7 +92,10 @@ pub fn validate_templates(t: &BTreeMap<String, String>) -> Result<()> {
                 return Err(Error::invalid(
                     format!("plan field driver.templates.{name}"),
                     format!("{{{ph}}}"),
-                    format!("placeholders {}", PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")),
+                    format!(
+                        "placeholders {}",
+                        PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
+                    ),
                 ));
             }
             rest = &after[j + 1..];
@@ -115,8 +128,16 @@ pub fn render(tpl: &str, v: &Vars) -> String {
         .replace("{host}", &v.host)
         .replace("{region}", &v.region)
         .replace("{version}", &v.version)
-        .replace("{start_type}", v.start_type.map(|s| s.as_str()).unwrap_or(""))
-        .replace("{start_letter}", &v.start_type.map(|s| s.letter().to_string()).unwrap_or_default())
+        .replace(
+            "{start_type}",
+            v.start_type.map(|s| s.as_str()).unwrap_or(""),
+        )
+        .replace(
+            "{start_letter}",
+            &v.start_type
+                .map(|s| s.letter().to_string())
+                .unwrap_or_default(),
+        )
         .replace("{psor_host}", &ph)
         .replace("{psor_port}", &pp)
         .replace("{psor}", &v.psor)
@@ -152,13 +173,25 @@ pub enum Driver {
 pub type Outcome = Result<String>;
 
 impl Driver {
-    async fn agent(pac: &Pac, host: &str, action: ControlAction, wait: Duration, epoch: u64, by: &str) -> Outcome {
+    async fn agent(
+        pac: &Pac,
+        host: &str,
+        action: ControlAction,
+        wait: Duration,
+        epoch: u64,
+        by: &str,
+    ) -> Outcome {
         let r = pac.control(host, action, wait, by, Some(epoch)).await?;
         Ok(r.message)
     }
 
     async fn shell(&self, name: &str, vars: &Vars) -> Option<Outcome> {
-        let Driver::Command { templates, timeout, psor } = self else {
+        let Driver::Command {
+            templates,
+            timeout,
+            psor,
+        } = self
+        else {
             return None;
         };
         let tpl = templates.get(name)?;
@@ -188,7 +221,12 @@ impl Driver {
     /// Runs the `check_compat` template if there is one: (exit code, detail); 0 means
     /// compatible and 3 incompatible, as `caspac -aCheckCompat` answers.
     pub async fn check_compat(&self, pac: &Pac, version: &str) -> Option<Result<(i32, String)>> {
-        let Driver::Command { templates, timeout, psor } = self else {
+        let Driver::Command {
+            templates,
+            timeout,
+            psor,
+        } = self
+        else {
             return None;
         };
         let tpl = templates.get("check_compat")?;
@@ -198,9 +236,20 @@ impl Driver {
     }
 
     /// Listener on or off.
-    pub async fn listener(&self, pac: &Pac, host: &str, region: &str, on: bool, epoch: u64, by: &str) -> Outcome {
+    pub async fn listener(
+        &self,
+        pac: &Pac,
+        host: &str,
+        region: &str,
+        on: bool,
+        epoch: u64,
+        by: &str,
+    ) -> Outcome {
         let name = if on { "listener_on" } else { "listener_off" };
-        if let Some(r) = self.shell(name, &Self::vars(pac, host, region, "", None)).await {
+        if let Some(r) = self
+            .shell(name, &Self::vars(pac, host, region, "", None))
+            .await
+        {
             return r;
         }
         let action = ControlAction::Listener {
@@ -212,8 +261,20 @@ impl Driver {
 
     /// Graceful stop, forced past `timeout`.
     #[allow(clippy::too_many_arguments)]
-    pub async fn stop(&self, pac: &Pac, host: &str, region: &str, drain: Duration, timeout: Duration, epoch: u64, by: &str) -> Outcome {
-        if let Some(r) = self.shell("stop", &Self::vars(pac, host, region, "", None)).await {
+    pub async fn stop(
+        &self,
+        pac: &Pac,
+        host: &str,
+        region: &str,
+        drain: Duration,
+        timeout: Duration,
+        epoch: u64,
+        by: &str,
+    ) -> Outcome {
+        if let Some(r) = self
+            .shell("stop", &Self::vars(pac, host, region, "", None))
+            .await
+        {
             return r;
         }
         let action = ControlAction::Stop {
@@ -222,12 +283,30 @@ impl Driver {
             stop_timeout_ms: timeout.as_millis() as u64,
             force: false,
         };
-        Self::agent(pac, host, action, timeout + Duration::from_secs(15), epoch, by).await
+        Self::agent(
+            pac,
+            host,
+            action,
+            timeout + Duration::from_secs(15),
+            epoch,
+            by,
+        )
+        .await
     }
 
     /// Installs `version` on `host`.
-    pub async fn apply_update(&self, pac: &Pac, host: &str, version: &str, epoch: u64, by: &str) -> Outcome {
-        if let Some(r) = self.shell("apply_update", &Self::vars(pac, host, "", version, None)).await {
+    pub async fn apply_update(
+        &self,
+        pac: &Pac,
+        host: &str,
+        version: &str,
+        epoch: u64,
+        by: &str,
+    ) -> Outcome {
+        if let Some(r) = self
+            .shell("apply_update", &Self::vars(pac, host, "", version, None))
+            .await
+        {
             return r;
         }
         let action = ControlAction::ApplyUpdate {
@@ -238,8 +317,20 @@ impl Driver {
 
     /// Starts a region.
     #[allow(clippy::too_many_arguments)]
-    pub async fn start(&self, pac: &Pac, host: &str, region: &str, version: &str, st: StartType, epoch: u64, by: &str) -> Outcome {
-        if let Some(r) = self.shell("start", &Self::vars(pac, host, region, version, Some(st))).await {
+    pub async fn start(
+        &self,
+        pac: &Pac,
+        host: &str,
+        region: &str,
+        version: &str,
+        st: StartType,
+        epoch: u64,
+        by: &str,
+    ) -> Outcome {
+        if let Some(r) = self
+            .shell("start", &Self::vars(pac, host, region, version, Some(st)))
+            .await
+        {
             return r;
         }
         let action = ControlAction::Start {
@@ -250,9 +341,19 @@ impl Driver {
     }
 
     /// Sets the PAC's mode (template if given, else the fenced PSOR script).
-    pub async fn set_mode(&self, pac: &Pac, mode: Mode, version: &str, epoch: u64, by: &str) -> Outcome {
+    pub async fn set_mode(
+        &self,
+        pac: &Pac,
+        mode: Mode,
+        version: &str,
+        epoch: u64,
+        by: &str,
+    ) -> Outcome {
         let name = format!("set_mode_{mode}");
-        if let Some(r) = self.shell(&name, &Self::vars(pac, "", "", version, None)).await {
+        if let Some(r) = self
+            .shell(&name, &Self::vars(pac, "", "", version, None))
+            .await
+        {
             return r;
         }
         let changed = pac.set_mode(mode, by, Some(epoch)).await?;
@@ -261,14 +362,21 @@ impl Driver {
 
     /// Removes the old stores (template if given, else the fenced PSOR script).
     pub async fn remove_old(&self, pac: &Pac, epoch: u64, by: &str) -> Outcome {
-        if let Some(r) = self.shell("remove_old", &Self::vars(pac, "", "", "", None)).await {
+        if let Some(r) = self
+            .shell("remove_old", &Self::vars(pac, "", "", "", None))
+            .await
+        {
             return r;
         }
         let r = pac.remove_old(false, by, Some(epoch)).await?;
         Ok(if r.stores_removed.is_empty() {
             "no old store left".to_string()
         } else {
-            format!("removed store {} ({} keys)", r.stores_removed.join(", "), r.keys_removed)
+            format!(
+                "removed store {} ({} keys)",
+                r.stores_removed.join(", "),
+                r.keys_removed
+            )
         })
     }
 }
@@ -286,9 +394,10 @@ pub async fn run_shell(cmd: &str, timeout: Duration) -> Outcome {
 
 /// Runs one shell command with a timeout: (exit code, detail with stdout and stderr).
 pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String)> {
-    let child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
+    // Its own process group, so a timeout kills the whole command, not only `sh`.
+    let mut child = tokio::process::Command::new("sh");
+    child.arg("-c").arg(cmd).process_group(0);
+    let child = child
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -298,22 +407,33 @@ pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String
             context: format!("cannot run `{cmd}`"),
             source: e,
         })?;
+    let pgid = child.id();
     let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(r) => r.map_err(|e| Error::Io {
             context: format!("running `{cmd}`"),
             source: e,
         })?,
         Err(_) => {
+            if let Some(pg) = pgid {
+                let _ = std::process::Command::new("kill")
+                    .arg("-KILL")
+                    .arg(format!("-{pg}"))
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
             return Err(Error::refused(format!(
                 "`{cmd}` did not finish within {}",
                 crate::names::format_duration(timeout)
-            )))
+            )));
         }
     };
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     let code = out.status.code().unwrap_or(-1);
-    Ok((code, format!("`{cmd}` exit {code}; stdout: {stdout:?}; stderr: {stderr:?}")))
+    Ok((
+        code,
+        format!("`{cmd}` exit {code}; stdout: {stdout:?}; stderr: {stderr:?}"),
+    ))
 }
 
 #[cfg(test)]
@@ -321,7 +441,10 @@ mod tests {
     use super::*;
 
     fn t(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        let mut m: BTreeMap<String, String> = REQUIRED_TEMPLATES.iter().map(|n| (n.to_string(), "true".to_string())).collect();
+        let mut m: BTreeMap<String, String> = REQUIRED_TEMPLATES
+            .iter()
+            .map(|n| (n.to_string(), "true".to_string()))
+            .collect();
         for (k, v) in pairs {
             m.insert(k.to_string(), v.to_string());
         }
@@ -339,10 +462,19 @@ mod tests {
             psor: "redis://:pw@psor:6380".into(),
         };
         assert_eq!(
-            render("ssh {host} casstart /r{region} /s:{start_letter} # {start_type} {pac} {version}", &v),
+            render(
+                "ssh {host} casstart /r{region} /s:{start_letter} # {start_type} {pac} {version}",
+                &v
+            ),
             "ssh host1 casstart /rREGION1 /s:u # upgrade MyPAC 2.0.0"
         );
-        assert_eq!(render("caspac -aSetMode=Running -sredis,{psor_host}:{psor_port}", &v), "caspac -aSetMode=Running -sredis,psor:6380");
+        assert_eq!(
+            render(
+                "caspac -aSetMode=Running -sredis,{psor_host}:{psor_port}",
+                &v
+            ),
+            "caspac -aSetMode=Running -sredis,psor:6380"
+        );
     }
 
     #[test]
@@ -350,6 +482,7 @@ mod tests {
         assert!(validate_templates(&t(&[])).is_ok());
         let e = validate_templates(&t(&[("stop", "casstop -r{regoin}")])).unwrap_err();
         assert!(e.to_string().contains("{regoin}"), "{e}");
+        assert!(validate_templates(&t(&[("stop", "casstop -r{region} -h${HOME}")])).is_ok());
         let e = validate_templates(&t(&[("explode", "x")])).unwrap_err();
         assert!(e.to_string().contains("explode"), "{e}");
         let mut m = t(&[]);
@@ -361,10 +494,29 @@ mod tests {
 
     #[tokio::test]
     async fn shell_outcomes() {
-        assert!(run_shell("echo hi", Duration::from_secs(5)).await.unwrap().contains("\"hi\""));
-        let e = run_shell("echo oops >&2; exit 3", Duration::from_secs(5)).await.unwrap_err();
-        assert!(e.to_string().contains("exit 3") && e.to_string().contains("oops"), "{e}");
-        let e = run_shell("sleep 5", Duration::from_millis(200)).await.unwrap_err();
+        assert!(run_shell("echo hi", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .contains("\"hi\""));
+        let e = run_shell("echo oops >&2; exit 3", Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("exit 3") && e.to_string().contains("oops"),
+            "{e}"
+        );
+        let e = run_shell("sleep 5", Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("did not finish"), "{e}");
+        // The whole group goes: a child of sh that would outlive it is killed too.
+        let dir = std::env::temp_dir().join(format!("pacup-shell-{}", std::process::id()));
+        let marker = dir.join("survived");
+        let _ = std::fs::create_dir_all(&dir);
+        let cmd = format!("(sleep 1; touch {}) & wait", marker.display());
+        assert!(run_shell(&cmd, Duration::from_millis(200)).await.is_err());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!marker.exists(), "the command's child survived the timeout");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

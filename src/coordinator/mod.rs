@@ -126,9 +126,15 @@ impl Ctx<'_> {
     pub fn target_product(&self, snap: &Snapshot) -> Product {
         let base = snap.newest_running().and_then(|s| s.product());
         Product {
-            version: semver::Version::parse(&self.version).unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
-            os: base.as_ref().map(|b| b.os.clone()).unwrap_or_else(crate::names::default_os),
-            bitness: base.map(|b| b.bitness).unwrap_or_else(crate::names::default_bitness),
+            version: semver::Version::parse(&self.version)
+                .unwrap_or_else(|_| semver::Version::new(0, 0, 0)),
+            os: base
+                .as_ref()
+                .map(|b| b.os.clone())
+                .unwrap_or_else(crate::names::default_os),
+            bitness: base
+                .map(|b| b.bitness)
+                .unwrap_or_else(crate::names::default_bitness),
         }
     }
 
@@ -182,24 +188,44 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow_downtime: bool) -> Result<Pre
         return Err(Error::NoSuchPac(pac.name().to_string()));
     }
     let mut problems = Vec::new();
-    let running: Vec<_> = snap.stores.iter().filter(|s| s.mode == Mode::Running).collect();
+    let running: Vec<_> = snap
+        .stores
+        .iter()
+        .filter(|s| s.mode == Mode::Running)
+        .collect();
     if running.len() != 1 {
         problems.push(format!(
             "the PAC must have exactly one running store, it has {} ({})",
             running.len(),
-            snap.stores.iter().map(|s| format!("{} {}", s.version, s.mode)).collect::<Vec<_>>().join(", ")
+            snap.stores
+                .iter()
+                .map(|s| format!("{} {}", s.version, s.mode))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if let Some(u) = snap.upgrade_store() {
-        problems.push(format!("store {} is already in upgrade mode (an unfinished upgrade?)", u.version));
+        problems.push(format!(
+            "store {} is already in upgrade mode (an unfinished upgrade?)",
+            u.version
+        ));
     }
     let target = plan.target.version.to_string();
     let base = snap.newest_running().and_then(|s| s.product());
-    let from_version = base.as_ref().map(|b| b.version.to_string()).unwrap_or_default();
+    let from_version = base
+        .as_ref()
+        .map(|b| b.version.to_string())
+        .unwrap_or_default();
     let product = Product {
         version: plan.target.version.clone(),
-        os: base.as_ref().map(|b| b.os.clone()).unwrap_or_else(crate::names::default_os),
-        bitness: base.as_ref().map(|b| b.bitness).unwrap_or_else(crate::names::default_bitness),
+        os: base
+            .as_ref()
+            .map(|b| b.os.clone())
+            .unwrap_or_else(crate::names::default_os),
+        bitness: base
+            .as_ref()
+            .map(|b| b.bitness)
+            .unwrap_or_else(crate::names::default_bitness),
     };
     let v = base.as_ref().map(|b| compat::check(&product, b, None));
     let compatible = v.as_ref().is_some_and(|v| v.compatible);
@@ -224,7 +250,10 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow_downtime: bool) -> Result<Pre
             Process::Incompatible
         }
     };
-    if base.as_ref().is_some_and(|b| b.version == plan.target.version) {
+    if base
+        .as_ref()
+        .is_some_and(|b| b.version == plan.target.version)
+    {
         problems.push(format!("the running store is already at {target}"));
     }
     let mut host_versions = BTreeMap::new();
@@ -252,7 +281,10 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow_downtime: bool) -> Result<Pre
                         hv = ri.product_version.clone();
                     }
                     if snap.store(&ri.store).map(|s| s.mode) != Some(Mode::Running) {
-                        problems.push(format!("region {r}: in store {} which is not running", ri.store));
+                        problems.push(format!(
+                            "region {r}: in store {} which is not running",
+                            ri.store
+                        ));
                     }
                 }
                 _ => problems.push(format!("region {r}: not live")),
@@ -280,7 +312,10 @@ fn capacity_problems(plan: &Plan, process: Process, snap: &Snapshot) -> Vec<Stri
         .regions
         .iter()
         .filter(|r| r.alive && !in_plan.contains(&r.name))
-        .filter(|r| snap.store(&r.store).is_some_and(|s| s.mode == Mode::Running))
+        .filter(|r| {
+            snap.store(&r.store)
+                .is_some_and(|s| s.mode == Mode::Running)
+        })
         .count();
     let n = plan.waves.len();
     let size = |w: usize| plan.wave_regions(w).len();
@@ -305,7 +340,11 @@ fn capacity_problems(plan: &Plan, process: Process, snap: &Snapshot) -> Vec<Stri
                 (after, after)
             }
         };
-        let hosts = plan.waves[k].iter().map(|h| h.as_str()).collect::<Vec<_>>().join(", ");
+        let hosts = plan.waves[k]
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         if batch + others == 0 {
             out.push(format!(
                 "wave {} ({hosts}) would leave no region taking batch work; add waves or pass --allow-downtime",
@@ -351,7 +390,9 @@ impl Coordinator {
         let lease = loop {
             match pac.acquire_lease(&holder, opts.lease_ttl).await {
                 Ok(l) => break l,
-                Err(Error::LeaseHeld { .. }) if opts.wait_lock => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(Error::LeaseHeld { .. }) if opts.wait_lock => {
+                    tokio::time::sleep(Duration::from_millis(500)).await
+                }
                 Err(e) => return Err(e),
             }
         };
@@ -404,7 +445,12 @@ impl Coordinator {
     }
 
     /// Journals fields and emits an event, atomically and fenced.
-    async fn journal(&mut self, state: &[(&str, String)], ev: Option<(&Step, &str, &str, u64)>, history: Option<&str>) -> Result<()> {
+    async fn journal(
+        &mut self,
+        state: &[(&str, String)],
+        ev: Option<(&Step, &str, &str, u64)>,
+        history: Option<&str>,
+    ) -> Result<()> {
         let mut fields: Vec<(&str, String)> = state.to_vec();
         fields.push(("updated_at_ms", now_ms().to_string()));
         let mut event_fields = Vec::new();
@@ -488,22 +534,38 @@ impl Coordinator {
         self.started = Instant::now();
         let pre = self.marker(0, Action::Preflight);
         let detail = format!(
-            "{:?} upgrade {} -> {} ({} steps): {}",
-            pv.process,
+            "{} upgrade {} -> {} ({} steps): {}",
+            serde_json::to_string(&pv.process)
+                .unwrap_or_default()
+                .trim_matches('"'),
             pv.from_version,
             plan.target.version,
             pv.steps.len(),
             pv.reasons.join("; ")
-        )
-        .to_lowercase();
+        );
         let state = vec![
             ("id", self.id.clone()),
             ("pac", self.pac.name().to_string()),
-            ("plan", serde_json::to_string(&plan).expect("plan serialises")),
-            ("process", serde_json::to_string(&pv.process).expect("serialises").trim_matches('"').to_string()),
-            ("steps", serde_json::to_string(&pv.steps).expect("serialises")),
+            (
+                "plan",
+                serde_json::to_string(&plan).expect("plan serialises"),
+            ),
+            (
+                "process",
+                serde_json::to_string(&pv.process)
+                    .expect("serialises")
+                    .trim_matches('"')
+                    .to_string(),
+            ),
+            (
+                "steps",
+                serde_json::to_string(&pv.steps).expect("serialises"),
+            ),
             ("from_version", pv.from_version.clone()),
-            ("host_versions", serde_json::to_string(&pv.host_versions).expect("serialises")),
+            (
+                "host_versions",
+                serde_json::to_string(&pv.host_versions).expect("serialises"),
+            ),
             ("target", plan.target.version.to_string()),
             ("state", "running".into()),
             ("next_step", "1".into()),
@@ -515,8 +577,12 @@ impl Coordinator {
             ("abort_requested", String::new()),
             ("released", String::new()),
         ];
-        self.journal(&state, Some((&pre, "done", &detail, t0.elapsed().as_millis() as u64)), None)
-            .await?;
+        self.journal(
+            &state,
+            Some((&pre, "done", &detail, t0.elapsed().as_millis() as u64)),
+            None,
+        )
+        .await?;
         self.execute(&plan, pv.process, 1).await
     }
 
@@ -533,7 +599,9 @@ impl Coordinator {
         let plan: Plan = cur
             .get("plan")
             .and_then(|p| serde_json::from_str(p).ok())
-            .ok_or_else(|| Error::refused(format!("PAC {} has no rollout to act on", self.pac.name())))?;
+            .ok_or_else(|| {
+                Error::refused(format!("PAC {} has no rollout to act on", self.pac.name()))
+            })?;
         let process = if cur.get("process").map(String::as_str) == Some("compatible") {
             Process::Compatible
         } else {
@@ -555,12 +623,22 @@ impl Coordinator {
             )));
         }
         if state == "rolling_back" {
-            return self.rollback_inner(&cur, &plan, process, "resumed").await;
+            let why = cur
+                .get("error")
+                .cloned()
+                .unwrap_or_else(|| "resumed".into());
+            return self.rollback_inner(&cur, &plan, process, &why).await;
         }
-        let next: usize = cur.get("next_step").and_then(|s| s.parse().ok()).unwrap_or(1);
-        let mut fields = vec![("state", "running".to_string()), ("pause_requested", String::new())];
+        let next: usize = cur
+            .get("next_step")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        let mut fields = vec![
+            ("state", "running".to_string()),
+            ("pause_requested", String::new()),
+        ];
         if state == "held" {
-            fields.push(("released", "1".into()));
+            fields.push(("released", next.to_string()));
         }
         self.journal(&fields, None, None).await?;
         self.execute(&plan, process, next).await
@@ -578,7 +656,8 @@ impl Coordinator {
                     self.pac.name()
                 )));
             }
-            self.rollback_inner(&cur, &plan, process, "requested by an operator").await
+            self.rollback_inner(&cur, &plan, process, "requested by an operator")
+                .await
         }
         .await;
         self.release().await;
@@ -591,9 +670,13 @@ impl Coordinator {
             let (cur, plan, _) = self.load().await?;
             let state = cur.get("state").cloned().unwrap_or_default();
             if !is_active(&state) {
-                return Err(Error::refused(format!("rollout {} is {state}; nothing to abort", self.id)));
+                return Err(Error::refused(format!(
+                    "rollout {} is {state}; nothing to abort",
+                    self.id
+                )));
             }
-            self.finish(&plan, "aborted", "aborted by an operator", Action::Done).await?;
+            self.finish(&plan, "aborted", "aborted by an operator", Action::Done)
+                .await?;
             Ok(Outcome::Aborted("aborted by an operator".into()))
         }
         .await;
@@ -617,11 +700,26 @@ impl Coordinator {
             "plan": plan,
         })
         .to_string();
-        let step = self.marker(cur.get("next_step").and_then(|s| s.parse().ok()).unwrap_or(0), action);
+        let step = self.marker(
+            cur.get("next_step")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            action,
+        );
         let status = if state == "done" { "done" } else { "failed" };
         let elapsed = self.started.elapsed().as_millis() as u64;
         self.journal(
-            &[("state", state.into()), ("error", if state == "done" { String::new() } else { why.into() })],
+            &[
+                ("state", state.into()),
+                (
+                    "error",
+                    if state == "done" {
+                        String::new()
+                    } else {
+                        why.into()
+                    },
+                ),
+            ],
             Some((&step, status, why, elapsed)),
             Some(&summary),
         )
@@ -636,14 +734,22 @@ impl Coordinator {
             self.check_lease()?;
             let cur = self.pac.rollout_current().await?;
             if cur.get("abort_requested").is_some_and(|v| !v.is_empty()) {
-                self.finish(plan, "aborted", "aborted by an operator", Action::Done).await?;
-                return Ok(Outcome::Aborted(format!("aborted by an operator before step {}", step.n)));
+                self.finish(plan, "aborted", "aborted by an operator", Action::Done)
+                    .await?;
+                return Ok(Outcome::Aborted(format!(
+                    "aborted by an operator before step {}",
+                    step.n
+                )));
             }
             if cur.get("pause_requested").is_some_and(|v| !v.is_empty()) {
                 let why = format!("paused by an operator before step {}", step.n);
                 let p = self.marker(step.n, Action::Pause);
                 self.journal(
-                    &[("state", "paused".into()), ("pause_requested", String::new()), ("error", why.clone())],
+                    &[
+                        ("state", "paused".into()),
+                        ("pause_requested", String::new()),
+                        ("error", why.clone()),
+                    ],
                     Some((&p, "done", &why, 0)),
                     None,
                 )
@@ -651,7 +757,10 @@ impl Coordinator {
                 return Ok(Outcome::Paused(why));
             }
             let finalizing = matches!(step.action, Action::SetModeQuiesce | Action::RemoveOld);
-            if plan.hold_finalization && finalizing && cur.get("released").is_none_or(|v| v.is_empty()) {
+            // Each finalising step is held once; `rollout resume` releases that step only.
+            let released =
+                cur.get("released").and_then(|v| v.parse::<usize>().ok()) == Some(step.n);
+            if plan.hold_finalization && finalizing && !released {
                 let why = format!(
                     "held before {} (hold_finalization); check the new store, then `pacup rollout resume {}`",
                     step.action,
@@ -659,7 +768,11 @@ impl Coordinator {
                 );
                 let p = self.marker(step.n, Action::Pause);
                 self.journal(
-                    &[("state", "held".into()), ("error", why.clone()), ("next_step", step.n.to_string())],
+                    &[
+                        ("state", "held".into()),
+                        ("error", why.clone()),
+                        ("next_step", step.n.to_string()),
+                    ],
                     Some((&p, "done", &why, 0)),
                     None,
                 )
@@ -667,7 +780,10 @@ impl Coordinator {
                 return Ok(Outcome::Paused(why));
             }
             self.journal(
-                &[("current_step", step.n.to_string()), ("next_step", step.n.to_string())],
+                &[
+                    ("current_step", step.n.to_string()),
+                    ("next_step", step.n.to_string()),
+                ],
                 Some((step, "started", "", 0)),
                 None,
             )
@@ -682,7 +798,8 @@ impl Coordinator {
                 version: target.clone(),
                 actor: self.opts.by.clone(),
             };
-            let r = match tokio::time::timeout(plan.progress_deadline, steps::run(&ctx, step)).await {
+            let r = match tokio::time::timeout(plan.progress_deadline, steps::run(&ctx, step)).await
+            {
                 Ok(r) => r,
                 Err(_) => Err(Error::refused(format!(
                     "no progress within the progress deadline {}",
@@ -692,12 +809,20 @@ impl Coordinator {
             let ms = t.elapsed().as_millis() as u64;
             match r {
                 Ok(StepOutcome::Done(d)) => {
-                    self.journal(&[("next_step", (step.n + 1).to_string())], Some((step, "done", &d, ms)), None)
-                        .await?
+                    self.journal(
+                        &[("next_step", (step.n + 1).to_string())],
+                        Some((step, "done", &d, ms)),
+                        None,
+                    )
+                    .await?
                 }
                 Ok(StepOutcome::Skipped(d)) => {
-                    self.journal(&[("next_step", (step.n + 1).to_string())], Some((step, "skipped", &d, ms)), None)
-                        .await?
+                    self.journal(
+                        &[("next_step", (step.n + 1).to_string())],
+                        Some((step, "skipped", &d, ms)),
+                        None,
+                    )
+                    .await?
                 }
                 Err(e @ (Error::Fenced { .. } | Error::LeaseHeld { .. })) => return Err(e),
                 Err(e) => {
@@ -712,14 +837,33 @@ impl Coordinator {
                 }
             }
         }
-        self.finish(plan, "done", &format!("every region runs {target}"), Action::Done).await?;
+        self.finish(
+            plan,
+            "done",
+            &format!("every region runs {target}"),
+            Action::Done,
+        )
+        .await?;
         Ok(Outcome::Done)
     }
 
     async fn on_failure(&mut self, plan: &Plan, process: Process, why: String) -> Result<Outcome> {
         match plan.on_failure {
             OnFailure::Pause => {
-                self.journal(&[("state", "paused".into())], None, None).await?;
+                let n: usize = self
+                    .pac
+                    .rollout_current()
+                    .await?
+                    .get("failed_step")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let p = self.marker(n, Action::Pause);
+                self.journal(
+                    &[("state", "paused".into())],
+                    Some((&p, "done", &why, 0)),
+                    None,
+                )
+                .await?;
                 Ok(Outcome::Paused(format!(
                     "{why}; fix it, then `pacup rollout resume {}` retries the step",
                     self.pac.name()
@@ -736,7 +880,15 @@ impl Coordinator {
         }
     }
 
-    async fn event(&mut self, n: usize, action: Action, host: Option<&str>, region: Option<&str>, r: &Result<StepOutcome>, ms: u64) -> Result<()> {
+    async fn event(
+        &mut self,
+        n: usize,
+        action: Action,
+        host: Option<&str>,
+        region: Option<&str>,
+        r: &Result<StepOutcome>,
+        ms: u64,
+    ) -> Result<()> {
         let step = Step {
             n,
             action,
@@ -749,13 +901,20 @@ impl Coordinator {
             Ok(StepOutcome::Skipped(d)) => ("skipped", format!("rollback: {d}")),
             Err(e) => ("failed", format!("rollback: {e}")),
         };
-        self.journal(&[], Some((&step, status, &detail, ms)), None).await
+        self.journal(&[], Some((&step, status, &detail, ms)), None)
+            .await
     }
 
     /// Moves every host back to its old version, wave by wave in reverse, keeping the
     /// other hosts serving; the new store goes last. Each action observes first, so a
     /// rollback can itself be resumed.
-    async fn rollback_inner(&mut self, cur: &HashMap<String, String>, plan: &Plan, process: Process, why: &str) -> Result<Outcome> {
+    async fn rollback_inner(
+        &mut self,
+        cur: &HashMap<String, String>,
+        plan: &Plan,
+        process: Process,
+        why: &str,
+    ) -> Result<Outcome> {
         let from = cur.get("from_version").cloned().unwrap_or_default();
         let host_versions: BTreeMap<String, String> = cur
             .get("host_versions")
@@ -779,7 +938,12 @@ impl Coordinator {
         };
         self.journal(
             &[("state", "rolling_back".into()), ("error", why.into())],
-            Some((&mk(base), "started", &format!("rolling back to {from}: {why}"), 0)),
+            Some((
+                &mk(base),
+                "started",
+                &format!("rolling back to {from}: {why}"),
+                0,
+            )),
             None,
         )
         .await?;
@@ -794,16 +958,33 @@ impl Coordinator {
                 .await
                 .map(|_| StepOutcome::Done(format!("store {from} running")));
             n += 1;
-            self.event(n, Action::SetModeRunning, None, None, &r, t.elapsed().as_millis() as u64).await?;
+            self.event(
+                n,
+                Action::SetModeRunning,
+                None,
+                None,
+                &r,
+                t.elapsed().as_millis() as u64,
+            )
+            .await?;
             r?;
         }
         for w in (0..plan.waves.len()).rev() {
             for h in plan.waves[w].clone() {
                 let h = h.to_string();
-                let old = host_versions.get(&h).cloned().filter(|v| !v.is_empty()).unwrap_or_else(|| from.clone());
+                let old = host_versions
+                    .get(&h)
+                    .cloned()
+                    .filter(|v| !v.is_empty())
+                    .unwrap_or_else(|| from.clone());
                 let regions: Vec<(String, String)> = plan
                     .host(&h)
-                    .map(|hp| hp.regions.iter().map(|r| (h.clone(), r.to_string())).collect())
+                    .map(|hp| {
+                        hp.regions
+                            .iter()
+                            .map(|r| (h.clone(), r.to_string()))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 let ctx = Ctx {
                     pac: &self.pac,
@@ -817,16 +998,25 @@ impl Coordinator {
                 let snap = ctx.pac.snapshot().await?;
                 let needs: Vec<(String, String)> = regions
                     .iter()
-                    .filter(|(_, r)| snap.region(r).is_none_or(|ri| !ri.alive || ri.product_version != old))
+                    .filter(|(_, r)| {
+                        snap.region(r)
+                            .is_none_or(|ri| !ri.alive || ri.product_version != old)
+                    })
                     .cloned()
                     .collect();
-                let host_old = snap.hosts.iter().any(|x| x.name == h && x.product_version == old);
+                let host_old = snap
+                    .hosts
+                    .iter()
+                    .any(|x| x.name == h && x.product_version == old);
                 if needs.is_empty() && (host_old || plan.driver != DriverSpec::Agent) {
                     continue;
                 }
                 let mut acts: Vec<(Action, Option<String>)> = Vec::new();
                 for (_, r) in &regions {
-                    if snap.region(r).is_some_and(|ri| ri.alive && ri.product_version != old) {
+                    if snap
+                        .region(r)
+                        .is_some_and(|ri| ri.alive && ri.product_version != old)
+                    {
                         acts.push((Action::ListenerOff, Some(r.clone())));
                         acts.push((Action::Stop, Some(r.clone())));
                     }
@@ -861,16 +1051,27 @@ impl Coordinator {
                     let res = match a {
                         Action::ApplyUpdate => steps::apply(&ctx, &h, &old).await,
                         Action::HealthGate => steps::gate(&ctx, &needs, &old).await,
-                        Action::StartWarm => steps::StartRegion(StartType::Warm).run(&ctx, &s).await,
+                        Action::StartWarm => {
+                            steps::StartRegion(StartType::Warm).run(&ctx, &s).await
+                        }
                         _ => steps::run(&ctx, &s).await,
                     };
                     n += 1;
-                    self.event(n, a, Some(&h), r.as_deref(), &res, t.elapsed().as_millis() as u64).await?;
+                    self.event(
+                        n,
+                        a,
+                        Some(&h),
+                        r.as_deref(),
+                        &res,
+                        t.elapsed().as_millis() as u64,
+                    )
+                    .await?;
                     if let Err(e) = res {
                         if matches!(e, Error::Fenced { .. }) {
                             return Err(e);
                         }
-                        self.journal(&[("error", format!("rollback failed: {e}"))], None, None).await?;
+                        self.journal(&[("error", format!("rollback failed: {e}"))], None, None)
+                            .await?;
                         return Err(Error::refused(format!(
                             "rollback failed at {a} on {h}: {e}; fix it, then `pacup rollout resume {}` continues the rollback",
                             self.pac.name()
@@ -891,11 +1092,20 @@ impl Coordinator {
                 Ok(StepOutcome::Skipped(format!("store {target} already gone")))
             };
             n += 1;
-            self.event(n, Action::RemoveOld, None, None, &r, t.elapsed().as_millis() as u64).await?;
+            self.event(
+                n,
+                Action::RemoveOld,
+                None,
+                None,
+                &r,
+                t.elapsed().as_millis() as u64,
+            )
+            .await?;
             r?;
         }
         let detail = format!("rolled back to {from}: {why}");
-        self.finish(plan, "rolled_back", &detail, Action::Rollback).await?;
+        self.finish(plan, "rolled_back", &detail, Action::Rollback)
+            .await?;
         Ok(Outcome::RolledBack(detail))
     }
 }

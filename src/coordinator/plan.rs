@@ -120,10 +120,11 @@ impl Default for Health {
 }
 
 /// How regions are driven.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DriverSpec {
     /// pacup host agents, through the PSOR.
+    #[default]
     Agent,
     /// Shell command templates for real regions.
     Command {
@@ -133,12 +134,6 @@ pub enum DriverSpec {
         #[serde(with = "dur", default = "d60s")]
         timeout: Duration,
     },
-}
-
-impl Default for DriverSpec {
-    fn default() -> Self {
-        DriverSpec::Agent
-    }
 }
 
 /// A rollout plan.
@@ -213,7 +208,9 @@ impl Plan {
     }
 
     fn validate(&mut self) -> Result<()> {
-        let bad = |field: &str, value: &str, expected: &str| Error::invalid(format!("plan field {field}"), value, expected);
+        let bad = |field: &str, value: &str, expected: &str| {
+            Error::invalid(format!("plan field {field}"), value, expected)
+        };
         if self.hosts.is_empty() {
             return Err(bad("hosts", "[]", "at least one host"));
         }
@@ -221,14 +218,26 @@ impl Plan {
         let mut regions = HashSet::new();
         for (i, h) in self.hosts.iter().enumerate() {
             if !hosts.insert(h.name.clone()) {
-                return Err(bad(&format!("hosts[{i}].name"), h.name.as_str(), "each host once"));
+                return Err(bad(
+                    &format!("hosts[{i}].name"),
+                    h.name.as_str(),
+                    "each host once",
+                ));
             }
             if h.regions.is_empty() {
-                return Err(bad(&format!("hosts[{i}].regions"), "[]", "at least one region"));
+                return Err(bad(
+                    &format!("hosts[{i}].regions"),
+                    "[]",
+                    "at least one region",
+                ));
             }
             for r in &h.regions {
                 if !regions.insert(r.clone()) {
-                    return Err(bad(&format!("hosts[{i}].regions"), r.as_str(), "each region once in the whole plan"));
+                    return Err(bad(
+                        &format!("hosts[{i}].regions"),
+                        r.as_str(),
+                        "each region once in the whole plan",
+                    ));
                 }
             }
         }
@@ -238,14 +247,26 @@ impl Plan {
         let mut seen = HashSet::new();
         for (i, w) in self.waves.iter().enumerate() {
             if w.is_empty() {
-                return Err(bad(&format!("waves[{i}]"), "[]", "at least one host per wave"));
+                return Err(bad(
+                    &format!("waves[{i}]"),
+                    "[]",
+                    "at least one host per wave",
+                ));
             }
             for h in w {
                 if !hosts.contains(h) {
-                    return Err(bad(&format!("waves[{i}]"), h.as_str(), "a host listed in hosts"));
+                    return Err(bad(
+                        &format!("waves[{i}]"),
+                        h.as_str(),
+                        "a host listed in hosts",
+                    ));
                 }
                 if !seen.insert(h.clone()) {
-                    return Err(bad(&format!("waves[{i}]"), h.as_str(), "each host in exactly one wave"));
+                    return Err(bad(
+                        &format!("waves[{i}]"),
+                        h.as_str(),
+                        "each host in exactly one wave",
+                    ));
                 }
             }
         }
@@ -276,7 +297,12 @@ impl Plan {
             .iter()
             .flat_map(|h| {
                 self.host(h.as_str())
-                    .map(|hp| hp.regions.iter().map(|r| (h.to_string(), r.to_string())).collect::<Vec<_>>())
+                    .map(|hp| {
+                        hp.regions
+                            .iter()
+                            .map(|r| (h.to_string(), r.to_string()))
+                            .collect::<Vec<_>>()
+                    })
                     .unwrap_or_default()
             })
             .collect()
@@ -284,7 +310,9 @@ impl Plan {
 
     /// Every (host, region) pair of the plan.
     pub fn all_regions(&self) -> Vec<(String, String)> {
-        (0..self.waves.len()).flat_map(|i| self.wave_regions(i)).collect()
+        (0..self.waves.len())
+            .flat_map(|i| self.wave_regions(i))
+            .collect()
     }
 }
 
@@ -309,13 +337,25 @@ mod tests {
         assert_eq!(p.on_failure, OnFailure::Pause);
         assert_eq!(p.drain_timeout, Duration::from_secs(30));
         assert_eq!(p.driver, DriverSpec::Agent);
-        assert_eq!(p.wave_regions(0), vec![("host1".into(), "REGION1".into()), ("host1".into(), "REGION1B".into())]);
+        assert_eq!(
+            p.wave_regions(0),
+            vec![
+                ("host1".into(), "REGION1".into()),
+                ("host1".into(), "REGION1B".into())
+            ]
+        );
     }
 
     #[test]
     fn the_shipped_fixtures_parse() {
-        for f in ["two-host-incompatible.json", "compatible-patch.json", "enterprise-server.json"] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/plans").join(f);
+        for f in [
+            "two-host-incompatible.json",
+            "compatible-patch.json",
+            "enterprise-server.json",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/plans")
+                .join(f);
             Plan::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
         }
     }

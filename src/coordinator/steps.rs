@@ -128,7 +128,13 @@ pub enum Process {
 struct Builder(Vec<Step>);
 
 impl Builder {
-    fn push(&mut self, action: Action, host: Option<&str>, region: Option<&str>, wave: Option<usize>) {
+    fn push(
+        &mut self,
+        action: Action,
+        host: Option<&str>,
+        region: Option<&str>,
+        wave: Option<usize>,
+    ) {
         let n = self.0.len();
         self.0.push(Step {
             n,
@@ -172,7 +178,11 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
                     b.push(Action::CheckCompat, None, None, None);
                 }
                 for (i, (h, r)) in regions.iter().enumerate() {
-                    let a = if w == 0 && i == 0 { Action::StartUpgrade } else { Action::StartWarm };
+                    let a = if w == 0 && i == 0 {
+                        Action::StartUpgrade
+                    } else {
+                        Action::StartWarm
+                    };
                     b.push(a, Some(h), Some(r), None);
                 }
                 b.push(Action::HealthGate, None, None, Some(w));
@@ -220,7 +230,9 @@ fn need<'a>(s: &'a Step, what: &str) -> Result<&'a str> {
 /// Runs one step.
 pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
     match step.action {
-        Action::Preflight => Ok(StepOutcome::Skipped("done before the journal was written".into())),
+        Action::Preflight => Ok(StepOutcome::Skipped(
+            "done before the journal was written".into(),
+        )),
         Action::ListenerOff => Listener { on: false }.run(ctx, step).await,
         Action::ListenerOn => Listener { on: true }.run(ctx, step).await,
         Action::Drain => Drain.run(ctx, step).await,
@@ -254,10 +266,15 @@ impl Listener {
             Some(ri) if ri.alive && ri.listener == want => {
                 return Ok(StepOutcome::Skipped(format!("listener already {want}")))
             }
-            Some(ri) if !ri.alive && !self.on => return Ok(StepOutcome::Skipped("region not running".into())),
+            Some(ri) if !ri.alive && !self.on => {
+                return Ok(StepOutcome::Skipped("region not running".into()))
+            }
             _ => {}
         }
-        let m = ctx.driver.listener(ctx.pac, h, r, self.on, ctx.epoch, &ctx.actor).await?;
+        let m = ctx
+            .driver
+            .listener(ctx.pac, h, r, self.on, ctx.epoch, &ctx.actor)
+            .await?;
         Ok(StepOutcome::Done(m))
     }
 }
@@ -302,7 +319,13 @@ impl StopRegion {
                 // A stop sent before a coordinator crash is still running: wait for it.
                 let end = Instant::now() + ctx.plan.stop_timeout + Duration::from_secs(5);
                 while Instant::now() < end {
-                    if !ctx.pac.snapshot().await?.region(r).is_some_and(|ri| ri.alive) {
+                    if !ctx
+                        .pac
+                        .snapshot()
+                        .await?
+                        .region(r)
+                        .is_some_and(|ri| ri.alive)
+                    {
                         return Ok(StepOutcome::Done("an earlier stop finished".into()));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -313,19 +336,61 @@ impl StopRegion {
         }
         match ctx
             .driver
-            .stop(ctx.pac, h, r, ctx.plan.drain_timeout, ctx.plan.stop_timeout, ctx.epoch, &ctx.actor)
+            .stop(
+                ctx.pac,
+                h,
+                r,
+                ctx.plan.drain_timeout,
+                ctx.plan.stop_timeout,
+                ctx.epoch,
+                &ctx.actor,
+            )
             .await
         {
-            Ok(m) => Ok(StepOutcome::Done(m)),
+            // A template's exit 0 is not proof: the region must be down in the PSOR.
+            Ok(m) => {
+                let bound = ctx.plan.stop_timeout + Duration::from_secs(5);
+                wait_region(ctx, r, bound, |ri| ri.is_none_or(|ri| !ri.alive))
+                    .await
+                    .map_err(|_| Error::refused(format!("{m}; but region {r} is still alive")))?;
+                Ok(StepOutcome::Done(m))
+            }
             // The stop may have completed through another path (an earlier command):
             // what counts is that the region is down now.
-            Err(e) if !matches!(e, Error::Fenced { .. })
-                && !ctx.pac.snapshot().await?.region(r).is_some_and(|ri| ri.alive) =>
+            Err(e)
+                if !matches!(e, Error::Fenced { .. })
+                    && !ctx
+                        .pac
+                        .snapshot()
+                        .await?
+                        .region(r)
+                        .is_some_and(|ri| ri.alive) =>
             {
                 Ok(StepOutcome::Done(format!("region down ({e})")))
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Waits until `ok` holds for the region's record, or `bound` passes.
+async fn wait_region(
+    ctx: &Ctx<'_>,
+    region: &str,
+    bound: Duration,
+    ok: impl Fn(Option<&crate::psor::RegionInfo>) -> bool,
+) -> Result<()> {
+    let end = Instant::now() + bound;
+    loop {
+        if ok(ctx.pac.snapshot().await?.region(region)) {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            return Err(Error::refused(format!(
+                "region {region} did not reach the expected state"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -348,7 +413,10 @@ pub(super) async fn apply(ctx: &Ctx<'_>, host: &str, version: &str) -> Result<St
     {
         return Ok(StepOutcome::Skipped(format!("host already at {version}")));
     }
-    let m = ctx.driver.apply_update(ctx.pac, host, version, ctx.epoch, &ctx.actor).await?;
+    let m = ctx
+        .driver
+        .apply_update(ctx.pac, host, version, ctx.epoch, &ctx.actor)
+        .await?;
     Ok(StepOutcome::Done(m))
 }
 
@@ -360,7 +428,10 @@ impl CheckCompat {
     pub async fn run(&self, ctx: &Ctx<'_>) -> Result<StepOutcome> {
         let snap = ctx.pac.snapshot().await?;
         if snap.store(&ctx.version).is_some() {
-            return Ok(StepOutcome::Skipped(format!("store {} exists already", ctx.version)));
+            return Ok(StepOutcome::Skipped(format!(
+                "store {} exists already",
+                ctx.version
+            )));
         }
         if let Some(r) = ctx.driver.check_compat(ctx.pac, &ctx.version).await {
             let (code, detail) = r?;
@@ -380,7 +451,7 @@ impl CheckCompat {
                 ctx.version
             )));
         }
-        Ok(StepOutcome::Done(format!("incompatible: {}", v.reasons.join("; "))))
+        Ok(StepOutcome::Done(v.reasons.join("; ")))
     }
 }
 
@@ -394,7 +465,10 @@ impl StartRegion {
         let snap = ctx.pac.snapshot().await?;
         if let Some(ri) = snap.region(r).filter(|ri| ri.alive) {
             if ri.product_version == ctx.version {
-                return Ok(StepOutcome::Skipped(format!("already running {} in store {}", ri.product_version, ri.store)));
+                return Ok(StepOutcome::Skipped(format!(
+                    "already running {} in store {}",
+                    ri.product_version, ri.store
+                )));
             }
             return Err(Error::refused(format!(
                 "region {r} is running {} but should run {}; it was not stopped",
@@ -406,15 +480,34 @@ impl StartRegion {
         if ctx.driver.observes_hosts() {
             apply(ctx, h, &ctx.version).await?;
         }
-        match ctx.driver.start(ctx.pac, h, r, &ctx.version, self.0, ctx.epoch, &ctx.actor).await {
-            Ok(m) => Ok(StepOutcome::Done(m)),
-            Err(e) if !matches!(e, Error::Fenced { .. })
-                && ctx
-                    .pac
-                    .snapshot()
-                    .await?
-                    .region(r)
-                    .is_some_and(|ri| ri.alive && ri.product_version == ctx.version) =>
+        match ctx
+            .driver
+            .start(ctx.pac, h, r, &ctx.version, self.0, ctx.epoch, &ctx.actor)
+            .await
+        {
+            // A template's exit 0 is not proof: the region must have joined a store.
+            Ok(m) => {
+                let v = ctx.version.clone();
+                wait_region(ctx, r, ctx.plan.health.deadline, |ri| {
+                    ri.is_some_and(|ri| ri.alive && ri.product_version == v && !ri.store.is_empty())
+                })
+                .await
+                .map_err(|_| {
+                    Error::refused(format!(
+                        "{m}; but region {r} did not come up at {}",
+                        ctx.version
+                    ))
+                })?;
+                Ok(StepOutcome::Done(m))
+            }
+            Err(e)
+                if !matches!(e, Error::Fenced { .. })
+                    && ctx
+                        .pac
+                        .snapshot()
+                        .await?
+                        .region(r)
+                        .is_some_and(|ri| ri.alive && ri.product_version == ctx.version) =>
             {
                 Ok(StepOutcome::Done(format!("region up ({e})")))
             }
@@ -434,9 +527,14 @@ fn unhealthy(snap: &Snapshot, regions: &[(String, String)], version: &str) -> Op
             Some(ri) if !ri.alive => return Some(format!("{r} is not alive")),
             Some(ri) if ri.state != "active" => return Some(format!("{r} is {}", ri.state)),
             Some(ri) if ri.product_version != version => {
-                return Some(format!("{r} runs {} instead of {version}", ri.product_version))
+                return Some(format!(
+                    "{r} runs {} instead of {version}",
+                    ri.product_version
+                ))
             }
-            Some(ri) if snap.store(&ri.store).is_none() => return Some(format!("{r} is in no store")),
+            Some(ri) if snap.store(&ri.store).is_none() => {
+                return Some(format!("{r} is in no store"))
+            }
             _ => {}
         }
     }
@@ -452,7 +550,11 @@ impl HealthGate {
     }
 }
 
-pub(super) async fn gate(ctx: &Ctx<'_>, regions: &[(String, String)], version: &str) -> Result<StepOutcome> {
+pub(super) async fn gate(
+    ctx: &Ctx<'_>,
+    regions: &[(String, String)],
+    version: &str,
+) -> Result<StepOutcome> {
     let h = ctx.plan.health;
     let end = Instant::now() + h.deadline;
     let mut since: Option<Instant> = None;
@@ -465,7 +567,11 @@ pub(super) async fn gate(ctx: &Ctx<'_>, regions: &[(String, String)], version: &
                 if t.elapsed() >= h.min_healthy {
                     return Ok(StepOutcome::Done(format!(
                         "{} healthy for {}",
-                        regions.iter().map(|(_, r)| r.as_str()).collect::<Vec<_>>().join(", "),
+                        regions
+                            .iter()
+                            .map(|(_, r)| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                         crate::names::format_duration(h.min_healthy)
                     )));
                 }
@@ -493,7 +599,9 @@ impl SetMode {
     pub async fn run(&self, ctx: &Ctx<'_>) -> Result<StepOutcome> {
         let snap = ctx.pac.snapshot().await?;
         let nothing = match self.0 {
-            Mode::Running => snap.store(&ctx.version).is_some_and(|s| s.mode == Mode::Running),
+            Mode::Running => snap
+                .store(&ctx.version)
+                .is_some_and(|s| s.mode == Mode::Running),
             _ => {
                 let n = snap.stores.len();
                 n < 2 || snap.stores[..n - 1].iter().all(|s| s.mode != Mode::Running)
@@ -502,7 +610,10 @@ impl SetMode {
         if nothing {
             return Ok(StepOutcome::Skipped(format!("nothing to set {}", self.0)));
         }
-        let m = ctx.driver.set_mode(ctx.pac, self.0, &ctx.version, ctx.epoch, &ctx.actor).await?;
+        let m = ctx
+            .driver
+            .set_mode(ctx.pac, self.0, &ctx.version, ctx.epoch, &ctx.actor)
+            .await?;
         Ok(StepOutcome::Done(m))
     }
 }
@@ -522,13 +633,20 @@ impl Verify {
             Process::Incompatible => {
                 let newest = snap.newest().map(|s| s.version.clone()).unwrap_or_default();
                 if newest != ctx.version {
-                    return Err(Error::refused(format!("verify: newest store is {newest}, not {}", ctx.version)));
+                    return Err(Error::refused(format!(
+                        "verify: newest store is {newest}, not {}",
+                        ctx.version
+                    )));
                 }
                 let old_live: Vec<String> = snap
                     .stores
                     .iter()
                     .filter(|s| s.version != newest)
-                    .flat_map(|s| s.live_members.iter().map(move |m| format!("{m} in {}", s.version)))
+                    .flat_map(|s| {
+                        s.live_members
+                            .iter()
+                            .map(move |m| format!("{m} in {}", s.version))
+                    })
                     .collect();
                 if !old_live.is_empty() {
                     return Err(Error::refused(format!(
@@ -536,14 +654,19 @@ impl Verify {
                         old_live.join(", ")
                     )));
                 }
-                Ok(StepOutcome::Done(format!("every region runs {} in store {newest}", ctx.version)))
+                Ok(StepOutcome::Done(format!(
+                    "every region runs {} in store {newest}",
+                    ctx.version
+                )))
             }
             Process::Compatible => {
                 let store = snap
                     .newest_running()
                     .map(|s| s.version.clone())
                     .ok_or_else(|| Error::refused("verify: no running store"))?;
-                ctx.pac.set_running_version(&store, &ctx.version, ctx.epoch).await?;
+                ctx.pac
+                    .set_running_version(&store, &ctx.version, ctx.epoch)
+                    .await?;
                 Ok(StepOutcome::Done(format!(
                     "every region runs {}; store {store} now records version {}",
                     ctx.version, ctx.version
@@ -563,7 +686,10 @@ impl RemoveOld {
         if snap.stores.len() < 2 && snap.removing.is_empty() {
             return Ok(StepOutcome::Skipped("no old store left".into()));
         }
-        let m = ctx.driver.remove_old(ctx.pac, ctx.epoch, &ctx.actor).await?;
+        let m = ctx
+            .driver
+            .remove_old(ctx.pac, ctx.epoch, &ctx.actor)
+            .await?;
         Ok(StepOutcome::Done(m))
     }
 }
@@ -583,7 +709,16 @@ mod tests {
 
     fn names(s: &[Step]) -> Vec<String> {
         s.iter()
-            .map(|s| format!("{}{}", s.action, s.region.as_ref().map(|r| format!(":{r}")).unwrap_or_default()))
+            .map(|s| {
+                format!(
+                    "{}{}",
+                    s.action,
+                    s.region
+                        .as_ref()
+                        .map(|r| format!(":{r}"))
+                        .unwrap_or_default()
+                )
+            })
             .collect()
     }
 
@@ -594,17 +729,24 @@ mod tests {
             names(&s),
             [
                 "preflight",
-                "listener_off:REGION1", "listener_off:REGION1B",
-                "drain:REGION1", "drain:REGION1B",
-                "stop:REGION1", "stop:REGION1B",
+                "listener_off:REGION1",
+                "listener_off:REGION1B",
+                "drain:REGION1",
+                "drain:REGION1B",
+                "stop:REGION1",
+                "stop:REGION1B",
                 "apply_update",
                 "check_compat",
-                "start_upgrade:REGION1", "start_warm:REGION1B",
+                "start_upgrade:REGION1",
+                "start_warm:REGION1B",
                 "health_gate",
                 "set_mode_running",
-                "listener_on:REGION1", "listener_on:REGION1B",
+                "listener_on:REGION1",
+                "listener_on:REGION1B",
                 "set_mode_quiesce",
-                "listener_off:REGION2", "drain:REGION2", "stop:REGION2",
+                "listener_off:REGION2",
+                "drain:REGION2",
+                "stop:REGION2",
                 "apply_update",
                 "start_warm:REGION2",
                 "health_gate",
@@ -618,7 +760,10 @@ mod tests {
 
     #[test]
     fn after_all_waves_flips_at_the_end() {
-        let s = names(&steps(&plan(r#", "mode_flip": "after_all_waves""#), Process::Incompatible));
+        let s = names(&steps(
+            &plan(r#", "mode_flip": "after_all_waves""#),
+            Process::Incompatible,
+        ));
         let flip = s.iter().position(|a| a == "set_mode_running").unwrap();
         let last_start = s.iter().rposition(|a| a.starts_with("start_warm")).unwrap();
         assert!(flip > last_start);
@@ -628,7 +773,9 @@ mod tests {
     #[test]
     fn compatible_is_a_rolling_restart() {
         let s = names(&steps(&plan(""), Process::Compatible));
-        assert!(!s.iter().any(|a| a.starts_with("start_upgrade") || a == "remove_old" || a.starts_with("set_mode")));
+        assert!(!s.iter().any(|a| a.starts_with("start_upgrade")
+            || a == "remove_old"
+            || a.starts_with("set_mode")));
         assert_eq!(s.last().unwrap(), "verify");
         assert_eq!(s.iter().filter(|a| *a == "health_gate").count(), 2);
     }

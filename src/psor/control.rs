@@ -117,7 +117,11 @@ impl Pac {
         let v = self
             .run(
                 &super::scripts::SEND_CONTROL,
-                &[fence.map(|f| f.to_string()).unwrap_or_default(), host.into(), body],
+                &[
+                    fence.map(|f| f.to_string()).unwrap_or_default(),
+                    host.into(),
+                    body,
+                ],
             )
             .await?;
         if v.first().map(String::as_str) == Some("FENCED") {
@@ -256,7 +260,10 @@ impl Pac {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.psor.err(e))?;
-        Ok(v.ids.first().map(|e| e.id.clone()).unwrap_or_else(|| "0-0".into()))
+        Ok(v.ids
+            .first()
+            .map(|e| e.id.clone())
+            .unwrap_or_else(|| "0-0".into()))
     }
 
     /// Agent side: publishes the host record and its liveness, atomically.

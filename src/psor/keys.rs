@@ -128,7 +128,7 @@ impl Keys {
         self.ds("stats")
     }
 
-    /// Job results (hash job id -> JSON {region, store, ts_ms}); written once per job.
+    /// Job results (hash job id -> `<region> <store> <ts_ms> <stream id>`); written once per job.
     pub fn job_results(&self) -> String {
         self.ds("results")
     }
@@ -156,6 +156,11 @@ impl Keys {
     /// The reply to control command `id` (list, one element, expires).
     pub fn control_reply(&self, id: &str) -> String {
         format!("{}reply:{id}", self.prefix)
+    }
+
+    /// SCAN pattern of every control reply key.
+    pub fn replies_pattern(&self) -> String {
+        format!("{}reply:*", self.prefix)
     }
 
     /// The coordinator lease.

@@ -89,7 +89,11 @@ pub struct StoreInfo {
 impl StoreInfo {
     /// The store's product, for compatibility checks.
     pub fn product(&self) -> Option<Product> {
-        let v = if self.running_version.is_empty() { &self.version } else { &self.running_version };
+        let v = if self.running_version.is_empty() {
+            &self.version
+        } else {
+            &self.running_version
+        };
         Some(Product {
             version: semver::Version::parse(v).ok()?,
             os: self.os.clone(),
@@ -173,6 +177,8 @@ pub struct Snapshot {
     pub epoch: u64,
     /// When the PAC was (re)initialised, ms since the epoch.
     pub created_at_ms: u64,
+    /// Set (ms since the epoch) between a cold start's reset and its store's creation.
+    pub resetting_since_ms: Option<u64>,
     /// Stores, oldest first.
     pub stores: Vec<StoreInfo>,
     /// Region records, by name.
@@ -205,8 +211,13 @@ impl Snapshot {
     }
 
     /// Live regions other than `except`.
-    pub fn live_regions_except<'a>(&'a self, except: &'a str) -> impl Iterator<Item = &'a RegionInfo> {
-        self.regions.iter().filter(move |r| r.alive && r.name != except)
+    pub fn live_regions_except<'a>(
+        &'a self,
+        except: &'a str,
+    ) -> impl Iterator<Item = &'a RegionInfo> {
+        self.regions
+            .iter()
+            .filter(move |r| r.alive && r.name != except)
     }
 
     /// A region by name.
@@ -440,11 +451,12 @@ impl Pac {
         for h in &hosts {
             p.hgetall(k.host(h)).exists(k.host_alive(h));
         }
-        let values: Vec<redis::Value> = if stores.is_empty() && regions.is_empty() && hosts.is_empty() {
-            Vec::new()
-        } else {
-            p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?
-        };
+        let values: Vec<redis::Value> =
+            if stores.is_empty() && regions.is_empty() && hosts.is_empty() {
+                Vec::new()
+            } else {
+                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?
+            };
         let mut it = values.into_iter();
         let mut next = || it.next().unwrap_or(redis::Value::Nil);
         let now = now_ms();
@@ -521,6 +533,7 @@ impl Pac {
             gen: num(&meta, "gen"),
             epoch: num(&meta, "epoch"),
             created_at_ms: num(&meta, "created_at"),
+            resetting_since_ms: meta.get("resetting").and_then(|v| v.parse().ok()),
             stores: store_infos,
             regions: region_infos,
             hosts: host_infos,
@@ -531,12 +544,20 @@ impl Pac {
     /// InitPac: wipes the PAC (all but `ds:*`) and recreates its record. Refused while
     /// any region is alive unless `force`. Returns the number of store keys deleted.
     pub async fn init(&self, force: bool, actor: &str, fence: Option<u64>) -> Result<u64> {
-        self.reset(force, actor, "init", fence).await?;
-        self.gc_removing().await
+        self.reset(force, actor, "init", false, fence).await?;
+        let n = self.gc_removing().await?;
+        Ok(n + self.delete_pattern(&self.keys.replies_pattern()).await?)
     }
 
     /// The atomic half of InitPac; returns the new `gen`.
-    pub(crate) async fn reset(&self, force: bool, actor: &str, why: &str, fence: Option<u64>) -> Result<u64> {
+    pub(crate) async fn reset(
+        &self,
+        force: bool,
+        actor: &str,
+        why: &str,
+        cold_start: bool,
+        fence: Option<u64>,
+    ) -> Result<u64> {
         let v = self
             .run(
                 &scripts::RESET,
@@ -545,6 +566,7 @@ impl Pac {
                     if force { "1" } else { "0" }.into(),
                     actor.into(),
                     why.into(),
+                    if cold_start { "1" } else { "0" }.into(),
                 ],
             )
             .await?;
@@ -556,7 +578,9 @@ impl Pac {
                 v.get(1).map(String::as_str).unwrap_or("?")
             ))),
             "FENCED" => Err(self.fenced(&v, fence)),
-            other => Err(Error::refused(format!("unexpected reply {other} from reset"))),
+            other => Err(Error::refused(format!(
+                "unexpected reply {other} from reset"
+            ))),
         }
     }
 
@@ -645,7 +669,12 @@ impl Pac {
 
     /// Writes fields of a region's record (listener, endpoint, ...) if this instance still
     /// owns it. Returns false when it does not (nothing written).
-    pub async fn set_region_fields(&self, region: &str, token: &str, fields: &[(&str, String)]) -> Result<bool> {
+    pub async fn set_region_fields(
+        &self,
+        region: &str,
+        token: &str,
+        fields: &[(&str, String)],
+    ) -> Result<bool> {
         let mut args = vec![region.to_string(), token.to_string()];
         for (k, v) in fields {
             args.extend([k.to_string(), v.clone()]);
@@ -654,13 +683,21 @@ impl Pac {
         for a in &args {
             inv.arg(a);
         }
-        let n: i64 = inv.invoke_async(&mut self.conn()).await.map_err(|e| self.psor.err(e))?;
+        let n: i64 = inv
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
         Ok(n == 1)
     }
 
     /// SetMode: `running` flips the upgrade-mode store; `quiesce` quiesces every running
     /// store older than the newest. Returns the versions changed.
-    pub async fn set_mode(&self, mode: Mode, actor: &str, fence: Option<u64>) -> Result<Vec<String>> {
+    pub async fn set_mode(
+        &self,
+        mode: Mode,
+        actor: &str,
+        fence: Option<u64>,
+    ) -> Result<Vec<String>> {
         if mode == Mode::Upgrade {
             return Err(Error::invalid("mode", "upgrade", "running or quiesce"));
         }
@@ -677,6 +714,7 @@ impl Pac {
         let pac = &self.name;
         match reply_code(&v) {
             "OK" => Ok(v[1..].to_vec()),
+            "NOPAC" => Err(Error::NoSuchPac(pac.to_string())),
             "NOSTORE" => Err(Error::refused(format!(
                 "PAC {pac} has no store; cold start a region first"
             ))),
@@ -689,19 +727,26 @@ impl Pac {
             ))),
             "NORUNNING" => Err(Error::refused(format!(
                 "quiescing would leave PAC {pac} with no running store: the newest store {} is in \
-                 mode {}; run `set-mode running` first",
+                 mode {}; set it running first",
                 v.get(1).map(String::as_str).unwrap_or("?"),
                 v.get(2).map(String::as_str).unwrap_or("?")
             ))),
             "FENCED" => Err(self.fenced(&v, fence)),
-            other => Err(Error::refused(format!("unexpected reply {other} from set-mode"))),
+            other => Err(Error::refused(format!(
+                "unexpected reply {other} from set-mode"
+            ))),
         }
     }
 
     /// RemOldPAC: detaches every store older than the newest (refused while a live region
     /// is a member of one), then deletes their keys incrementally. Re-running finishes an
     /// interrupted deletion; with nothing old it does nothing.
-    pub async fn remove_old(&self, force: bool, actor: &str, fence: Option<u64>) -> Result<RemoveReport> {
+    pub async fn remove_old(
+        &self,
+        force: bool,
+        actor: &str,
+        fence: Option<u64>,
+    ) -> Result<RemoveReport> {
         let v = self
             .run(
                 &scripts::DETACH_OLD,
@@ -715,6 +760,7 @@ impl Pac {
         let pac = &self.name;
         match reply_code(&v) {
             "OK" | "NONE" => {}
+            "NOPAC" => return Err(Error::NoSuchPac(pac.to_string())),
             "LIVE" => {
                 return Err(Error::refused(format!(
                     "old stores of PAC {pac} still have live members: {}; stop them first",
@@ -734,7 +780,11 @@ impl Pac {
                 )))
             }
             "FENCED" => return Err(self.fenced(&v, fence)),
-            other => return Err(Error::refused(format!("unexpected reply {other} from remove-old"))),
+            other => {
+                return Err(Error::refused(format!(
+                    "unexpected reply {other} from remove-old"
+                )))
+            }
         }
         let mut c = self.conn();
         let mut stores_removed: Vec<String> = c
@@ -797,7 +847,8 @@ impl Pac {
                 if batch.is_empty() && cursor == 0 {
                     break;
                 }
-                let vals: Vec<redis::Value> = p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+                let vals: Vec<redis::Value> =
+                    p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
                 let mut vals = vals.into_iter();
                 if !batch.is_empty() {
                     let n: i64 = redis::from_redis_value(vals.next().unwrap_or(redis::Value::Nil))
@@ -850,7 +901,8 @@ impl Pac {
                 for k in &batch {
                     p.cmd("PTTL").arg(k).cmd("DUMP").arg(k);
                 }
-                let vals: Vec<redis::Value> = p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+                let vals: Vec<redis::Value> =
+                    p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
                 for (k, pair) in batch.iter().zip(vals.chunks(2)) {
                     let ttl: i64 = redis::from_redis_value(pair[0].clone()).unwrap_or(-2);
                     if ttl != -1 {
@@ -883,7 +935,11 @@ impl Pac {
     /// `force`, which first deletes the PAC's keys incrementally.
     pub async fn restore(&self, backup: &Backup, force: bool) -> Result<usize> {
         if backup.format != BACKUP_FORMAT {
-            return Err(Error::invalid("backup format", &backup.format, BACKUP_FORMAT));
+            return Err(Error::invalid(
+                "backup format",
+                &backup.format,
+                BACKUP_FORMAT,
+            ));
         }
         let from = Keys::new(&PacName::new(&backup.pac)?);
         let mut payloads = Vec::with_capacity(backup.keys.len());
@@ -901,17 +957,13 @@ impl Pac {
             payloads.push((format!("{}{rest}", self.keys.prefix()), bytes));
         }
         let mut c = self.conn();
-        let (_, existing): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(0)
-            .arg("MATCH")
-            .arg(self.keys.all_pattern())
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        let has_data: bool = !existing.is_empty()
-            || c.exists(self.keys.meta()).await.map_err(|e| self.psor.err(e))?;
+        let has_data = self.any_key().await?;
+        if let Some(r) = self.snapshot().await?.regions.iter().find(|r| r.alive) {
+            return Err(Error::refused(format!(
+                "PAC {} has a live region ({}); stop every region before a restore",
+                self.name, r.name
+            )));
+        }
         if has_data && !force {
             return Err(Error::refused(format!(
                 "PAC {} already has data in the PSOR; restore over it with --force",
@@ -924,14 +976,54 @@ impl Pac {
         let mut p = redis::pipe();
         p.atomic();
         for (k, bytes) in &payloads {
-            p.cmd("RESTORE").arg(k).arg(0).arg(bytes.as_slice()).arg("REPLACE").ignore();
+            p.cmd("RESTORE")
+                .arg(k)
+                .arg(0)
+                .arg(bytes.as_slice())
+                .arg("REPLACE")
+                .ignore();
         }
         let _: () = p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
         Ok(payloads.len())
     }
 
+    /// Whether any key of the PAC exists (SCAN until the first hit).
+    async fn any_key(&self) -> Result<bool> {
+        let mut c = self.conn();
+        if c.exists(self.keys.meta())
+            .await
+            .map_err(|e| self.psor.err(e))?
+        {
+            return Ok(true);
+        }
+        let mut cursor = 0u64;
+        loop {
+            let (nc, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.keys.all_pattern())
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.psor.err(e))?;
+            if !batch.is_empty() {
+                return Ok(true);
+            }
+            cursor = nc;
+            if cursor == 0 {
+                return Ok(false);
+            }
+        }
+    }
+
     /// Deletes every key of the PAC incrementally (restore --force).
     async fn delete_all_keys(&self) -> Result<u64> {
+        self.delete_pattern(&self.keys.all_pattern()).await
+    }
+
+    /// Deletes the PAC's keys matching `pattern` with SCAN + UNLINK in batches.
+    async fn delete_pattern(&self, pattern: &str) -> Result<u64> {
         let mut c = self.conn();
         let mut cursor = 0u64;
         let mut n = 0;
@@ -939,7 +1031,7 @@ impl Pac {
             let (nc, batch): (u64, Vec<String>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
-                .arg(self.keys.all_pattern())
+                .arg(pattern)
                 .arg("COUNT")
                 .arg(BATCH)
                 .query_async(&mut c)

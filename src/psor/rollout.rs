@@ -28,7 +28,10 @@ impl Pac {
     /// Takes the coordinator lease; [`Error::LeaseHeld`] (exit 4) when another holds it.
     pub async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Lease> {
         let v = self
-            .run(&scripts::LEASE_ACQUIRE, &[holder.into(), ttl.as_millis().to_string()])
+            .run(
+                &scripts::LEASE_ACQUIRE,
+                &[holder.into(), ttl.as_millis().to_string()],
+            )
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => {
@@ -156,7 +159,12 @@ impl Pac {
                 let mut fields: EventFields = e
                     .map
                     .iter()
-                    .map(|(k, v)| (k.clone(), redis::from_redis_value_ref::<String>(v).unwrap_or_default()))
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            redis::from_redis_value_ref::<String>(v).unwrap_or_default(),
+                        )
+                    })
                     .collect();
                 fields.sort();
                 out.push((e.id, fields));
@@ -168,7 +176,10 @@ impl Pac {
     /// Rollback: a quiesced store becomes running again.
     pub async fn unquiesce(&self, version: &str, actor: &str, fence: u64) -> Result<()> {
         let v = self
-            .run(&scripts::UNQUIESCE, &[fence.to_string(), version.into(), actor.into()])
+            .run(
+                &scripts::UNQUIESCE,
+                &[fence.to_string(), version.into(), actor.into()],
+            )
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => Ok(()),
@@ -176,14 +187,20 @@ impl Pac {
                 ours: fence,
                 current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
             }),
-            _ => Err(Error::refused(format!("store {version} of PAC {} does not exist", self.name))),
+            _ => Err(Error::refused(format!(
+                "store {version} of PAC {} does not exist",
+                self.name
+            ))),
         }
     }
 
     /// Rollback: detaches one store and deletes its keys incrementally.
     pub async fn remove_store(&self, version: &str, actor: &str, fence: u64) -> Result<u64> {
         let v = self
-            .run(&scripts::DETACH_STORE, &[fence.to_string(), version.into(), actor.into()])
+            .run(
+                &scripts::DETACH_STORE,
+                &[fence.to_string(), version.into(), actor.into()],
+            )
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") | Some("NONE") => self.gc_removing().await,
@@ -200,14 +217,19 @@ impl Pac {
                 ours: fence,
                 current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
             }),
-            other => Err(Error::refused(format!("unexpected reply {other:?} removing store {version}"))),
+            other => Err(Error::refused(format!(
+                "unexpected reply {other:?} removing store {version}"
+            ))),
         }
     }
 
     /// Records that every member of `store` now runs `version`.
     pub async fn set_running_version(&self, store: &str, version: &str, fence: u64) -> Result<()> {
         let v = self
-            .run(&scripts::SET_RUNNING_VERSION, &[fence.to_string(), store.into(), version.into()])
+            .run(
+                &scripts::SET_RUNNING_VERSION,
+                &[fence.to_string(), store.into(), version.into()],
+            )
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => Ok(()),
@@ -215,7 +237,10 @@ impl Pac {
                 ours: fence,
                 current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
             }),
-            _ => Err(Error::refused(format!("store {store} of PAC {} does not exist", self.name))),
+            _ => Err(Error::refused(format!(
+                "store {store} of PAC {} does not exist",
+                self.name
+            ))),
         }
     }
 }

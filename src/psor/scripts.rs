@@ -70,7 +70,7 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
 }
 
-/// ARGV: fence, force (0/1), actor, why. Returns `{OK, gen}`, `{ALIVE, region}`, `{FENCED, epoch}`.
+/// ARGV: fence, force (0/1), actor, why, cold start follows (0/1). Returns `{OK, gen}`, `{ALIVE, region}`, `{FENCED, epoch}`.
 pub static RESET: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -87,15 +87,21 @@ for _, r in ipairs(redis.call('SMEMBERS', P .. 'regions')) do
   redis.call('UNLINK', P .. 'region:' .. r, P .. 'region:' .. r .. ':alive')
 end
 for _, h in ipairs(redis.call('SMEMBERS', P .. 'hosts')) do
-  redis.call('UNLINK', P .. 'host:' .. h, P .. 'host:' .. h .. ':alive')
+  redis.call('UNLINK', P .. 'host:' .. h, P .. 'host:' .. h .. ':alive',
+    P .. 'host:' .. h .. ':ctl', P .. 'host:' .. h .. ':done')
 end
-redis.call('UNLINK', P .. 'regions', P .. 'hosts', P .. 'lock', P .. 'events')
+redis.call('UNLINK', P .. 'regions', P .. 'hosts', P .. 'lock', P .. 'events',
+  P .. 'rollout:current', P .. 'rollout:history')
 local gen = tonumber(redis.call('HGET', P .. 'meta', 'gen') or '0') + 1
 local epoch = redis.call('HGET', P .. 'meta', 'epoch') or '0'
 local seq = redis.call('HGET', P .. 'meta', 'store_seq') or '0'
 redis.call('UNLINK', P .. 'meta')
 redis.call('HSET', P .. 'meta', 'created_at', now_ms(), 'gen', gen, 'epoch', epoch,
   'store_seq', seq, 'initialized_by', ARGV[3])
+if ARGV[5] == '1' then
+  -- A cold start follows with its store: warm starters wait for it instead of refusing.
+  redis.call('HSET', P .. 'meta', 'resetting', now_ms())
+end
 event('init', ARGV[4], ARGV[3], '')
 redis.call('PUBLISH', P .. 'notify', 'reset')
 return {'OK', tostring(gen)}
@@ -136,6 +142,7 @@ if ARGV[2] == 'create' then
     redis.call('HSET', P .. 'store:' .. V .. ':res:' .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
   end
   bump()
+  redis.call('HDEL', P .. 'meta', 'resetting')
   event('store_created', 'store ' .. V .. ' created in mode ' .. ARGV[4], ARGV[12], R)
   redis.call('PUBLISH', P .. 'notify', 'store')
 elseif not redis.call('ZSCORE', P .. 'stores', V) then
@@ -202,6 +209,7 @@ pub static SET_MODE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+if redis.call('EXISTS', P .. 'meta') == 0 then return {'NOPAC'} end
 local stores = redis.call('ZRANGE', P .. 'stores', 0, -1)
 if #stores == 0 then return {'NOSTORE'} end
 local changed = {}
@@ -237,6 +245,7 @@ pub static DETACH_OLD: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
+if redis.call('EXISTS', P .. 'meta') == 0 then return {'NOPAC'} end
 local stores = redis.call('ZRANGE', P .. 'stores', 0, -1)
 if #stores <= 1 then return {'NONE'} end
 local newest = stores[#stores]
@@ -361,7 +370,8 @@ return {'NONE'}
 
 /// ARGV: region, stream id, job id, store. Records the job's result once (a re-run counts
 /// a duplicate instead), acknowledges and deletes the stream entry, and keeps the
-/// completion-gap statistics. Returns 1 for a first completion, 0 for a duplicate.
+/// completion-gap statistics. Returns 1 for a first completion, 0 for a duplicate run,
+/// 2 for the same completion delivered again (a retry after a lost reply: not counted).
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -369,30 +379,38 @@ local R = ARGV[1]
 local jobs = P .. 'ds:jobs'
 local st = P .. 'ds:stats'
 local now = tonumber(now_ms())
-local first = redis.call('HSETNX', P .. 'ds:results', ARGV[3],
-  R .. ' ' .. ARGV[4] .. ' ' .. string.format('%.0f', now))
-if first == 1 then
-  local comp = redis.call('HINCRBY', st, 'completed', 1)
-  redis.call('HINCRBY', P .. 'ds:by_region', R, 1)
-  local last = tonumber(redis.call('HGET', st, 'last_completion') or '0')
-  local ws = tonumber(redis.call('HGET', st, 'waiting_since') or '0')
-  local since = math.max(last, ws)
-  if since > 0 then
-    local gap = now - since
-    if gap > tonumber(redis.call('HGET', st, 'max_gap_ms') or '0') then
-      redis.call('HSET', st, 'max_gap_ms', string.format('%.0f', gap))
-    end
-  end
-  redis.call('HSET', st, 'last_completion', string.format('%.0f', now))
-  local sub = tonumber(redis.call('HGET', st, 'submitted') or '0')
-  if sub - comp <= 0 then redis.call('HSET', st, 'waiting_since', '0') end
-else
+local prev = redis.call('HGET', P .. 'ds:results', ARGV[3])
+if prev then
+  -- The same completion delivered again (a retry after a lost reply) is not a new run.
+  local mine = string.sub(prev, 1, #R + 1) == R .. ' '
+    and string.sub(prev, -(#ARGV[2] + 1)) == ' ' .. ARGV[2]
+  if mine then return 2 end
   redis.call('HINCRBY', st, 'duplicates', 1)
+  redis.call('XACK', jobs, 'regions', ARGV[2])
+  redis.call('XDEL', jobs, ARGV[2])
+  redis.call('HINCRBY', P .. 'region:' .. R, 'jobs_done', 1)
+  return 0
 end
+redis.call('HSET', P .. 'ds:results', ARGV[3],
+  R .. ' ' .. ARGV[4] .. ' ' .. string.format('%.0f', now) .. ' ' .. ARGV[2])
+local comp = redis.call('HINCRBY', st, 'completed', 1)
+redis.call('HINCRBY', P .. 'ds:by_region', R, 1)
+local last = tonumber(redis.call('HGET', st, 'last_completion') or '0')
+local ws = tonumber(redis.call('HGET', st, 'waiting_since') or '0')
+local since = math.max(last, ws)
+if since > 0 then
+  local gap = now - since
+  if gap > tonumber(redis.call('HGET', st, 'max_gap_ms') or '0') then
+    redis.call('HSET', st, 'max_gap_ms', string.format('%.0f', gap))
+  end
+end
+redis.call('HSET', st, 'last_completion', string.format('%.0f', now))
+local sub = tonumber(redis.call('HGET', st, 'submitted') or '0')
+if sub - comp <= 0 then redis.call('HSET', st, 'waiting_since', '0') end
 redis.call('XACK', jobs, 'regions', ARGV[2])
 redis.call('XDEL', jobs, ARGV[2])
 redis.call('HINCRBY', P .. 'region:' .. R, 'jobs_done', 1)
-return first
+return 1
 "#,
     )
 });

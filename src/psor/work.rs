@@ -71,7 +71,12 @@ impl Pac {
     }
 
     /// Claims one job for `region` (see [`Claim`]).
-    pub async fn claim_job(&self, region: &str, token: &str, reclaim_idle_ms: u64) -> Result<Claim> {
+    pub async fn claim_job(
+        &self,
+        region: &str,
+        token: &str,
+        reclaim_idle_ms: u64,
+    ) -> Result<Claim> {
         let v = self
             .run(
                 &scripts::CLAIM,
@@ -90,9 +95,15 @@ impl Pac {
         })
     }
 
-    /// Records a job's completion. Returns true for the first completion, false for a
-    /// duplicate run.
-    pub async fn complete_job(&self, region: &str, entry: &str, job: &str, store: &str) -> Result<bool> {
+    /// Records a job's completion (idempotent for the same region and entry). Returns
+    /// false only for a duplicate run.
+    pub async fn complete_job(
+        &self,
+        region: &str,
+        entry: &str,
+        job: &str,
+        store: &str,
+    ) -> Result<bool> {
         let first: i64 = scripts::COMPLETE
             .key(self.keys.prefix())
             .arg(region)
@@ -102,7 +113,7 @@ impl Pac {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.psor.err(e))?;
-        Ok(first == 1)
+        Ok(first != 0)
     }
 
     /// Records a client transaction served by `region`. Returns true the first time.
@@ -120,18 +131,15 @@ impl Pac {
     /// Workload statistics in one pipelined round trip.
     pub async fn work_stats(&self) -> Result<WorkStats> {
         let mut c = self.conn();
-        let (st, by, now): (HashMap<String, String>, HashMap<String, u64>, Vec<String>) = redis::pipe()
-            .hgetall(self.keys.work_stats())
-            .hgetall(self.keys.jobs_by_region())
-            .cmd("TIME")
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        let now_ms = now
-            .first()
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1000
+        let (st, by, now): (HashMap<String, String>, HashMap<String, u64>, Vec<String>) =
+            redis::pipe()
+                .hgetall(self.keys.work_stats())
+                .hgetall(self.keys.jobs_by_region())
+                .cmd("TIME")
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.psor.err(e))?;
+        let now_ms = now.first().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 1000
             + now.get(1).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) / 1000;
         let submitted = n(&st, "submitted");
         let completed = n(&st, "completed");
@@ -159,7 +167,10 @@ impl Pac {
     /// whether anything was cleaned; refused when the region is alive on another host.
     pub async fn clean_region(&self, region: &str, host: &str, actor: &str) -> Result<bool> {
         let v = self
-            .run(&scripts::CLEAN_REGION, &[region.into(), host.into(), actor.into()])
+            .run(
+                &scripts::CLEAN_REGION,
+                &[region.into(), host.into(), actor.into()],
+            )
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => Ok(v.get(1).map(String::as_str) == Some("1")),

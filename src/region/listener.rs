@@ -34,7 +34,13 @@ impl Drop for ClientGuard {
 }
 
 impl ClientListener {
-    pub(super) fn new(addr: SocketAddr, pac: Pac, region: String, version: String, clients: Arc<AtomicU64>) -> Self {
+    pub(super) fn new(
+        addr: SocketAddr,
+        pac: Pac,
+        region: String,
+        version: String,
+        clients: Arc<AtomicU64>,
+    ) -> Self {
         ClientListener {
             addr,
             bound: None,
@@ -67,15 +73,22 @@ impl ClientListener {
             source: e,
         })?;
         self.bound = Some(local);
-        let (pac, region, version, clients) =
-            (self.pac.clone(), self.region.clone(), self.version.clone(), self.clients.clone());
+        let (pac, region, version, clients) = (
+            self.pac.clone(),
+            self.region.clone(),
+            self.version.clone(),
+            self.clients.clone(),
+        );
         let cut = self.cut.subscribe();
         self.accept = Some(tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = l.accept().await else { continue };
+                let Ok((sock, _)) = l.accept().await else {
+                    continue;
+                };
                 clients.fetch_add(1, Ordering::SeqCst);
                 let guard = ClientGuard(clients.clone());
-                let (pac, region, version, mut cut) = (pac.clone(), region.clone(), version.clone(), cut.clone());
+                let (pac, region, version, mut cut) =
+                    (pac.clone(), region.clone(), version.clone(), cut.clone());
                 tokio::spawn(async move {
                     let _guard = guard;
                     tokio::select! {
@@ -115,10 +128,12 @@ async fn serve(sock: TcpStream, pac: Pac, region: Arc<str>, version: Arc<str>) {
     while let Ok(Some(line)) = lines.next_line().await {
         let mut parts = line.split_whitespace();
         let reply = match (parts.next(), parts.next()) {
-            (Some("TX"), Some(id)) if id.len() <= 128 => match pac.record_transaction(id, &region).await {
-                Ok(_) => format!("OK {region} {version} {id}\n"),
-                Err(e) => format!("ERR {e}\n"),
-            },
+            (Some("TX"), Some(id)) if id.len() <= 128 => {
+                match pac.record_transaction(id, &region).await {
+                    Ok(_) => format!("OK {region} {version} {id}\n"),
+                    Err(e) => format!("ERR {e}\n"),
+                }
+            }
             (Some("PING"), _) => format!("PONG {region}\n"),
             (Some("QUIT"), _) => return,
             _ => "ERR unknown command; accepted: TX <id>, PING, QUIT\n".to_string(),

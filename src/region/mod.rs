@@ -80,7 +80,11 @@ pub struct StartDecision {
     pub warning: Option<String>,
 }
 
-fn compat_with(product: &Product, s: &crate::psor::StoreInfo, matrix: Option<&Matrix>) -> Option<compat::Verdict> {
+fn compat_with(
+    product: &Product,
+    s: &crate::psor::StoreInfo,
+    matrix: Option<&Matrix>,
+) -> Option<compat::Verdict> {
     s.product().map(|sp| compat::check(product, &sp, matrix))
 }
 
@@ -118,10 +122,12 @@ pub fn decide_start(
                     "PAC {pac} has no store to join; cold start a region first (--start-type cold)"
                 )));
             }
+            // The upgrade-mode store first, then running stores newest first: during a
+            // rollback both stores run and an old-version region rejoins the old one.
             let candidates = snap
                 .upgrade_store()
                 .into_iter()
-                .chain(snap.newest_running());
+                .chain(snap.stores.iter().rev().filter(|s| s.mode == Mode::Running));
             let mut tried = Vec::new();
             for s in candidates {
                 if let Some(v) = compat_with(product, s, matrix) {
@@ -138,11 +144,25 @@ pub fn decide_start(
                     tried.push(format!("{} ({})", s.version, s.mode));
                 }
             }
+            let newer = snap
+                .newest()
+                .and_then(|s| semver::Version::parse(&s.version).ok())
+                .is_none_or(|n| product.version > n);
+            let hint = if newer {
+                format!(
+                    "start it with --start-type upgrade to create a store for {}",
+                    product.version
+                )
+            } else {
+                "install a version compatible with the running store".to_string()
+            };
             Err(Error::refused(format!(
-                "region {region} at {product} is not compatible with store {} of PAC {pac}; \
-                 start it with --start-type upgrade to create a store for {}",
-                if tried.is_empty() { "(none running)".to_string() } else { tried.join(" or ") },
-                product.version
+                "region {region} at {product} is not compatible with store {} of PAC {pac}; {hint}",
+                if tried.is_empty() {
+                    "(none running)".to_string()
+                } else {
+                    tried.join(" or ")
+                },
             )))
         }
         StartType::Upgrade => {
@@ -152,7 +172,9 @@ pub fn decide_start(
                 )));
             }
             let Some(running) = snap.newest_running() else {
-                return Err(Error::refused(format!("PAC {pac} has no running store to upgrade from")));
+                return Err(Error::refused(format!(
+                    "PAC {pac} has no running store to upgrade from"
+                )));
             };
             if compat_with(product, running, matrix).is_some_and(|v| v.compatible) {
                 return Err(Error::refused(format!(
@@ -183,6 +205,17 @@ pub fn decide_start(
                     "PAC {pac} already has a store for {version} in mode {}; use --start-type warm",
                     s.mode
                 )));
+            }
+            if let Some(newest) = snap
+                .newest()
+                .and_then(|s| semver::Version::parse(&s.version).ok())
+            {
+                if product.version <= newest {
+                    return Err(Error::refused(format!(
+                        "an upgrade start needs a version newer than the newest store {newest} of PAC \
+                         {pac}; {version} is not (to go back, use `pacup rollout rollback`)"
+                    )));
+                }
             }
             Ok(StartDecision {
                 effective: StartType::Upgrade,
@@ -246,7 +279,12 @@ pub struct RegionConfig {
 impl RegionConfig {
     /// Defaults: 1 s heartbeat, 3 s TTL, built-in resources, no matrix, listener on an
     /// ephemeral 127.0.0.1 port (auto), 20 ms jobs, reclaim after 6 s.
-    pub fn new(region: RegionName, host: HostName, product: Product, start_type: StartType) -> Self {
+    pub fn new(
+        region: RegionName,
+        host: HostName,
+        product: Product,
+        start_type: StartType,
+    ) -> Self {
         RegionConfig {
             region,
             host,
@@ -373,21 +411,56 @@ impl Region {
     pub async fn start(pac: Pac, cfg: RegionConfig, observer: Observer) -> Result<Region> {
         let token = instance_token(cfg.host.as_str());
         let actor = format!("region {} on {}", cfg.region, cfg.host);
-        for attempt in 0..50u32 {
+        // A cold start elsewhere resets the PAC and then creates its store (deleting the
+        // old keys in between, which takes time for a big store): a start that finds the
+        // PAC in that window waits for the store instead of refusing.
+        let wait_reset_until = std::time::Instant::now() + Duration::from_secs(30);
+        for attempt in 0..u32::MAX {
             let snap = pac.snapshot().await?;
             if !snap.exists && cfg.start_type != StartType::Cold {
                 return Err(Error::NoSuchPac(pac.name().to_string()));
             }
-            let d = decide_start(
+            if let Some(ri) = snap.region(cfg.region.as_str()).filter(|r| r.alive) {
+                return Err(Error::refused(format!(
+                    "region {} is already running (on host {}); stop it first, or wait for its \
+                     heartbeat to expire if it died",
+                    cfg.region, ri.host
+                )));
+            }
+            let d = match decide_start(
                 &snap,
                 pac.name().as_str(),
                 cfg.region.as_str(),
                 &cfg.product,
                 cfg.start_type,
                 cfg.matrix.as_ref(),
-            )?;
+            ) {
+                Ok(d) => d,
+                Err(e) => {
+                    let fresh = snap
+                        .resetting_since_ms
+                        .is_some_and(|t| crate::psor::now_ms().saturating_sub(t) < 30_000);
+                    if fresh && std::time::Instant::now() < wait_reset_until {
+                        tokio::time::sleep(jitter(attempt) + Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    return Err(e);
+                }
+            };
+            if attempt >= 50 && !d.reset_first {
+                return Err(Error::Conflict);
+            }
             let gen = if d.reset_first {
-                match pac.reset(false, &actor, &format!("cold start of {}", cfg.region), None).await {
+                match pac
+                    .reset(
+                        false,
+                        &actor,
+                        &format!("cold start of {}", cfg.region),
+                        true,
+                        None,
+                    )
+                    .await
+                {
                     Ok(g) => {
                         pac.gc_removing().await?;
                         g
@@ -414,16 +487,23 @@ impl Region {
                 ttl_ms: cfg.heartbeat_ttl.as_millis() as u64,
                 start_type: d.effective.as_str().into(),
                 require_no_other_alive: d.effective == StartType::Cold,
-                resources: if d.create { cfg.resources.0.clone() } else { Vec::new() },
+                resources: if d.create {
+                    cfg.resources.0.clone()
+                } else {
+                    Vec::new()
+                },
             };
             match pac.join(&req, &actor).await? {
                 JoinOutcome::Joined { store, mode } => {
-                    observer(cfg.region.as_str(), &RegionEvent::Started {
-                        start_type: d.effective,
-                        store: store.clone(),
-                        mode,
-                        warning: d.warning,
-                    });
+                    observer(
+                        cfg.region.as_str(),
+                        &RegionEvent::Started {
+                            start_type: d.effective,
+                            store: store.clone(),
+                            mode,
+                            warning: d.warning,
+                        },
+                    );
                     let (tx, _) = watch::channel(mode);
                     return Ok(Region {
                         pac,
@@ -435,9 +515,16 @@ impl Region {
                     });
                 }
                 JoinOutcome::Conflict | JoinOutcome::OtherAlive(_) => {
-                    tracing::debug!(attempt, "start of {} conflicted; deciding again", cfg.region);
+                    tracing::debug!(
+                        attempt,
+                        "start of {} conflicted; deciding again",
+                        cfg.region
+                    );
                     tokio::time::sleep(jitter(attempt)).await;
                 }
+            }
+            if attempt >= 100 {
+                break;
             }
         }
         Err(Error::Conflict)
@@ -486,7 +573,12 @@ impl Region {
         }
         let (stop_beats, beats_stopped) = watch::channel(false);
         let (lost_tx, mut lost_rx) = mpsc::channel::<String>(1);
-        let beats = tokio::spawn(heartbeats(me.clone(), clients.clone(), beats_stopped.clone(), lost_tx.clone()));
+        let beats = tokio::spawn(heartbeats(
+            me.clone(),
+            clients.clone(),
+            beats_stopped.clone(),
+            lost_tx.clone(),
+        ));
         let (taking_tx, taking_rx) = watch::channel(true);
         let mut worker = tokio::spawn(worker::work(
             me.pac.clone(),
@@ -568,10 +660,13 @@ impl Region {
                 &[("listener", state.into()), ("endpoint", endpoint.clone())],
             )
             .await?;
-        (self.observer)(self.cfg.region.as_str(), &RegionEvent::Listener {
-            on,
-            endpoint: endpoint.clone(),
-        });
+        (self.observer)(
+            self.cfg.region.as_str(),
+            &RegionEvent::Listener {
+                on,
+                endpoint: endpoint.clone(),
+            },
+        );
         Ok(format!("listener {state} at {endpoint}"))
     }
 
@@ -590,7 +685,11 @@ impl Region {
         let deadline = tokio::time::Instant::now() + timeout;
         let _ = self
             .pac
-            .set_region_fields(self.cfg.region.as_str(), &self.token, &[("state", "stopping".into())])
+            .set_region_fields(
+                self.cfg.region.as_str(),
+                &self.token,
+                &[("state", "stopping".into())],
+            )
             .await;
         self.listener(l, false).await?;
         let mut forced = force;
@@ -605,7 +704,10 @@ impl Region {
         let _ = taking.send(false);
         if force {
             worker.abort();
-        } else if tokio::time::timeout_at(deadline, &mut *worker).await.is_err() {
+        } else if tokio::time::timeout_at(deadline, &mut *worker)
+            .await
+            .is_err()
+        {
             worker.abort();
             forced = true;
         }
@@ -659,7 +761,12 @@ impl Region {
 }
 
 /// Heartbeats on an interval and on every PAC notification, until told to stop.
-async fn heartbeats(me: Arc<Region>, clients: Arc<AtomicU64>, mut stop: watch::Receiver<bool>, lost: mpsc::Sender<String>) {
+async fn heartbeats(
+    me: Arc<Region>,
+    clients: Arc<AtomicU64>,
+    mut stop: watch::Receiver<bool>,
+    lost: mpsc::Sender<String>,
+) {
     let (note_tx, mut note_rx) = mpsc::channel::<()>(8);
     let notes = tokio::spawn(notification_listener(me.pac.clone(), note_tx, stop.clone()));
     let mut tick = tokio::time::interval(me.cfg.heartbeat_interval);
@@ -680,13 +787,19 @@ async fn heartbeats(me: Arc<Region>, clients: Arc<AtomicU64>, mut stop: watch::R
 
 /// Forwards PAC notifications (mode changes, store changes) as wake-ups; reconnects with
 /// a bounded backoff after losing Redis. Heartbeats cover any gap.
-async fn notification_listener(pac: Pac, wake: mpsc::Sender<()>, mut shutdown: watch::Receiver<bool>) {
+async fn notification_listener(
+    pac: Pac,
+    wake: mpsc::Sender<()>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let channel = pac.keys().notify_channel();
     let mut backoff = Duration::from_millis(100);
     loop {
         let sub = async {
             let mut ps = pac.psor().pubsub().await?;
-            ps.subscribe(&channel).await.map_err(|e| pac.psor().err(e))?;
+            ps.subscribe(&channel)
+                .await
+                .map_err(|e| pac.psor().err(e))?;
             Ok::<_, Error>(ps)
         };
         let ps = tokio::select! {
@@ -753,6 +866,7 @@ mod tests {
             gen: 7,
             epoch: 0,
             created_at_ms: 0,
+            resetting_since_ms: None,
             stores,
             regions: alive
                 .iter()
@@ -784,14 +898,24 @@ mod tests {
 
     #[test]
     fn cold_alone_resets_and_creates_running() {
-        let d = decide(&snap(vec![store("1.0.0", Mode::Running)], &[]), "1.0.0", StartType::Cold).unwrap();
+        let d = decide(
+            &snap(vec![store("1.0.0", Mode::Running)], &[]),
+            "1.0.0",
+            StartType::Cold,
+        )
+        .unwrap();
         assert!(d.reset_first && d.create);
         assert_eq!((d.effective, d.mode), (StartType::Cold, Mode::Running));
     }
 
     #[test]
     fn cold_with_live_region_becomes_warm_with_warning() {
-        let d = decide(&snap(vec![store("1.0.0", Mode::Running)], &["R1"]), "1.0.1", StartType::Cold).unwrap();
+        let d = decide(
+            &snap(vec![store("1.0.0", Mode::Running)], &["R1"]),
+            "1.0.1",
+            StartType::Cold,
+        )
+        .unwrap();
         assert_eq!(d.effective, StartType::Warm);
         assert!(!d.reset_first);
         assert_eq!(
@@ -802,7 +926,10 @@ mod tests {
 
     #[test]
     fn warm_prefers_compatible_upgrade_store_then_running() {
-        let s = snap(vec![store("1.0.0", Mode::Running), store("2.0.0", Mode::Upgrade)], &[]);
+        let s = snap(
+            vec![store("1.0.0", Mode::Running), store("2.0.0", Mode::Upgrade)],
+            &[],
+        );
         assert_eq!(decide(&s, "2.0.1", StartType::Warm).unwrap().store, "2.0.0");
         assert_eq!(decide(&s, "1.0.3", StartType::Warm).unwrap().store, "1.0.0");
         let e = decide(&s, "3.0.0", StartType::Warm).unwrap_err();
@@ -818,13 +945,18 @@ mod tests {
     #[test]
     fn upgrade_rules() {
         let running = snap(vec![store("1.0.0", Mode::Running)], &["R1"]);
+        let e = decide(&running, "0.9.0", StartType::Upgrade).unwrap_err();
+        assert!(e.to_string().contains("newer than the newest store"), "{e}");
         let e = decide(&running, "1.0.2", StartType::Upgrade).unwrap_err();
         assert!(e.to_string().contains("use --start-type warm"), "{e}");
         let d = decide(&running, "2.0.0", StartType::Upgrade).unwrap();
         assert!(d.create && !d.reset_first);
         assert_eq!((d.store.as_str(), d.mode), ("2.0.0", Mode::Upgrade));
 
-        let with_upgrade = snap(vec![store("1.0.0", Mode::Running), store("2.0.0", Mode::Upgrade)], &[]);
+        let with_upgrade = snap(
+            vec![store("1.0.0", Mode::Running), store("2.0.0", Mode::Upgrade)],
+            &[],
+        );
         let d = decide(&with_upgrade, "2.0.0", StartType::Upgrade).unwrap();
         assert!(!d.create);
         assert!(decide(&with_upgrade, "3.0.0", StartType::Upgrade).is_err());

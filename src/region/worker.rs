@@ -25,9 +25,15 @@ pub(super) async fn work(
             return;
         }
         match pac.claim_job(&region, &token, reclaim_ms).await {
-            Ok(Claim::Job { entry, job, reclaimed }) => {
+            Ok(Claim::Job {
+                entry,
+                job,
+                reclaimed,
+            }) => {
                 if reclaimed {
-                    tracing::info!("{region} reclaimed job {job} from a region that stopped answering");
+                    tracing::info!(
+                        "{region} reclaimed job {job} from a region that stopped answering"
+                    );
                 }
                 // The job in hand is finished even if a stop is requested meanwhile.
                 tokio::time::sleep(cfg.job_time).await;
@@ -61,7 +67,9 @@ pub(super) async fn work(
             }
             Ok(Claim::Lost) => {
                 let _ = lost
-                    .send(format!("region {region} is no longer owned by this process"))
+                    .send(format!(
+                        "region {region} is no longer owned by this process"
+                    ))
                     .await;
                 return;
             }

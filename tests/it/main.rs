@@ -3,4 +3,11 @@
 
 mod support;
 
+mod agent_tests;
+mod caspac_tests;
+mod command_driver_tests;
+mod conn_tests;
+mod psor_tests;
+mod region_tests;
 mod support_smoke;
+mod work_tests;

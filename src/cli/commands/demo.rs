@@ -23,11 +23,17 @@ impl Children {
     async fn stop_all(&mut self) {
         for c in &mut self.0 {
             if let Some(pid) = c.id() {
-                let _ = std::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(pid.to_string())
+                    .status();
             }
         }
         for c in &mut self.0 {
-            if tokio::time::timeout(Duration::from_secs(15), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(15), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.kill().await;
             }
         }
@@ -35,7 +41,9 @@ impl Children {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F) -> anyhow::Result<()>
@@ -115,32 +123,72 @@ async fn run(
     };
     let name = PacName::new("DEMO")?;
     let pac = Pac::new(psor.clone(), name.clone());
-    say(&format!("Private PSOR: redis-server on {url} (data in {})", dir.display()));
+    say(&format!(
+        "Private PSOR: redis-server on {url} (data in {})",
+        dir.display()
+    ));
     let exe = std::env::current_exe().context("locating the pacup executable")?;
     let agent = |host: &str, regions: &[&str], autostart: &str| -> anyhow::Result<Child> {
         let log = std::fs::File::create(dir.join(format!("agent-{host}.log")))?;
         let mut c = Command::new(&exe);
-        c.args(["--psor", url, "-q", "agent", "--pac", "DEMO", "--host", host, "--product-version", "1.0.0"]);
+        c.args([
+            "--psor",
+            url,
+            "-q",
+            "agent",
+            "--pac",
+            "DEMO",
+            "--host",
+            host,
+            "--product-version",
+            "1.0.0",
+        ]);
         for r in regions {
             c.args(["--region", r]);
         }
-        c.args(["--autostart", autostart, "--heartbeat-interval", "250ms", "--heartbeat-ttl", "1s", "--job-time", "15ms"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
+        c.args([
+            "--autostart",
+            autostart,
+            "--heartbeat-interval",
+            "250ms",
+            "--heartbeat-ttl",
+            "1s",
+            "--job-time",
+            "15ms",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
         Ok(c.spawn()?)
     };
-    kids.0.push(agent("host1", &["REGION1", "REGION1B"], "cold")?);
+    kids.0
+        .push(agent("host1", &["REGION1", "REGION1B"], "cold")?);
     wait_for("host1's regions", Duration::from_secs(20), || {
         let p = pac.clone();
-        async move { p.snapshot().await.is_ok_and(|s| s.regions.iter().filter(|r| r.alive && r.listener == "on").count() == 2) }
+        async move {
+            p.snapshot().await.is_ok_and(|s| {
+                s.regions
+                    .iter()
+                    .filter(|r| r.alive && r.listener == "on")
+                    .count()
+                    == 2
+            })
+        }
     })
     .await?;
     kids.0.push(agent("host2", &["REGION2"], "warm")?);
     wait_for("host2's region", Duration::from_secs(20), || {
         let p = pac.clone();
-        async move { p.snapshot().await.is_ok_and(|s| s.regions.iter().filter(|r| r.alive && r.listener == "on").count() == 3) }
+        async move {
+            p.snapshot().await.is_ok_and(|s| {
+                s.regions
+                    .iter()
+                    .filter(|r| r.alive && r.listener == "on")
+                    .count()
+                    == 3
+            })
+        }
     })
     .await?;
     say("PAC DEMO at 1.0.0: host1 runs REGION1 and REGION1B, host2 runs REGION2 (host agents)");
@@ -152,7 +200,9 @@ async fn run(
     };
     let clients = {
         let (p, rx, rate) = (pac.clone(), stop_rx.clone(), a.client_rate);
-        tokio::spawn(async move { load::run_clients(p, rate, None, None, Duration::from_secs(15), rx).await })
+        tokio::spawn(async move {
+            load::run_clients(p, rate, None, None, Duration::from_secs(15), rx).await
+        })
     };
     say(&format!(
         "Load: {} jobs/s and {} client transactions/s",
@@ -184,16 +234,23 @@ async fn run(
         psor_url: url.to_string(),
         emit: emitter(g.json, None),
     };
-    let outcome = Coordinator::acquire(pac.clone(), opts).await?.run(plan).await?;
+    let outcome = Coordinator::acquire(pac.clone(), opts)
+        .await?
+        .run(plan)
+        .await?;
     let rollout_ms = t0.elapsed().as_millis() as u64;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _ = stop_tx.send(true);
     let submitted = jobs.await.context("job submitter")??;
     let report = clients.await.context("clients")?;
-    let _ = wait_for("every submitted job to complete", Duration::from_secs(30), || {
-        let p = pac.clone();
-        async move { p.work_stats().await.is_ok_and(|s| s.pending == 0) }
-    })
+    let _ = wait_for(
+        "every submitted job to complete",
+        Duration::from_secs(30),
+        || {
+            let p = pac.clone();
+            async move { p.work_stats().await.is_ok_and(|s| s.pending == 0) }
+        },
+    )
     .await;
     let stats = pac.work_stats().await?;
     let snap = pac.snapshot().await?;
@@ -217,8 +274,16 @@ async fn run(
     } else {
         println!();
         println!("Summary");
-        println!("  rollout:  {} in {:.1}s; stores now: {}", summary["rollout"].as_str().unwrap_or("?"), rollout_ms as f64 / 1000.0,
-            snap.stores.iter().map(|s| format!("{} ({})", s.version, s.mode)).collect::<Vec<_>>().join(", "));
+        println!(
+            "  rollout:  {} in {:.1}s; stores now: {}",
+            summary["rollout"].as_str().unwrap_or("?"),
+            rollout_ms as f64 / 1000.0,
+            snap.stores
+                .iter()
+                .map(|s| format!("{} ({})", s.version, s.mode))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         println!(
             "  jobs:     {} submitted, {} completed, {} lost, {} duplicates, longest batch gap {}ms",
             stats.submitted, stats.completed, lost, stats.duplicates, stats.max_completion_gap_ms

@@ -22,8 +22,9 @@ pub fn init_tracing(g: &GlobalArgs) {
             _ => "trace",
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("pacup={level},caspac={level}")));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("pacup={level},caspac={level}"))
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -39,7 +40,11 @@ pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
             return err.exit_code();
         }
         if let Some(err) = cause.downcast_ref::<clap::Error>() {
-            return if err.exit_code() == 0 { ExitCode::Ok } else { ExitCode::InvalidInput };
+            return if err.exit_code() == 0 {
+                ExitCode::Ok
+            } else {
+                ExitCode::InvalidInput
+            };
         }
     }
     ExitCode::Refused
@@ -59,7 +64,9 @@ pub fn psor_options(g: &GlobalArgs) -> anyhow::Result<PsorOptions> {
                 .trim_end_matches(['\r', '\n'])
                 .to_string(),
         ),
-        None => std::env::var("PACUP_PSOR_PASSWORD").ok().filter(|p| !p.is_empty()),
+        None => std::env::var("PACUP_PSOR_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty()),
     };
     o.tls_ca = g.tls_ca.clone();
     o.tls_cert = g.tls_cert.clone();
@@ -103,19 +110,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// SIGTERM/SIGINT, registered when created: a signal that arrives while a region or
+/// agent is still starting is not lost (and does not kill the process outright).
+pub struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    /// Registers the handlers now.
+    pub fn register() -> std::io::Result<Shutdown> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Shutdown {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Shutdown {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the first SIGTERM or SIGINT.
+    pub async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

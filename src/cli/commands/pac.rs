@@ -14,7 +14,9 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
     // Validate local files before connecting, so bad input is exit 2 even when the
     // PSOR is down, and nothing is written.
     let matrix = match &cmd {
-        PacCommand::CheckCompat { matrix: Some(m), .. } => Some(Matrix::load(m)?),
+        PacCommand::CheckCompat {
+            matrix: Some(m), ..
+        } => Some(Matrix::load(m)?),
         _ => None,
     };
     let backup = match &cmd {
@@ -24,11 +26,13 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                 path: input.display().to_string(),
                 reason: e.to_string(),
             })?;
-            Some(serde_json::from_str::<psor::Backup>(&text).map_err(|e| Error::BadFile {
-                what: "backup".into(),
-                path: input.display().to_string(),
-                reason: e.to_string(),
-            })?)
+            Some(
+                serde_json::from_str::<psor::Backup>(&text).map_err(|e| Error::BadFile {
+                    what: "backup".into(),
+                    path: input.display().to_string(),
+                    reason: e.to_string(),
+                })?,
+            )
         }
         _ => None,
     };
@@ -82,7 +86,11 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                 println!(
                     "{} {} with PAC {pac} (running store {})",
                     product,
-                    if v.compatible { "is COMPATIBLE" } else { "is INCOMPATIBLE" },
+                    if v.compatible {
+                        "is COMPATIBLE"
+                    } else {
+                        "is INCOMPATIBLE"
+                    },
                     store
                 );
                 for r in &v.reasons {
@@ -92,7 +100,11 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                     println!("Use the incompatible upgrade process (start the first upgraded region with --start-type upgrade).");
                 }
             }
-            Ok(if v.compatible { ExitCode::Ok } else { ExitCode::Incompatible })
+            Ok(if v.compatible {
+                ExitCode::Ok
+            } else {
+                ExitCode::Incompatible
+            })
         }
         PacCommand::SetMode { pac, mode } => {
             let m = match mode {
@@ -116,7 +128,9 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                 .await
                 .with_context(|| format!("cannot remove old stores of PAC {pac}"))?;
             if g.json {
-                print_json(&json!({"pac": pac, "stores_removed": r.stores_removed, "keys_removed": r.keys_removed}));
+                print_json(
+                    &json!({"pac": pac, "stores_removed": r.stores_removed, "keys_removed": r.keys_removed}),
+                );
             } else if r.stores_removed.is_empty() {
                 println!("PAC {pac} has no old store; nothing removed");
             } else {
@@ -162,7 +176,11 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pac": pac, "keys": b.keys.len(), "file": out}));
             } else {
-                println!("PAC {pac}: {} keys saved to {}", b.keys.len(), out.display());
+                println!(
+                    "PAC {pac}: {} keys saved to {}",
+                    b.keys.len(),
+                    out.display()
+                );
             }
             Ok(ExitCode::Ok)
         }
@@ -175,10 +193,13 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pac": pac, "keys": n, "from_pac": b.pac}));
             } else {
-                println!("PAC {pac}: {n} keys restored from {} (backup of {})", input.display(), b.pac);
+                println!(
+                    "PAC {pac}: {n} keys restored from {} (backup of {})",
+                    input.display(),
+                    b.pac
+                );
             }
             Ok(ExitCode::Ok)
         }
     }
 }
-

@@ -1,9 +1,11 @@
 //! `pacup region ...`, `pacup agent`, `pacup host ...`.
 
-use super::{actor, connect, print_json, shutdown_signal};
+use super::{actor, connect, print_json, Shutdown};
 use crate::agent::{Agent, AgentConfig};
 use crate::cli::output;
-use crate::cli::{AgentArgs, Autostart, GlobalArgs, HostCommand, OnOff, RegionCommand, RegionRunArgs, RuntimeArgs};
+use crate::cli::{
+    AgentArgs, Autostart, GlobalArgs, HostCommand, OnOff, RegionCommand, RegionRunArgs, RuntimeArgs,
+};
 use crate::compat::Matrix;
 use crate::error::{Error, ExitCode};
 use crate::names::{HostName, PacName, Product, RegionName};
@@ -83,15 +85,27 @@ fn printer(json_out: bool, host: String) -> Observer {
             RegionEvent::Listener { on, endpoint } => (
                 "listener",
                 format!(
-                    "Region {name}: listener {} ({endpoint})",
-                    if *on { "on" } else { "off" }
+                    "Region {name}: listener {}{}",
+                    if *on { "on" } else { "off" },
+                    if endpoint.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({endpoint})")
+                    }
                 ),
                 json!({"on": on, "endpoint": endpoint}),
             ),
-            RegionEvent::Lost(why) => ("lost", format!("Region {name} lost: {why}"), json!({"reason": why})),
+            RegionEvent::Lost(why) => (
+                "lost",
+                format!("Region {name} lost: {why}"),
+                json!({"reason": why}),
+            ),
             RegionEvent::Stopped { forced } => (
                 "stopped",
-                format!("Region {name} stopped{}", if *forced { " (forced)" } else { "" }),
+                format!(
+                    "Region {name} stopped{}",
+                    if *forced { " (forced)" } else { "" }
+                ),
                 json!({"forced": forced}),
             ),
         };
@@ -109,17 +123,23 @@ fn printer(json_out: bool, host: String) -> Observer {
 
 pub(super) async fn region(g: &GlobalArgs, cmd: RegionCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        RegionCommand::Run(a) => region_run(g, a).await,
+        RegionCommand::Run(a) => region_run(g, *a).await,
         RegionCommand::Start {
             region,
             pac,
             start_type,
             wait,
         } => {
-            control(g, &pac, &region, ControlAction::Start {
-                region: region.to_string(),
-                start_type,
-            }, wait)
+            control(
+                g,
+                &pac,
+                &region,
+                ControlAction::Start {
+                    region: region.to_string(),
+                    start_type,
+                },
+                wait,
+            )
             .await
         }
         RegionCommand::Stop {
@@ -151,7 +171,16 @@ pub(super) async fn region(g: &GlobalArgs, cmd: RegionCommand) -> anyhow::Result
             control(g, &pac, &region, action, wait).await
         }
         RegionCommand::Crash { region, pac, wait } => {
-            control(g, &pac, &region, ControlAction::Crash { region: region.to_string() }, wait).await
+            control(
+                g,
+                &pac,
+                &region,
+                ControlAction::Crash {
+                    region: region.to_string(),
+                },
+                wait,
+            )
+            .await
         }
     }
 }
@@ -159,18 +188,25 @@ pub(super) async fn region(g: &GlobalArgs, cmd: RegionCommand) -> anyhow::Result
 /// The live host agent that hosts `region`: the host recorded in the region's record, or
 /// a live agent listing it.
 pub(crate) async fn host_of(pac: &Pac, region: &str) -> crate::Result<String> {
+    // Agents publish their host records before any region initialises the PAC (a cold
+    // start through an agent creates it), so the PAC record need not exist yet.
     let snap = pac.snapshot().await?;
-    if !snap.exists {
-        return Err(Error::NoSuchPac(pac.name().to_string()));
-    }
     let listed: Vec<&psor::HostInfo> = snap
         .hosts
         .iter()
         .filter(|h| h.regions.iter().any(|r| r == region))
         .collect();
-    let recorded = snap.region(region).map(|r| r.host.clone()).filter(|h| !h.is_empty());
-    let host = recorded
-        .or_else(|| listed.iter().find(|h| h.alive).map(|h| h.name.clone()))
+    let recorded = snap
+        .region(region)
+        .map(|r| r.host.clone())
+        .filter(|h| !h.is_empty());
+    // A live agent that lists the region wins over a recorded host whose agent is gone.
+    let host = listed
+        .iter()
+        .find(|h| h.alive && recorded.as_deref().is_none_or(|r| r == h.name))
+        .or_else(|| listed.iter().find(|h| h.alive))
+        .map(|h| h.name.clone())
+        .or(recorded)
         .or_else(|| listed.first().map(|h| h.name.clone()));
     let Some(host) = host else {
         return Err(Error::refused(format!(
@@ -200,7 +236,9 @@ async fn control(
         .await
         .with_context(|| format!("host {host} did not carry out the command"))?;
     if g.json {
-        print_json(&json!({"pac": pac, "host": host, "region": region, "ok": r.ok, "message": r.message, "id": r.id}));
+        print_json(
+            &json!({"pac": pac, "host": host, "region": region, "ok": r.ok, "message": r.message, "id": r.id}),
+        );
     } else {
         println!("{}", r.message);
     }
@@ -219,9 +257,15 @@ pub(super) async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<Exi
             let snap = p.snapshot().await?;
             match snap.hosts.iter().find(|h| h.name == host.as_str()) {
                 Some(h) if h.alive => {}
-                Some(_) => return Err(Error::refused(format!("the host agent of {host} is not alive")).into()),
+                Some(_) => {
+                    return Err(
+                        Error::refused(format!("the host agent of {host} is not alive")).into(),
+                    )
+                }
                 None => {
-                    return Err(Error::refused(format!("host {host} is not known in PAC {pac}")).into())
+                    return Err(
+                        Error::refused(format!("host {host} is not known in PAC {pac}")).into(),
+                    )
                 }
             }
             let r = p
@@ -257,6 +301,7 @@ async fn region_run(g: &GlobalArgs, a: RegionRunArgs) -> anyhow::Result<ExitCode
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    let shutdown = Shutdown::register().context("installing signal handlers")?;
     let pac = Pac::new(connect(g).await?, a.pac.clone());
     let region = Region::start(pac, cfg, printer(g.json, a.host.to_string()))
         .await
@@ -265,7 +310,7 @@ async fn region_run(g: &GlobalArgs, a: RegionRunArgs) -> anyhow::Result<ExitCode
     let ctl = handle.control.clone();
     let (drain, timeout) = (a.drain_timeout, a.stop_timeout);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.wait().await;
         let (tx, _rx) = tokio::sync::oneshot::channel();
         let _ = ctl
             .send(RegionControl::Stop {
@@ -308,6 +353,7 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs) -> anyhow::Result<ExitCo
         host_ttl: a.runtime.heartbeat_ttl,
         region_defaults: template,
     };
+    let shutdown = Shutdown::register().context("installing signal handlers")?;
     let pac = Pac::new(connect(g).await?, a.pac.clone());
     let agent = Agent::new(pac, cfg, printer(g.json, a.host.to_string()))
         .await
@@ -323,7 +369,7 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs) -> anyhow::Result<ExitCo
     }
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.wait().await;
         let _ = tx.send(true);
     });
     agent.run(rx).await?;

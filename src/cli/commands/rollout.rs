@@ -21,9 +21,20 @@ pub(crate) fn event_line(e: &Event) -> String {
         _ => String::new(),
     };
     let ts = e.ts.get(11..19).unwrap_or(&e.ts);
-    let detail = if e.detail.is_empty() { String::new() } else { format!(": {}", e.detail) };
-    let took = if e.status == "started" { String::new() } else { format!(" ({}ms)", e.elapsed_ms) };
-    format!("{ts} step {:>2} {}{what} {}{took}{detail}", e.step, e.action, e.status)
+    let detail = if e.detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", e.detail)
+    };
+    let took = if e.status == "started" {
+        String::new()
+    } else {
+        format!(" ({}ms)", e.elapsed_ms)
+    };
+    format!(
+        "{ts} step {:>2} {}{what} {}{took}{detail}",
+        e.step, e.action, e.status
+    )
 }
 
 /// Prints events: JSON lines with --json; readable lines (and a progress bar on a
@@ -55,7 +66,13 @@ pub(crate) fn emitter(json_out: bool, total: Option<u64>) -> Emitter {
     })
 }
 
-fn run_options(g: &GlobalArgs, lease: Option<&LeaseArgs>, reason: String, emit: Emitter, allow_downtime: bool) -> RunOptions {
+fn run_options(
+    g: &GlobalArgs,
+    lease: Option<&LeaseArgs>,
+    reason: String,
+    emit: Emitter,
+    allow_downtime: bool,
+) -> RunOptions {
     RunOptions {
         allow_downtime,
         reason,
@@ -72,7 +89,10 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
         Outcome::Done => ("done", format!("Rollout of PAC {pac} finished")),
         Outcome::Paused(w) => ("paused", format!("Rollout of PAC {pac} paused: {w}")),
         Outcome::Aborted(w) => ("aborted", format!("Rollout of PAC {pac} aborted: {w}")),
-        Outcome::RolledBack(w) => ("rolled_back", format!("Rollout of PAC {pac} rolled back: {w}")),
+        Outcome::RolledBack(w) => (
+            "rolled_back",
+            format!("Rollout of PAC {pac} rolled back: {w}"),
+        ),
     };
     if g.json {
         // The event lines were the output; the outcome is the last event. Diagnostics only.
@@ -87,7 +107,10 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
 
 pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        RolloutCommand::Plan { plan, allow_downtime } => {
+        RolloutCommand::Plan {
+            plan,
+            allow_downtime,
+        } => {
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
             let pv = coordinator::preview(&pac, &plan, allow_downtime).await?;
@@ -142,8 +165,15 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
-            let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible).len() as u64;
-            let opts = run_options(g, Some(&lease), reason, emitter(g.json, Some(total)), allow_downtime);
+            let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible)
+                .len() as u64;
+            let opts = run_options(
+                g,
+                Some(&lease),
+                reason,
+                emitter(g.json, Some(total)),
+                allow_downtime,
+            );
             let c = Coordinator::acquire(pac, opts).await?;
             let name = plan.pac.clone();
             let o = c.run(plan).await?;
@@ -175,7 +205,10 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             if g.json {
                 print_json(&json!({"pac": pac, "rollout": cur.get("id"), "pause_requested": true}));
             } else {
-                println!("Pause requested: the coordinator pauses rollout {} after its current step", cur.get("id").map(String::as_str).unwrap_or("?"));
+                println!(
+                    "Pause requested: the coordinator pauses rollout {} after its current step",
+                    cur.get("id").map(String::as_str).unwrap_or("?")
+                );
             }
             Ok(ExitCode::Ok)
         }
@@ -183,13 +216,21 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             let p = Pac::new(connect(g).await?, pac.clone());
             let cur = p.rollout_current().await?;
             let state = cur.get("state").cloned().unwrap_or_default();
-            if !matches!(state.as_str(), "running" | "paused" | "held" | "rolling_back") {
-                return Err(Error::refused(format!("PAC {pac} has no active rollout (state: {state})")).into());
+            if !matches!(
+                state.as_str(),
+                "running" | "paused" | "held" | "rolling_back"
+            ) {
+                return Err(Error::refused(format!(
+                    "PAC {pac} has no active rollout (state: {state})"
+                ))
+                .into());
             }
             if p.lease_holder().await?.is_some() {
                 p.rollout_request("abort_requested", "1").await?;
                 if g.json {
-                    print_json(&json!({"pac": pac, "rollout": cur.get("id"), "abort_requested": true}));
+                    print_json(
+                        &json!({"pac": pac, "rollout": cur.get("id"), "abort_requested": true}),
+                    );
                 } else {
                     println!("Abort requested: the coordinator stops after its current step");
                 }
@@ -198,7 +239,10 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             let opts = run_options(g, None, String::new(), emitter(g.json, None), true);
             let o = Coordinator::acquire(p, opts).await?.abort().await?;
             if !g.json {
-                println!("Rollout {} aborted", cur.get("id").map(String::as_str).unwrap_or("?"));
+                println!(
+                    "Rollout {} aborted",
+                    cur.get("id").map(String::as_str).unwrap_or("?")
+                );
             }
             let _ = o;
             Ok(ExitCode::Ok)
@@ -246,7 +290,11 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                         r["target"].as_str().unwrap_or("?"),
                         r["result"].as_str().unwrap_or("?"),
                         r["by"].as_str().unwrap_or("?"),
-                        r["reason"].as_str().filter(|s| !s.is_empty()).map(|s| format!(" ({s})")).unwrap_or_default()
+                        r["reason"]
+                            .as_str()
+                            .filter(|s| !s.is_empty())
+                            .map(|s| format!(" ({s})"))
+                            .unwrap_or_default()
                     );
                 }
             }
@@ -259,8 +307,14 @@ async fn status_doc(p: &Pac) -> crate::Result<serde_json::Value> {
     let cur = p.rollout_current().await?;
     let snap = p.snapshot().await?;
     let holder = p.lease_holder().await?;
-    let steps: Vec<coordinator::steps::Step> = cur.get("steps").and_then(|s| serde_json::from_str(s).ok()).unwrap_or_default();
-    let next: usize = cur.get("next_step").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let steps: Vec<coordinator::steps::Step> = cur
+        .get("steps")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    let next: usize = cur
+        .get("next_step")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let plan: Option<Plan> = cur.get("plan").and_then(|s| serde_json::from_str(s).ok());
     let regions: Vec<serde_json::Value> = plan
         .as_ref()
@@ -377,7 +431,11 @@ pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow
     let mut after = "0".to_string();
     let mut all = Vec::new();
     loop {
-        let block = if follow { Some(Duration::from_secs(1)) } else { None };
+        let block = if follow {
+            Some(Duration::from_secs(1))
+        } else {
+            None
+        };
         let batch = p.read_events(&mut conn, &after, 500, block).await?;
         if batch.is_empty() && !follow {
             break;

@@ -3,8 +3,8 @@
 use super::{connect, print_json};
 use crate::cli::{ClientsCommand, GlobalArgs, JobsCommand};
 use crate::error::{Error, ExitCode};
-use crate::psor::Pac;
 use crate::load;
+use crate::psor::Pac;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,9 @@ pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<Exi
                 }
             }
             if g.json {
-                print_json(&json!({"pac": pac, "submitted": done, "first_job": first, "last_job": last}));
+                print_json(
+                    &json!({"pac": pac, "submitted": done, "first_job": first, "last_job": last}),
+                );
             } else {
                 println!("PAC {pac}: {done} jobs submitted (ids {first}..={last})");
             }
@@ -101,7 +103,11 @@ pub(super) async fn clients(g: &GlobalArgs, cmd: ClientsCommand) -> anyhow::Resu
         }
     }
     if report.failed > 0 {
-        return Err(Error::refused(format!("{} client transactions could not be served", report.failed)).into());
+        return Err(Error::refused(format!(
+            "{} client transactions could not be served",
+            report.failed
+        ))
+        .into());
     }
     Ok(ExitCode::Ok)
 }
