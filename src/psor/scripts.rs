@@ -86,11 +86,16 @@ redis.call('UNLINK', P .. 'stores')
 for _, r in ipairs(redis.call('SMEMBERS', P .. 'regions')) do
   redis.call('UNLINK', P .. 'region:' .. r, P .. 'region:' .. r .. ':alive')
 end
-for _, h in ipairs(redis.call('SMEMBERS', P .. 'hosts')) do
-  redis.call('UNLINK', P .. 'host:' .. h, P .. 'host:' .. h .. ':alive',
-    P .. 'host:' .. h .. ':ctl', P .. 'host:' .. h .. ':done')
+-- A cold start keeps the host agents' records: the agents are alive and one of them is
+-- usually doing this very start; InitPac removes them (they republish within TTL/3).
+if ARGV[5] ~= '1' then
+  for _, h in ipairs(redis.call('SMEMBERS', P .. 'hosts')) do
+    redis.call('UNLINK', P .. 'host:' .. h, P .. 'host:' .. h .. ':alive',
+      P .. 'host:' .. h .. ':ctl', P .. 'host:' .. h .. ':done')
+  end
+  redis.call('UNLINK', P .. 'hosts')
 end
-redis.call('UNLINK', P .. 'regions', P .. 'hosts', P .. 'lock', P .. 'events',
+redis.call('UNLINK', P .. 'regions', P .. 'lock', P .. 'events',
   P .. 'rollout:current', P .. 'rollout:history')
 local gen = tonumber(redis.call('HGET', P .. 'meta', 'gen') or '0') + 1
 local epoch = redis.call('HGET', P .. 'meta', 'epoch') or '0'

@@ -691,7 +691,11 @@ impl Region {
                 &[("state", "stopping".into())],
             )
             .await;
-        self.listener(l, false).await?;
+        // A PSOR hiccup must not leave the worker running: the stop goes on regardless.
+        if let Err(e) = self.listener(l, false).await {
+            tracing::warn!("{}: recording listener off failed: {e}", self.cfg.region);
+            l.off();
+        }
         let mut forced = force;
         if !force {
             // Existing clients finish; bounded by the drain timeout and the stop timeout.

@@ -62,6 +62,10 @@ fn kill_9_of_an_agent_loses_no_job_in_hand() {
         r.region, "REGION2",
         "job {job} held by the killed region: {r:?}"
     );
+    assert_eq!(
+        r.entry, entry,
+        "the result is for the very entry REGION1 held"
+    );
     assert!(
         r.ts >= delivered_at + 2000,
         "job {job} was reclaimed {} ms after delivery, before --reclaim-idle 2s",
@@ -379,4 +383,54 @@ fn sigterm_stops_every_region_gracefully_and_leaves_the_rest_of_the_work() {
     let _other = spawn_agent(&server, "host2", "1.0.0", &["REGION2"], "warm", &[]);
     let s = wait_all_done(&server, 10, SOON);
     assert_eq!((n(&s, "completed"), n(&s, "duplicates")), (10, 0), "{s}");
+}
+
+/// Setting a PAC up through an agent (`--autostart none`): a cold start of one region and,
+/// right after, a warm start of the next. The cold start's reset must not leave the PAC
+/// without host records (and so without any way to reach an agent) until each agent's next
+/// host beat, a third of its TTL later (10 s here).
+#[test]
+fn region_commands_work_right_after_a_cold_start_through_an_agent() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    let beats = ["--heartbeat-interval", "1s", "--heartbeat-ttl", "30s"];
+    let _h1 = spawn_agent(
+        &server,
+        "host1",
+        "1.0.0",
+        &["REGION1", "REGION1B"],
+        "none",
+        &beats,
+    );
+    let _h2 = spawn_agent(&server, "host2", "1.0.0", &["REGION2"], "none", &beats);
+    run(
+        &server,
+        &[
+            "region",
+            "start",
+            "REGION1",
+            "--pac",
+            PAC,
+            "--start-type",
+            "cold",
+        ],
+    )
+    .success()
+    .stdout_contains("region REGION1 started in store 1.0.0");
+    for r in ["REGION1B", "REGION2"] {
+        run(
+            &server,
+            &["region", "start", r, "--pac", PAC, "--start-type", "warm"],
+        )
+        .success()
+        .stdout_contains(&format!("region {r} started in store 1.0.0"));
+    }
+    assert_eq!(
+        members(&mut conn, "1.0.0"),
+        ["REGION1", "REGION1B", "REGION2"]
+    );
+    for h in ["host1", "host2"] {
+        let alive: bool = conn.exists(key(&format!("host:{h}:alive"))).unwrap();
+        assert!(alive, "host {h} looks dead after a cold start");
+    }
 }

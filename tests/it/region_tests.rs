@@ -168,12 +168,14 @@ pub(crate) fn redis_now_ms(conn: &mut redis::Connection) -> u64 {
     s * 1000 + us / 1000
 }
 
-/// One recorded job result (`pac:{P}:ds:results`, value `REGION STORE TS_MS`).
+/// One recorded job result (`pac:{P}:ds:results`, value `REGION STORE TS_MS STREAM_ID`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct JobResult {
     pub region: String,
     pub store: String,
     pub ts: u64,
+    /// The stream entry the recording region ran.
+    pub entry: String,
 }
 
 /// Every recorded result, by job id.
@@ -182,11 +184,12 @@ pub(crate) fn job_results(conn: &mut redis::Connection) -> BTreeMap<u64, JobResu
     raw.into_iter()
         .map(|(job, v)| {
             let parts: Vec<&str> = v.split(' ').collect();
-            assert_eq!(parts.len(), 3, "malformed result {job} => {v:?}");
+            assert_eq!(parts.len(), 4, "malformed result {job} => {v:?}");
             let r = JobResult {
                 region: parts[0].to_string(),
                 store: parts[1].to_string(),
                 ts: parts[2].parse().unwrap(),
+                entry: parts[3].to_string(),
             };
             (job.parse().unwrap(), r)
         })

@@ -335,7 +335,11 @@ impl Env {
                 )
             })
             .collect();
-        assert_eq!(stores, vec![(store.to_string(), "running".to_string())], "stores: {s:#}");
+        assert_eq!(
+            stores,
+            vec![(store.to_string(), "running".to_string())],
+            "stores: {s:#}"
+        );
         for r in ALL_REGIONS {
             let ri = s["regions"]
                 .as_array()
@@ -385,11 +389,29 @@ impl Load {
         let d = humantime_secs(duration);
         let jobs = env
             .pacup()
-            .args(["jobs", "submit", PAC, "--rate", "30/s", "--duration", duration, "--json"])
+            .args([
+                "jobs",
+                "submit",
+                PAC,
+                "--rate",
+                "30/s",
+                "--duration",
+                duration,
+                "--json",
+            ])
             .spawn();
         let clients = with_clients.then(|| {
             env.pacup()
-                .args(["clients", "run", PAC, "--rate", "30/s", "--duration", duration, "--json"])
+                .args([
+                    "clients",
+                    "run",
+                    PAC,
+                    "--rate",
+                    "30/s",
+                    "--duration",
+                    duration,
+                    "--json",
+                ])
                 .spawn()
         });
         wait_until(STATE_TIMEOUT, "jobs to be completing", || {
@@ -484,7 +506,10 @@ pub(crate) fn check_event_shape(e: &Value) {
     }
     assert!(e["detail"].is_string(), "{e}");
     let action = e["action"].as_str().unwrap_or("");
-    assert!(SPEC_ACTIONS.contains(&action), "unknown action {action}: {e}");
+    assert!(
+        SPEC_ACTIONS.contains(&action),
+        "unknown action {action}: {e}"
+    );
     let status = e["status"].as_str().unwrap_or("");
     assert!(
         ["started", "done", "failed", "skipped"].contains(&status),
@@ -527,13 +552,23 @@ pub(crate) fn assert_clean_run(events: &[Value]) {
             }
             _ if e["action"] == "preflight" || e["action"] == "done" => {}
             _ => {
-                let s = open.take().unwrap_or_else(|| panic!("{e} ended a step never started"));
-                assert_eq!((&s["step"], &s["action"]), (&e["step"], &e["action"]), "{e}");
+                let s = open
+                    .take()
+                    .unwrap_or_else(|| panic!("{e} ended a step never started"));
+                assert_eq!(
+                    (&s["step"], &s["action"]),
+                    (&e["step"], &e["action"]),
+                    "{e}"
+                );
             }
         }
     }
     let last = events.last().expect("events");
-    assert_eq!((&last["action"], &last["status"]), (&json!("done"), &json!("done")), "{last}");
+    assert_eq!(
+        (&last["action"], &last["status"]),
+        (&json!("done"), &json!("done")),
+        "{last}"
+    );
 }
 
 #[test]
@@ -546,7 +581,10 @@ fn incompatible_rollout_after_first_wave_under_load_loses_nothing() {
     let (stats, _) = load.finish(&env);
     // Both stores did batch work during the rollout: each region completed jobs.
     for r in ALL_REGIONS {
-        assert!(stats["by_region"][r].as_u64().unwrap_or(0) > 0, "{r} did no job: {stats:#}");
+        assert!(
+            stats["by_region"][r].as_u64().unwrap_or(0) > 0,
+            "{r} did no job: {stats:#}"
+        );
     }
     env.assert_all_at("2.0.0", "2.0.0");
     assert!(env.keys(&key("store:1.0.0:*")).is_empty());
@@ -559,7 +597,10 @@ fn incompatible_rollout_after_first_wave_under_load_loses_nothing() {
     let id = events[0]["rollout"].as_str().unwrap().to_string();
     assert!(events.iter().all(|e| e["rollout"] == id.as_str()));
     assert_eq!(events[0]["action"], "preflight");
-    let names: BTreeSet<&str> = events.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let names: BTreeSet<&str> = events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
     for a in [
         "listener_off",
         "drain",
@@ -586,8 +627,14 @@ fn incompatible_rollout_after_first_wave_under_load_loses_nothing() {
     let verify = pos(&events, "verify", "done", None);
     let remove = pos(&events, "remove_old", "done", None);
     assert!(pos(&events, "stop", "done", Some("REGION1")) < upgrade);
-    assert!(upgrade < flip && flip < quiesce, "the new store runs after wave 1, then the old quiesces");
-    assert!(quiesce < wave2, "mode_flip after_first_wave flips before wave 2");
+    assert!(
+        upgrade < flip && flip < quiesce,
+        "the new store runs after wave 1, then the old quiesces"
+    );
+    assert!(
+        quiesce < wave2,
+        "mode_flip after_first_wave flips before wave 2"
+    );
     assert!(wave2 < region2_up && region2_up < verify && verify < remove);
     assert_eq!(events[upgrade]["host"], "host1");
     assert_eq!(events[region2_up]["host"], "host2");
@@ -595,7 +642,11 @@ fn incompatible_rollout_after_first_wave_under_load_loses_nothing() {
     // The same events are in the PAC's stream (the time is taken on each side).
     let stream = env.rollout_events(&id);
     stream.iter().for_each(check_event_shape);
-    assert_eq!(stream.len(), events.len(), "stream and stdout differ in length");
+    assert_eq!(
+        stream.len(),
+        events.len(),
+        "stream and stdout differ in length"
+    );
     for (s, o) in stream.iter().zip(&events) {
         for f in EVENT_FIELDS.iter().filter(|f| **f != "ts") {
             assert_eq!(s[*f], o[*f], "field {f}: stream {s} vs stdout {o}");
@@ -637,8 +688,13 @@ fn after_all_waves_needs_allow_downtime_and_then_loses_nothing() {
 
     // Two hosts, the literal order: the last wave leaves no batch region -> refused.
     let out = env.run(&plan, &[]);
-    out.code(1).stderr_contains("wave 2 (host2)").stderr_contains("--allow-downtime");
-    assert!(!env.exists(&key("rollout:current")), "a refused run wrote a journal");
+    out.code(1)
+        .stderr_contains("wave 2 (host2)")
+        .stderr_contains("--allow-downtime");
+    assert!(
+        !env.exists(&key("rollout:current")),
+        "a refused run wrote a journal"
+    );
     assert!(env.keys(&key("rollout:*")).is_empty());
     assert!(!env.exists(&key("lock")));
     assert_eq!(env.xlen_events(), xlen, "a refused run wrote events");
@@ -670,7 +726,8 @@ fn compatible_rollout_is_a_rolling_restart_into_the_same_store() {
     load.finish(&env);
     env.assert_all_at("1.0.1", "1.0.0");
     assert_eq!(
-        env.hget(&key("store:1.0.0:meta"), "running_version").as_deref(),
+        env.hget(&key("store:1.0.0:meta"), "running_version")
+            .as_deref(),
         Some("1.0.1")
     );
     let stores: Vec<String> = env.conn().zrange(key("stores"), 0, -1).unwrap();
@@ -678,8 +735,17 @@ fn compatible_rollout_is_a_rolling_restart_into_the_same_store() {
     let events = stdout_events(&out.stdout);
     events.iter().for_each(check_event_shape);
     assert_clean_run(&events);
-    assert!(events[0]["detail"].as_str().unwrap().contains("compatible"), "{}", events[0]);
-    for a in ["start_upgrade", "set_mode_running", "set_mode_quiesce", "remove_old"] {
+    assert!(
+        events[0]["detail"].as_str().unwrap().contains("compatible"),
+        "{}",
+        events[0]
+    );
+    for a in [
+        "start_upgrade",
+        "set_mode_running",
+        "set_mode_quiesce",
+        "remove_old",
+    ] {
         assert!(
             !events.iter().any(|e| e["action"] == a),
             "a compatible rollout has no {a}"
@@ -721,7 +787,11 @@ fn a_second_coordinator_exits_4_at_once_and_wait_lock_waits() {
     let waiting = env.spawn_run(&plan, &["--wait-lock"]);
     let first = first.wait_with_timeout(RUN_TIMEOUT);
     first.success();
-    assert!(first.stdout.lines().last().is_some_and(|l| is_event(l, "done", "done", None)));
+    assert!(first
+        .stdout
+        .lines()
+        .last()
+        .is_some_and(|l| is_event(l, "done", "done", None)));
     let waited = waiting.wait_with_timeout(RUN_TIMEOUT);
     waited.code(1).stderr_contains("already at 2.0.0");
     assert_eq!(env.journal("id").as_deref(), Some(id.as_str()));
@@ -735,7 +805,10 @@ fn plans_that_remove_all_capacity_or_are_invalid_write_nothing() {
     let xlen = env.xlen_events();
     let before = env.pac_status();
     let nothing_written = |what: &str| {
-        assert!(env.keys(&key("rollout:*")).is_empty(), "{what}: rollout keys written");
+        assert!(
+            env.keys(&key("rollout:*")).is_empty(),
+            "{what}: rollout keys written"
+        );
         assert!(!env.exists(&key("lock")), "{what}: lease left behind");
         assert_eq!(env.xlen_events(), xlen, "{what}: events written");
         let now = env.pac_status();
@@ -764,7 +837,11 @@ fn plans_that_remove_all_capacity_or_are_invalid_write_nothing() {
     let epoch = env.hget(&key("meta"), "epoch");
     let cases = [
         ("unknown.json", json!({"colour": "blue"}), "colour"),
-        ("host.json", json!({"waves": [["host1"], ["host3"]]}), "waves[1]"),
+        (
+            "host.json",
+            json!({"waves": [["host1"], ["host3"]]}),
+            "waves[1]",
+        ),
         (
             "dup.json",
             json!({"hosts": [{"name": "host1", "regions": ["REGION1", "REGION1B"]},
@@ -777,11 +854,55 @@ fn plans_that_remove_all_capacity_or_are_invalid_write_nothing() {
         env.run(&p, &[]).code(2).stderr_contains(needle);
         nothing_written(name);
     }
-    assert_eq!(env.hget(&key("meta"), "epoch"), epoch, "an invalid plan took the lease");
+    assert_eq!(
+        env.hget(&key("meta"), "epoch"),
+        epoch,
+        "an invalid plan took the lease"
+    );
+}
+
+/// `(version, mode)` of every store in a status document.
+fn store_modes(doc: &Value) -> Vec<(String, String)> {
+    doc["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["version"].as_str().unwrap().to_string(),
+                s["mode"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The rollout ended held before `action`: last event `pause`, status `held` with the
+/// reason, no lease held.
+#[track_caller]
+fn assert_held_before(env: &Env, out: &Output, action: &str) -> Value {
+    let events = stdout_events(&out.stdout);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["action"], &last["status"]),
+        (&json!("pause"), &json!("done")),
+        "{last}"
+    );
+    assert!(last["detail"].as_str().unwrap().contains(action), "{last}");
+    assert!(!events.iter().any(|e| e["action"] == action));
+    let st = env.rollout_status();
+    assert_eq!(st["state"], "held", "{st:#}");
+    assert!(
+        st["blocking"]
+            .as_str()
+            .is_some_and(|b| b.contains("hold_finalization") && b.contains(action)),
+        "{st:#}"
+    );
+    assert!(st["lease_holder"].is_null(), "{st:#}");
+    st
 }
 
 #[test]
-fn hold_finalization_holds_before_quiesce_until_resume() {
+fn hold_finalization_holds_before_each_finalising_step_until_resume() {
     let env = Env::start();
     let plan = env.plan(
         "p.json",
@@ -791,31 +912,39 @@ fn hold_finalization_holds_before_quiesce_until_resume() {
     let load = Load::start(&env, "6s", false);
     let out = env.run(&plan, &[]);
     out.code(6);
-    let events = stdout_events(&out.stdout);
-    let last = events.last().unwrap();
-    assert_eq!((&last["action"], &last["status"]), (&json!("pause"), &json!("done")), "{last}");
-    assert!(last["detail"].as_str().unwrap().contains("set_mode_quiesce"), "{last}");
-    assert!(!events.iter().any(|e| e["action"] == "set_mode_quiesce"));
-    let st = env.rollout_status();
-    assert_eq!(st["state"], "held", "{st:#}");
+    // Held before the old store stops taking batch work: both stores run.
+    let st = assert_held_before(&env, &out, "set_mode_quiesce");
+    let modes = store_modes(&st);
     assert!(
-        st["blocking"].as_str().is_some_and(|b| b.contains("hold_finalization")),
-        "{st:#}"
+        modes.contains(&("1.0.0".into(), "running".into())),
+        "{modes:?}"
     );
-    assert!(st["lease_holder"].is_null(), "{st:#}");
-    // Held: the old store was not quiesced nor removed.
-    let modes: Vec<(String, String)> = st["stores"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["version"].as_str().unwrap().into(), s["mode"].as_str().unwrap().into()))
-        .collect();
-    assert!(modes.contains(&("1.0.0".into(), "running".into())), "{modes:?}");
+    assert!(
+        modes.contains(&("2.0.0".into(), "running".into())),
+        "{modes:?}"
+    );
 
+    // Released: quiesce and the last wave run, then held before the old store goes,
+    // every region already at 2.0.0 and the old store still there for a rollback.
     let resumed = env.rollout("resume", &[]);
-    resumed.success();
+    resumed.code(6);
     let events = stdout_events(&resumed.stdout);
     assert_eq!(events[0]["action"], "set_mode_quiesce", "{}", events[0]);
+    pos(&events, "verify", "done", None);
+    let st = assert_held_before(&env, &resumed, "remove_old");
+    let modes = store_modes(&st);
+    assert!(
+        modes.contains(&("1.0.0".into(), "quiesce".into())),
+        "{modes:?}"
+    );
+    for r in st["regions"].as_array().unwrap() {
+        assert_eq!(r["version"], "2.0.0", "{st:#}");
+    }
+
+    let finished = env.rollout("resume", &[]);
+    finished.success();
+    let events = stdout_events(&finished.stdout);
+    assert_eq!(events[0]["action"], "remove_old", "{}", events[0]);
     assert_clean_run(&events);
     load.finish(&env);
     env.assert_all_at("2.0.0", "2.0.0");
