@@ -493,6 +493,25 @@ impl Coordinator {
         Ok(())
     }
 
+    /// What a step needs, moving the PAC to `version`.
+    fn ctx<'a>(
+        &'a self,
+        plan: &'a Plan,
+        process: Process,
+        driver: &'a Driver,
+        version: String,
+    ) -> Ctx<'a> {
+        Ctx {
+            pac: &self.pac,
+            plan,
+            process,
+            epoch: self.lease.epoch,
+            driver,
+            version,
+            actor: self.opts.by.clone(),
+        }
+    }
+
     fn marker(&self, n: usize, action: Action) -> Step {
         Step {
             n,
@@ -789,15 +808,7 @@ impl Coordinator {
             )
             .await?;
             let t = Instant::now();
-            let ctx = Ctx {
-                pac: &self.pac,
-                plan,
-                process,
-                epoch: self.lease.epoch,
-                driver: &driver,
-                version: target.clone(),
-                actor: self.opts.by.clone(),
-            };
+            let ctx = self.ctx(plan, process, &driver, target.clone());
             let r = match tokio::time::timeout(plan.progress_deadline, steps::run(&ctx, step)).await
             {
                 Ok(r) => r,
@@ -986,15 +997,7 @@ impl Coordinator {
                             .collect()
                     })
                     .unwrap_or_default();
-                let ctx = Ctx {
-                    pac: &self.pac,
-                    plan,
-                    process,
-                    epoch: self.lease.epoch,
-                    driver: &driver,
-                    version: old.clone(),
-                    actor: self.opts.by.clone(),
-                };
+                let ctx = self.ctx(plan, process, &driver, old.clone());
                 let snap = ctx.pac.snapshot().await?;
                 let needs: Vec<(String, String)> = regions
                     .iter()
@@ -1039,15 +1042,7 @@ impl Coordinator {
                         wave: None,
                     };
                     let t = Instant::now();
-                    let ctx = Ctx {
-                        pac: &self.pac,
-                        plan,
-                        process,
-                        epoch: self.lease.epoch,
-                        driver: &driver,
-                        version: old.clone(),
-                        actor: self.opts.by.clone(),
-                    };
+                    let ctx = self.ctx(plan, process, &driver, old.clone());
                     let res = match a {
                         Action::ApplyUpdate => steps::apply(&ctx, &h, &old).await,
                         Action::HealthGate => steps::gate(&ctx, &needs, &old).await,

@@ -125,10 +125,7 @@ impl Pac {
             )
             .await?;
         if v.first().map(String::as_str) == Some("FENCED") {
-            return Err(Error::Fenced {
-                ours: fence.unwrap_or(0),
-                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
-            });
+            return Err(self.fenced(&v, fence));
         }
         Ok(cmd.id)
     }
@@ -190,10 +187,7 @@ impl Pac {
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => Ok(true),
-            Some("FENCED") => Err(Error::Fenced {
-                ours: cmd.epoch.unwrap_or(0),
-                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
-            }),
+            Some("FENCED") => Err(self.fenced(&v, cmd.epoch)),
             _ => Ok(false),
         }
     }

@@ -410,7 +410,8 @@ impl Pac {
             .map_err(|e| self.psor.err(e))
     }
 
-    fn fenced(&self, v: &[String], ours: Option<u64>) -> Error {
+    /// The error for a script's `{FENCED, current epoch}` reply.
+    pub(crate) fn fenced(&self, v: &[String], ours: Option<u64>) -> Error {
         Error::Fenced {
             ours: ours.unwrap_or(0),
             current: v.get(1).and_then(|s| s.parse().ok()).unwrap_or(0),
@@ -822,15 +823,8 @@ impl Pac {
             if guard < 0 {
                 continue;
             }
-            let (mut cursor, mut batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(0)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.psor.err(e))?;
+            let (mut cursor, mut batch): (u64, Vec<String>) =
+                scan_page(&mut c, &self.psor, 0, &pattern).await?;
             loop {
                 let mut p = redis::pipe();
                 if !batch.is_empty() {
@@ -887,15 +881,8 @@ impl Pac {
         let mut keys = Vec::new();
         let mut cursor = 0u64;
         loop {
-            let (nc, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.keys.all_pattern())
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.psor.err(e))?;
+            let (nc, batch): (u64, Vec<String>) =
+                scan_page(&mut c, &self.psor, cursor, &self.keys.all_pattern()).await?;
             if !batch.is_empty() {
                 let mut p = redis::pipe();
                 for k in &batch {
@@ -998,15 +985,8 @@ impl Pac {
         }
         let mut cursor = 0u64;
         loop {
-            let (nc, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(self.keys.all_pattern())
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.psor.err(e))?;
+            let (nc, batch): (u64, Vec<String>) =
+                scan_page(&mut c, &self.psor, cursor, &self.keys.all_pattern()).await?;
             if !batch.is_empty() {
                 return Ok(true);
             }
@@ -1028,15 +1008,8 @@ impl Pac {
         let mut cursor = 0u64;
         let mut n = 0;
         loop {
-            let (nc, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut c)
-                .await
-                .map_err(|e| self.psor.err(e))?;
+            let (nc, batch): (u64, Vec<String>) =
+                scan_page(&mut c, &self.psor, cursor, pattern).await?;
             if !batch.is_empty() {
                 let d: u64 = redis::cmd("UNLINK")
                     .arg(&batch)
@@ -1051,6 +1024,24 @@ impl Pac {
             }
         }
     }
+}
+
+/// One SCAN step: (next cursor, keys) of the keys matching `pattern`.
+async fn scan_page(
+    c: &mut redis::aio::ConnectionManager,
+    psor: &Psor,
+    cursor: u64,
+    pattern: &str,
+) -> Result<(u64, Vec<String>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(BATCH)
+        .query_async(c)
+        .await
+        .map_err(|e| psor.err(e))
 }
 
 fn unlink_cmd(keys: &Keys, version: &str, batch: &[String]) -> redis::Cmd {
@@ -1071,15 +1062,8 @@ pub async fn list_pacs(psor: &Psor) -> Result<Vec<PacSummary>> {
     let mut names = Vec::new();
     let mut cursor = 0u64;
     loop {
-        let (nc, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(keys::ALL_PAC_META_PATTERN)
-            .arg("COUNT")
-            .arg(BATCH)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| psor.err(e))?;
+        let (nc, batch): (u64, Vec<String>) =
+            scan_page(&mut c, psor, cursor, keys::ALL_PAC_META_PATTERN).await?;
         names.extend(
             batch
                 .iter()

@@ -102,10 +102,7 @@ impl Pac {
         }
         let v = self.run(&scripts::ROLLOUT_WRITE, &args).await?;
         if v.first().map(String::as_str) == Some("FENCED") {
-            return Err(Error::Fenced {
-                ours: epoch,
-                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
-            });
+            return Err(self.fenced(&v, Some(epoch)));
         }
         Ok(())
     }
@@ -183,10 +180,7 @@ impl Pac {
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => Ok(()),
-            Some("FENCED") => Err(Error::Fenced {
-                ours: fence,
-                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
-            }),
+            Some("FENCED") => Err(self.fenced(&v, Some(fence))),
             _ => Err(Error::refused(format!(
                 "store {version} of PAC {} does not exist",
                 self.name
@@ -213,10 +207,7 @@ impl Pac {
                 "store {version} is the only store of PAC {}; it cannot be removed",
                 self.name
             ))),
-            Some("FENCED") => Err(Error::Fenced {
-                ours: fence,
-                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
-            }),
+            Some("FENCED") => Err(self.fenced(&v, Some(fence))),
             other => Err(Error::refused(format!(
                 "unexpected reply {other:?} removing store {version}"
             ))),
@@ -233,10 +224,7 @@ impl Pac {
             .await?;
         match v.first().map(String::as_str) {
             Some("OK") => Ok(()),
-            Some("FENCED") => Err(Error::Fenced {
-                ours: fence,
-                current: v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0),
-            }),
+            Some("FENCED") => Err(self.fenced(&v, Some(fence))),
             _ => Err(Error::refused(format!(
                 "store {store} of PAC {} does not exist",
                 self.name

@@ -61,6 +61,23 @@ where
     Err(Error::refused(format!("demo: timed out waiting for {what}")).into())
 }
 
+/// Waits until `n` regions are alive with their listener on.
+async fn serving(pac: &Pac, n: usize, what: &str) -> anyhow::Result<()> {
+    wait_for(what, Duration::from_secs(20), || {
+        let p = pac.clone();
+        async move {
+            p.snapshot().await.is_ok_and(|s| {
+                s.regions
+                    .iter()
+                    .filter(|r| r.alive && r.listener == "on")
+                    .count()
+                    == n
+            })
+        }
+    })
+    .await
+}
+
 pub(super) async fn demo(g: &GlobalArgs, a: DemoArgs) -> anyhow::Result<ExitCode> {
     let say = |s: &str| {
         if !g.json {
@@ -164,33 +181,9 @@ async fn run(
     };
     kids.0
         .push(agent("host1", &["REGION1", "REGION1B"], "cold")?);
-    wait_for("host1's regions", Duration::from_secs(20), || {
-        let p = pac.clone();
-        async move {
-            p.snapshot().await.is_ok_and(|s| {
-                s.regions
-                    .iter()
-                    .filter(|r| r.alive && r.listener == "on")
-                    .count()
-                    == 2
-            })
-        }
-    })
-    .await?;
+    serving(&pac, 2, "host1's regions").await?;
     kids.0.push(agent("host2", &["REGION2"], "warm")?);
-    wait_for("host2's region", Duration::from_secs(20), || {
-        let p = pac.clone();
-        async move {
-            p.snapshot().await.is_ok_and(|s| {
-                s.regions
-                    .iter()
-                    .filter(|r| r.alive && r.listener == "on")
-                    .count()
-                    == 3
-            })
-        }
-    })
-    .await?;
+    serving(&pac, 3, "host2's region").await?;
     say("PAC DEMO at 1.0.0: host1 runs REGION1 and REGION1B, host2 runs REGION2 (host agents)");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
