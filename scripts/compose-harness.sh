@@ -6,15 +6,17 @@
 #   a  compose up: `docker-compose up --exit-code-from coordinator` exits 0, nothing lost
 #   b  host2 killed during its wave: the rollout pauses (exit 6); host2's agent is started
 #      again; `pacup rollout resume` exits 0; nothing lost
-#   c  host1 cut off the network for longer than the heartbeat TTL during its wave: the
-#      coordinator does not go on without it (pauses with 6, or waits); after reconnection
-#      the rollout (resumed if it paused) finishes with 0; nothing lost
+#   c  host1 cut off the network for longer than the heartbeat TTL at its wave's health
+#      gate: the coordinator does not go on without it (waits, or pauses with 6); after
+#      reconnection the rollout (resumed if it paused) finishes with 0; nothing lost
+#   d  (not run by default) the same cut while host1's REGION1 is being drained: see
+#      docs/compose.md, "Known issue"
 #
 # "Nothing lost": the load service's final counts show every submitted job completed,
 # no duplicate job run and no failed client transaction.
 #
-# Usage: scripts/compose-harness.sh [--no-build | --build-only] [a] [b] [c]
-#        (default: build the images, then all three scenarios)
+# Usage: scripts/compose-harness.sh [--no-build | --build-only] [a] [b] [c] [d]
+#        (default: build the images, then scenarios a, b and c)
 # Prints one summary line per scenario; exits 0 only if every scenario passed.
 #
 # Images: pacup:local (this machine's target/release/pacup and caspac, its redis-server
@@ -25,8 +27,8 @@
 # redis:7.2).
 #
 # Environment: COMPOSE_HARNESS_OUT (logs; default target/compose-harness),
-# COMPOSE_HARNESS_PREFIX (compose project prefix; default pacup-h, projects <prefix>1..3),
-# HARNESS_PARTITION_S (scenario c's cut; default 8, i.e. 4 x the 2s heartbeat TTL).
+# COMPOSE_HARNESS_PREFIX (compose project prefix; default pacup-h, projects <prefix>1..4),
+# HARNESS_PARTITION_S (length of the cut in c and d; default 8 s, 4 x the 2 s heartbeat TTL).
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -54,13 +56,13 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --build-only) build_only=1 ;;
-        a | b | c) scenarios+=("$arg") ;;
+        a | b | c | d) scenarios+=("$arg") ;;
         -h | --help)
             sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "compose-harness: unknown argument '$arg' (expected --no-build, --build-only, a, b, c)" >&2
+            echo "compose-harness: unknown argument '$arg' (expected --no-build, --build-only, a, b, c, d)" >&2
             exit 2
             ;;
     esac
@@ -309,7 +311,7 @@ resume() {
 # ---------------------------------------------------------------------------------------
 # b: host2 killed during its wave
 scenario_b() {
-    local t d why="" coord host1 host2 rc rc2 report trigger i
+    local t d why="" coord host1 host2 rc="" rc2="" trigger="" i kill_seq
     t=$(now)
     d="$OUT/b"
     mkdir -p "$d"
@@ -328,8 +330,9 @@ scenario_b() {
         why="no event for host2 within 180s"
     else
         docker kill -s KILL "$host2" >/dev/null
-        trigger="$(grep -m1 '"host":"host2"' "$d/coordinator.log" | sed -E 's/.*"action":"([a-z_]+)".*"status":"([a-z]+)".*/\1 \2/')"
-        log "b: killed host2 at its first event ($trigger)"
+        kill_seq="$(grep -c '^{"ts"' "$d/coordinator.log")"
+        trigger="$(event_lines "$d/coordinator.log" | sed -n "${kill_seq}p" | awk '{print $2, ($4 == "null" ? "" : $4), $5}' | tr -s ' ')"
+        log "b: killed host2; the coordinator was at: $trigger"
         rc="$(wait_exit "$coord" 300)"
         log "b: rollout exited $rc"
         if [ "$rc" != 6 ]; then
@@ -352,99 +355,121 @@ scenario_b() {
             fi
         fi
     fi
-    report="$(load_report 180)"
-    if [ -z "$report" ]; then
-        why="${why:+$why; }no load report"
-    elif ! check_load "$report"; then
-        why="${why:+$why; }work lost: $report"
-    fi
-    docker logs "$(cid load)" >"$d/load.log" 2>&1
-    docker logs "$host2" >"$d/host2.log" 2>&1
-    if [ -z "$why" ]; then
-        result PASS "b (host2 killed at $trigger): paused with 6, resumed with 0; $LOAD_SUMMARY; $(elapsed "$t")s"
-    else
-        result FAIL "b (host2 killed): $why; $(elapsed "$t")s (logs: $d)"
-        show_tail "$d/coordinator.log" "$d/resume.log" "$d/resume.err" "$d/load.log"
-    fi
-    down_project
+    finish_scenario b "host2 killed at ${trigger:-?}" "rollout exit ${rc:-none}${rc2:+, resume $rc2}" \
+        "$why" "$t" "$d" "$host1"
 }
 
 # ---------------------------------------------------------------------------------------
-# c: host1 cut off the network for longer than the heartbeat TTL during its wave
-scenario_c() {
-    local t d why="" coord host1 net rc="" rc2="" report trigger="" cut_seq after_seq bad
+# c and d: host1 cut off the network for longer than the heartbeat TTL during its wave.
+#   c: at wave 1's health gate (host1's regions just started at 2.0.0): the coordinator
+#      needs host1 to be seen healthy before it flips the new store to running.
+#   d: while host1's REGION1 is being drained (a client holds a connection to it, so the
+#      drain lasts): the coordinator must neither drain nor stop a region it cannot see.
+cut_scenario() {
+    local name="$1" what="$2" re="$3" t d why="" coord host1 load net rc="" rc2="" report
+    local trigger="" cut_seq after_seq bad state
     t=$(now)
-    d="$OUT/c"
+    d="$OUT/$name"
     mkdir -p "$d"
-    fresh_project "${PREFIX}3"
-    log "c: host1 cut off the network for ${PARTITION_S}s during its wave (project $PROJECT)"
+    fresh_project "$4"
+    log "$name: host1 cut off the network for ${PARTITION_S}s $what (project $PROJECT)"
     if ! why="$(up_detached "$d")"; then
-        result FAIL "c (host1 cut off): $why (logs: $d)"
+        result FAIL "$name (host1 cut off $what): $why (logs: $d)"
         show_tail "$d/up.log"
         down_project
         return
     fi
-    coord="$(cid coordinator)" host1="$(cid host1)"
+    coord="$(cid coordinator)" host1="$(cid host1)" load="$(cid load)"
     net="$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$host1" | awk '{print $1}')"
+    if [ "$name" = d ]; then
+        # A client that stays connected to REGION1 (the load's balancer lets go of a
+        # region as soon as its listener is off): the drain waits for it.
+        docker exec -d "$load" sh -c 'sleep 900 | nc host1 7001' || why="cannot start the lingering client"
+    fi
     follow "$coord" "$d/coordinator.log"
-    if ! wait_line "$d/coordinator.log" '"host":"host1"' 180 "$coord"; then
-        why="no event for host1 within 180s"
+    if [ -n "$why" ]; then
+        :
+    elif ! wait_line "$d/coordinator.log" "$re" 180 "$coord"; then
+        why="no event matching $re within 180s"
     else
         docker network disconnect "$net" "$host1"
         # Where the coordinator was when the cut took effect (the disconnect takes a while).
         cut_seq="$(grep -c '^{"ts"' "$d/coordinator.log")"
         trigger="$(event_lines "$d/coordinator.log" | sed -n "${cut_seq}p" | awk '{print $2, ($4 == "null" ? "" : $4), $5}' | tr -s ' ')"
-        log "c: host1 disconnected from $net; the coordinator was at: $trigger"
+        log "$name: host1 disconnected from $net; the coordinator was at: $trigger"
         sleep "$PARTITION_S"
         after_seq="$(grep -c '^{"ts"' "$d/coordinator.log")"
-        # What the coordinator did about host1 while it could not see it.
+        # What the coordinator did while it could not see host1.
         event_lines "$d/coordinator.log" | awk -v a="$cut_seq" -v b="$after_seq" 'NR > a && NR <= b' >"$d/during-cut.txt"
         docker network connect --alias host1 "$net" "$host1"
-        log "c: host1 reconnected after ${PARTITION_S}s; events meanwhile: $(tr '\n' ';' <"$d/during-cut.txt")"
+        log "$name: host1 reconnected after ${PARTITION_S}s; events meanwhile: $(tr '\n' ';' <"$d/during-cut.txt")"
         # Done or skipped host1 actions, or a passed health gate, while host1 was cut off
         # mean the coordinator proceeded on a host it could not see.
         bad="$(awk '($3 == "host1" || $2 == "health_gate") && ($5 == "done" || $5 == "skipped")' "$d/during-cut.txt" | tr '\n' ';')"
-        [ -z "$bad" ] || why="coordinator proceeded on host1 while it was cut off: $bad"
+        [ -z "$bad" ] || why="the coordinator went on while host1 was cut off: $bad"
         rc="$(wait_exit "$coord" 300)"
-        log "c: rollout exited $rc"
+        log "$name: rollout exited $rc"
         case "$rc" in
             0) ;;
             6)
-                log "c: rollout paused; rollout resume"
+                log "$name: rollout paused; rollout resume"
                 rc2="$(resume "$d")"
-                log "c: rollout resume exited $rc2"
+                log "$name: rollout resume exited $rc2"
                 [ "$rc2" = 0 ] || why="${why:+$why; }rollout resume exited $rc2 (expected 0)"
                 ;;
             *) why="${why:+$why; }rollout exited $rc (expected 0 or 6)" ;;
         esac
     fi
-    report="$(load_report 180)"
-    if [ -z "$report" ]; then
-        why="${why:+$why; }no load report"
-    elif ! check_load "$report"; then
-        why="${why:+$why; }work lost: $report"
+    finish_scenario "$name" "host1 cut off ${PARTITION_S}s at ${trigger:-?}" \
+        "rollout exit ${rc:-none}${rc2:+, resume $rc2}" "$why" "$t" "$d" "$host1"
+}
+
+# Common end of b, c, d: the load report (when the rollout finished), logs, the result line.
+finish_scenario() {
+    local name="$1" title="$2" outcome="$3" why="$4" t="$5" d="$6" c="$7" report state blocking
+    state="$(docker exec "$c" pacup -q --json rollout status "$PAC" 2>/dev/null | tee "$d/rollout-status.json" |
+        sed 's/"regions":\[[^]]*\]//' | sed -n 's/.*"state":"\([a-z_]*\)".*/\1/p')"
+    if [ "$state" = "done" ]; then
+        report="$(load_report 180)"
+        if [ -z "$report" ]; then
+            why="${why:+$why; }no load report"
+        elif ! check_load "$report"; then
+            why="${why:+$why; }work lost: $report"
+        fi
+    else
+        blocking="$(str blocking "$(cat "$d/rollout-status.json")")"
+        why="${why:+$why; }rollout ${state:-?}${blocking:+ ($blocking)}"
     fi
     docker logs "$(cid load)" >"$d/load.log" 2>&1
-    docker logs "$host1" >"$d/host1.log" 2>&1
+    docker logs "$(cid host1)" >"$d/host1.log" 2>&1
+    docker logs "$(cid host2)" >"$d/host2.log" 2>&1
     if [ -z "$why" ]; then
-        result PASS "c (host1 cut off ${PARTITION_S}s at $trigger): rollout exit $rc${rc2:+, resume $rc2}; $LOAD_SUMMARY; $(elapsed "$t")s"
+        result PASS "$name ($title): $outcome; $LOAD_SUMMARY; $(elapsed "$t")s"
     else
-        result FAIL "c (host1 cut off): $why; $(elapsed "$t")s (logs: $d)"
+        result FAIL "$name ($title): $why; $(elapsed "$t")s (logs: $d)"
         show_tail "$d/coordinator.log" "$d/resume.log" "$d/resume.err" "$d/load.log"
     fi
     down_project
 }
 
+scenario_c() { cut_scenario c "at host1's health gate" '"action":"health_gate"' "${PREFIX}3"; }
+scenario_d() { cut_scenario d "while REGION1 drains" '"action":"drain","host":"host1","region":"REGION1","status":"started"' "${PREFIX}4"; }
+
 # ---------------------------------------------------------------------------------------
-command -v docker-compose >/dev/null 2>&1 || { log "docker-compose is not installed"; exit 1; }
-docker info >/dev/null 2>&1 || { log "the Docker engine is not reachable"; exit 1; }
-if [ "$build" = 1 ]; then
-    build_images || { log "FAIL: images could not be built"; exit 1; }
-fi
-[ "$build_only" = 0 ] || exit 0
-for s in "${scenarios[@]}"; do
-    "scenario_$s"
-done
-log "summary ($(elapsed "$T0")s in all, logs in $OUT):"
-for r in "${RESULTS[@]}"; do echo "  $r"; done
-exit "$FAILED"
+# In a function, so that bash has read the whole file before anything runs (editing the
+# script while it runs cannot change what it does).
+main() {
+    command -v docker-compose >/dev/null 2>&1 || { log "docker-compose is not installed"; exit 1; }
+    docker info >/dev/null 2>&1 || { log "the Docker engine is not reachable"; exit 1; }
+    if [ "$build" = 1 ]; then
+        build_images || { log "FAIL: images could not be built"; exit 1; }
+    fi
+    [ "$build_only" = 0 ] || exit 0
+    for s in "${scenarios[@]}"; do
+        "scenario_$s"
+    done
+    log "summary ($(elapsed "$T0")s in all, logs in $OUT):"
+    for r in "${RESULTS[@]}"; do echo "  $r"; done
+    exit "$FAILED"
+}
+main
