@@ -23,6 +23,8 @@ RUN mkdir -p src/bin \
     && rm -rf src target/release/.fingerprint/pacup-* target/release/deps/pacup-* \
               target/release/deps/libpacup-* target/release/deps/caspac-* \
               target/release/pacup target/release/caspac
+# The sources, and the fixtures they embed (src/resources.rs includes fixtures/resources.json).
+COPY fixtures ./fixtures
 COPY src ./src
 RUN cargo build --release --locked \
     && install -m 0755 target/release/pacup target/release/caspac /usr/local/bin/ \

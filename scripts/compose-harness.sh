@@ -84,20 +84,20 @@ cleanup() {
     local p pid
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     for p in "${PROJECTS[@]}"; do
-        docker-compose -f "$COMPOSE_YAML" -p "$p" down -v --remove-orphans -t 5 >>"$OUT/cleanup.log" 2>&1
+        timeout 120 docker-compose -f "$COMPOSE_YAML" -p "$p" down -v --remove-orphans -t 5 >>"$OUT/cleanup.log" 2>&1
     done
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
-dc() { docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" "$@"; }
+dc() { timeout 180 docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" "$@"; }
 fresh_project() {
     PROJECT="$1"
     PROJECTS+=("$PROJECT")
-    dc down -v --remove-orphans -t 5 >>"$OUT/cleanup.log" 2>&1
+    timeout 120 docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" down -v --remove-orphans -t 5 >>"$OUT/cleanup.log" 2>&1
 }
-down_project() { dc down -v --remove-orphans -t 10 >>"$OUT/cleanup.log" 2>&1; }
-cid() { dc ps -q "$1" 2>/dev/null | head -n 1; }
+down_project() { timeout 120 docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" down -v --remove-orphans -t 10 >>"$OUT/cleanup.log" 2>&1; }
+cid() { timeout 60 docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" ps -q "$1" 2>/dev/null | head -n 1; }
 
 # num KEY TEXT: the first number after "KEY": in a JSON text (empty if none).
 num() { printf '%s\n' "$2" | sed -n "s/.*\"$1\":\([0-9][0-9]*\).*/\1/p" | head -n 1; }
@@ -131,7 +131,7 @@ check_load() {
 }
 
 # pac status as JSON, asked from inside a running container of the project.
-pac_status() { docker exec "$1" pacup -q --json pac status "$PAC" 2>/dev/null; }
+pac_status() { timeout 20 docker exec "$1" pacup -q --json pac status "$PAC" 2>/dev/null; }
 host_alive() { # host_alive CONTAINER HOST
     pac_status "$1" | tr '{' '\n' | grep "\"name\":\"$2\"" | grep -q '"alive":true'
 }
@@ -145,13 +145,14 @@ follow() {
 # Waits until FILE has a line matching the extended regex, at most $3 seconds, polling
 # every 50ms. Returns non-zero on timeout or when container $4 has exited meanwhile.
 wait_line() {
-    local file="$1" re="$2" until=$(($(now) + $3)) c="$4"
+    local file="$1" re="$2" until=$(($(now) + $3)) c="$4" i=0
     while ! grep -Eq "$re" "$file" 2>/dev/null; do
         [ "$(now)" -lt "$until" ] || return 1
-        [ "$(docker inspect -f '{{.State.Running}}' "$c" 2>/dev/null)" = true ] || {
+        i=$((i + 1))
+        if [ $((i % 20)) -eq 0 ] && [ "$(docker inspect -f '{{.State.Running}}' "$c" 2>/dev/null)" != true ]; then
             grep -Eq "$re" "$file" 2>/dev/null
             return
-        }
+        fi
         sleep 0.05
     done
 }
@@ -190,7 +191,7 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
     log "installing $* (apt-get)"
     sudo_if_needed apt-get update -qq >/dev/null 2>&1
-    DEBIAN_FRONTEND=noninteractive sudo_if_needed apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 build_images() {
@@ -260,7 +261,7 @@ build_images() {
 # ---------------------------------------------------------------------------------------
 # a: docker-compose up --exit-code-from coordinator
 scenario_a() {
-    local t d rc report why=""
+    local t d rc report why="" took
     t=$(now)
     d="$OUT/a"
     mkdir -p "$d"
@@ -277,8 +278,9 @@ scenario_a() {
     elif ! check_load "$report"; then
         why="${why:+$why; }work lost: $report"
     fi
+    took="$(grep '"action":"done"' "$d/coordinator.log" | tail -n 1 | sed -n 's/.*"elapsed_ms":\([0-9]*\).*/\1/p')"
     if [ -z "$why" ]; then
-        result PASS "a (compose up): exit 0, rollout done; $LOAD_SUMMARY; $(elapsed "$t")s"
+        result PASS "a (compose up): exit 0, rollout done in ${took:-?}ms; $LOAD_SUMMARY; $(elapsed "$t")s"
     else
         result FAIL "a (compose up): $why; $(elapsed "$t")s (logs: $d)"
         show_tail "$d/up.log"
@@ -402,10 +404,10 @@ cut_scenario() {
         # What the coordinator did while it could not see host1.
         event_lines "$d/coordinator.log" | awk -v a="$cut_seq" -v b="$after_seq" 'NR > a && NR <= b' >"$d/during-cut.txt"
         docker network connect --alias host1 "$net" "$host1"
-        log "$name: host1 reconnected after ${PARTITION_S}s; events meanwhile: $(tr '\n' ';' <"$d/during-cut.txt")"
+        log "$name: host1 reconnected after ${PARTITION_S}s; events meanwhile: $(paste -sd ';' "$d/during-cut.txt")"
         # Done or skipped host1 actions, or a passed health gate, while host1 was cut off
         # mean the coordinator proceeded on a host it could not see.
-        bad="$(awk '($3 == "host1" || $2 == "health_gate") && ($5 == "done" || $5 == "skipped")' "$d/during-cut.txt" | tr '\n' ';')"
+        bad="$(awk '($3 == "host1" || $2 == "health_gate") && ($5 == "done" || $5 == "skipped")' "$d/during-cut.txt" | paste -sd ';' -)"
         [ -z "$bad" ] || why="the coordinator went on while host1 was cut off: $bad"
         rc="$(wait_exit "$coord" 300)"
         log "$name: rollout exited $rc"
@@ -427,7 +429,7 @@ cut_scenario() {
 # Common end of b, c, d: the load report (when the rollout finished), logs, the result line.
 finish_scenario() {
     local name="$1" title="$2" outcome="$3" why="$4" t="$5" d="$6" c="$7" report state blocking
-    state="$(docker exec "$c" pacup -q --json rollout status "$PAC" 2>/dev/null | tee "$d/rollout-status.json" |
+    state="$(timeout 20 docker exec "$c" pacup -q --json rollout status "$PAC" 2>/dev/null | tee "$d/rollout-status.json" |
         sed 's/"regions":\[[^]]*\]//' | sed -n 's/.*"state":"\([a-z_]*\)".*/\1/p')"
     if [ "$state" = "done" ]; then
         report="$(load_report 180)"
@@ -469,7 +471,12 @@ main() {
         "scenario_$s"
     done
     log "summary ($(elapsed "$T0")s in all, logs in $OUT):"
-    for r in "${RESULTS[@]}"; do echo "  $r"; done
+    local r passed=0 failed=0
+    for r in "${RESULTS[@]}"; do
+        echo "  $r"
+        case "$r" in PASS*) passed=$((passed + 1)) ;; *) failed=$((failed + 1)) ;; esac
+    done
+    echo "compose-harness: $passed passed, $failed failed"
     exit "$FAILED"
 }
 main

@@ -414,12 +414,12 @@ pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String
             source: e,
         })?,
         Err(_) => {
-            if let Some(pg) = pgid {
-                let _ = std::process::Command::new("kill")
-                    .arg("-KILL")
-                    .arg(format!("-{pg}"))
-                    .stderr(std::process::Stdio::null())
-                    .status();
+            if let Some(pg) = pgid.and_then(|p| i32::try_from(p).ok()).filter(|p| *p > 1) {
+                // SAFETY: kill(2) with a negative pid signals exactly that process group,
+                // which is the template's own (process_group(0) above).
+                unsafe {
+                    libc::kill(-pg, libc::SIGKILL);
+                }
             }
             return Err(Error::refused(format!(
                 "`{cmd}` did not finish within {}",

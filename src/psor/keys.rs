@@ -158,6 +158,14 @@ impl Keys {
         format!("{}reply:{id}", self.prefix)
     }
 
+    /// SCAN patterns of every host agent's control stream and taken-command hash.
+    pub fn host_control_patterns(&self) -> [String; 2] {
+        [
+            format!("{}host:*:ctl", self.prefix),
+            format!("{}host:*:done", self.prefix),
+        ]
+    }
+
     /// SCAN pattern of every control reply key.
     pub fn replies_pattern(&self) -> String {
         format!("{}reply:*", self.prefix)

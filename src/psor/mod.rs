@@ -546,8 +546,14 @@ impl Pac {
     /// any region is alive unless `force`. Returns the number of store keys deleted.
     pub async fn init(&self, force: bool, actor: &str, fence: Option<u64>) -> Result<u64> {
         self.reset(force, actor, "init", false, fence).await?;
-        let n = self.gc_removing().await?;
-        Ok(n + self.delete_pattern(&self.keys.replies_pattern()).await?)
+        let mut n = self.gc_removing().await?;
+        // Keys whose names the script cannot list: replies, and control streams of hosts
+        // that never registered (or whose records are already gone).
+        n += self.delete_pattern(&self.keys.replies_pattern()).await?;
+        for p in self.keys.host_control_patterns() {
+            n += self.delete_pattern(&p).await?;
+        }
+        Ok(n)
     }
 
     /// The atomic half of InitPac; returns the new `gen`.

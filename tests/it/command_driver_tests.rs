@@ -646,7 +646,14 @@ fn failing_template_pauses_and_resume_retries_it() {
     out.stderr_contains("paused")
         .stderr_contains(&format!("pacup rollout resume {PAC}"));
     let evs = events(&out);
-    let failed = evs.last().expect("events");
+    // The failed step, then the pause it led to.
+    let last = evs.last().expect("events");
+    assert_eq!(
+        (s(last, "action"), s(last, "status")),
+        ("pause", "done"),
+        "{last}"
+    );
+    let failed = &evs[evs.len() - 2];
     assert_eq!(
         (s(failed, "action"), s(failed, "status"), s(failed, "host")),
         ("apply_update", "failed", "host1"),
@@ -693,7 +700,8 @@ fn failing_template_pauses_and_resume_retries_it() {
             .collect::<Vec<_>>(),
         vec![
             ("apply_update", "started", Some(7)),
-            ("apply_update", "failed", Some(7))
+            ("apply_update", "failed", Some(7)),
+            ("pause", "done", Some(7))
         ],
         "{evs:#?}"
     );
@@ -817,7 +825,14 @@ fn hanging_template_is_cut_at_the_driver_timeout() {
         "took {took:?}, the template sleeps 30 s"
     );
     let evs = events(&out);
-    let failed = evs.last().expect("events");
+    // The failed step, then the pause it led to.
+    let last = evs.last().expect("events");
+    assert_eq!(
+        (s(last, "action"), s(last, "status")),
+        ("pause", "done"),
+        "{last}"
+    );
+    let failed = &evs[evs.len() - 2];
     assert_eq!(
         (
             s(failed, "action"),

@@ -578,10 +578,13 @@ fn warm_start_rules() {
         .stderr_contains("2.0.0")
         .stderr_contains("1.0.0");
     // Same version, other bitness: refused too.
+    // Not newer than the newest store either, so no upgrade start is suggested.
     let out = region_cmd(&s, "MyPAC", "R6", "h6", "1.0.0", "warm")
         .args(["--bitness", "32"])
         .run();
-    out.code(1).stderr_contains("--start-type upgrade");
+    out.code(1)
+        .stderr_contains("32-bit")
+        .stderr_contains("install a version compatible with the running store");
 
     assert_eq!(members(&mut c, "MyPAC", "2.0.0"), set(["R2", "R3"]));
     assert_eq!(members(&mut c, "MyPAC", "1.0.0"), set(["R1", "R4"]));

@@ -22,11 +22,15 @@ struct Children(Vec<Child>);
 impl Children {
     async fn stop_all(&mut self) {
         for c in &mut self.0 {
-            if let Some(pid) = c.id() {
-                let _ = std::process::Command::new("kill")
-                    .arg("-TERM")
-                    .arg(pid.to_string())
-                    .status();
+            if let Some(pid) = c
+                .id()
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|p| *p > 1)
+            {
+                // SAFETY: kill(2) on our own child's pid (still unreaped, so not reused).
+                unsafe {
+                    libc::kill(pid, libc::SIGTERM);
+                }
             }
         }
         for c in &mut self.0 {
