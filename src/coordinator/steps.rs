@@ -266,6 +266,7 @@ impl Listener {
             Some(ri) if ri.alive && ri.listener == want => {
                 return Ok(StepOutcome::Skipped(format!("listener already {want}")))
             }
+            Some(ri) if unseen(ri) => return Err(unseen_error(ri)),
             Some(ri) if !ri.alive && !self.on => {
                 return Ok(StepOutcome::Skipped("region not running".into()))
             }
@@ -279,6 +280,23 @@ impl Listener {
     }
 }
 
+/// A region whose heartbeat expired without it ever leaving its store: its host may be
+/// cut off (and the region still running behind the cut) or it crashed. Either way the
+/// coordinator must not treat it as stopped: only its host agent coming back (which
+/// either revives or cleans it) settles which.
+fn unseen(ri: &crate::psor::RegionInfo) -> bool {
+    !ri.alive && !ri.state.is_empty() && ri.state != "stopped"
+}
+
+fn unseen_error(ri: &crate::psor::RegionInfo) -> Error {
+    Error::refused(format!(
+        "region {} on {} stopped heartbeating without leaving its store (host cut off, or \
+         crashed); the coordinator does not act on a host it cannot see: bring the host \
+         back or restart its agent (which cleans the region up), then resume",
+        ri.name, ri.host
+    ))
+}
+
 /// `drain`: wait until the region's clients are gone (bounded by the drain timeout).
 pub struct Drain;
 
@@ -289,6 +307,9 @@ impl Drain {
         let end = Instant::now() + ctx.plan.drain_timeout;
         loop {
             let snap = ctx.pac.snapshot().await?;
+            if let Some(ri) = snap.region(r).filter(|ri| unseen(ri)) {
+                return Err(unseen_error(ri));
+            }
             let Some(ri) = snap.region(r).filter(|ri| ri.alive) else {
                 return Ok(StepOutcome::Skipped("region not running".into()));
             };
@@ -332,6 +353,7 @@ impl StopRegion {
                 }
             }
             Some(ri) if ri.alive => {}
+            Some(ri) if unseen(ri) => return Err(unseen_error(ri)),
             _ => return Ok(StepOutcome::Skipped("region not running".into())),
         }
         match ctx
@@ -400,7 +422,35 @@ pub struct ApplyUpdate;
 impl ApplyUpdate {
     /// Skipped when the host already runs the version.
     pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        apply(ctx, need(s, "host")?, &ctx.version).await
+        let h = need(s, "host")?;
+        // A region of this host that came back to life since its stop step (its host was
+        // cut off and reconnected) must stop first: an update is refused while it runs.
+        let snap = ctx.pac.snapshot().await?;
+        for r in ctx
+            .plan
+            .host(h)
+            .map(|hp| hp.regions.clone())
+            .unwrap_or_default()
+        {
+            let Some(ri) = snap.region(r.as_str()) else {
+                continue;
+            };
+            if unseen(ri) {
+                return Err(unseen_error(ri));
+            }
+            if ri.alive && ri.product_version != ctx.version {
+                let step = Step {
+                    n: s.n,
+                    action: Action::Stop,
+                    host: Some(h.to_string()),
+                    region: Some(r.to_string()),
+                    wave: None,
+                };
+                Listener { on: false }.run(ctx, &step).await?;
+                StopRegion.run(ctx, &step).await?;
+            }
+        }
+        apply(ctx, h, &ctx.version).await
     }
 }
 

@@ -130,23 +130,51 @@ impl Pac {
         Ok(cmd.id)
     }
 
-    /// Waits up to `timeout` for the reply to command `id`.
-    pub async fn wait_reply(&self, id: &str, timeout: Duration) -> Result<ControlReply> {
+    /// Waits up to `timeout` for the reply to command `id`. With a `host`, gives up early
+    /// once that host's agent has stopped heartbeating (nobody is left to answer).
+    pub async fn wait_reply(
+        &self,
+        id: &str,
+        timeout: Duration,
+        host: Option<&str>,
+    ) -> Result<ControlReply> {
         let mut c = self.psor.dedicated().await?;
-        let secs = timeout.as_secs_f64().max(0.01);
-        let r: Option<(String, String)> = redis::cmd("BLPOP")
-            .arg(self.keys.control_reply(id))
-            .arg(secs)
-            .query_async(&mut c)
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        match r {
-            Some((_, body)) => serde_json::from_str(&body)
-                .map_err(|e| Error::refused(format!("malformed reply to command {id}: {e}"))),
-            None => Err(Error::refused(format!(
-                "no reply to command {id} within {}",
-                crate::names::format_duration(timeout)
-            ))),
+        let end = tokio::time::Instant::now() + timeout;
+        let mut missing = 0;
+        loop {
+            let left = end.saturating_duration_since(tokio::time::Instant::now());
+            let chunk = left.min(Duration::from_secs(1)).as_secs_f64().max(0.01);
+            let r: Option<(String, String)> = redis::cmd("BLPOP")
+                .arg(self.keys.control_reply(id))
+                .arg(chunk)
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.psor.err(e))?;
+            if let Some((_, body)) = r {
+                return serde_json::from_str(&body)
+                    .map_err(|e| Error::refused(format!("malformed reply to command {id}: {e}")));
+            }
+            if tokio::time::Instant::now() >= end {
+                return Err(Error::refused(format!(
+                    "no reply to command {id} within {}",
+                    crate::names::format_duration(timeout)
+                )));
+            }
+            if let Some(h) = host {
+                let alive: bool = redis::cmd("EXISTS")
+                    .arg(self.keys.host_alive(h))
+                    .query_async(&mut c)
+                    .await
+                    .map_err(|e| self.psor.err(e))?;
+                missing = if alive { 0 } else { missing + 1 };
+                // Twice in a row, so a heartbeat racing its own expiry is not mistaken.
+                if missing >= 2 {
+                    return Err(Error::refused(format!(
+                        "the host agent of {h} stopped heartbeating; command {id} got no reply \
+                         (it may or may not have run)"
+                    )));
+                }
+            }
         }
     }
 
@@ -161,7 +189,7 @@ impl Pac {
         fence: Option<u64>,
     ) -> Result<ControlReply> {
         let id = self.send_control(host, action, timeout, by, fence).await?;
-        let reply = self.wait_reply(&id, timeout).await?;
+        let reply = self.wait_reply(&id, timeout, Some(host)).await?;
         if reply.ok {
             Ok(reply)
         } else if reply.code == ExitCode::InvalidInput.code() {

@@ -561,6 +561,14 @@ impl Region {
             me.cfg.product.version.to_string(),
             clients.clone(),
         );
+        if me.cfg.listen.ip().is_unspecified() && me.cfg.advertise_host.is_none() {
+            tracing::warn!(
+                "region {} listens on {} without --advertise-host: its published endpoint is not \
+                 reachable from other hosts",
+                me.cfg.region,
+                me.cfg.listen
+            );
+        }
         let start_on = match me.cfg.listener_start {
             ListenerStart::On => true,
             ListenerStart::Off => false,

@@ -229,20 +229,22 @@ fn an_agent_dead_before_its_wave_pauses_the_rollout_and_resume_finishes_it() {
     out.code(6).stderr_contains("paused");
     let events = stdout_events(&out.stdout);
     let failed = failed_event(&events);
+    // The coordinator does not act on a host it cannot see: wave 2's first step fails at
+    // once, naming the region whose heartbeat stopped without it leaving its store.
     assert_eq!(failed["host"], "host2", "{failed}");
-    assert_eq!(failed["action"], "apply_update", "{failed}");
+    assert_eq!(failed["action"], "listener_off", "{failed}");
     assert!(
         failed["detail"]
             .as_str()
             .unwrap()
-            .contains("progress deadline"),
+            .contains("stopped heartbeating without leaving its store"),
         "{failed}"
     );
     let st = env.rollout_status();
     assert_eq!(st["state"], "paused", "{st:#}");
     let blocking = st["blocking"].as_str().unwrap_or_default();
     assert!(
-        blocking.contains("apply_update") && blocking.contains("progress deadline"),
+        blocking.contains("listener_off") && blocking.contains("REGION2"),
         "{st:#}"
     );
     assert!(st["lease_holder"].is_null(), "{st:#}");
@@ -254,7 +256,7 @@ fn an_agent_dead_before_its_wave_pauses_the_rollout_and_resume_finishes_it() {
     let events = stdout_events(&resumed.stdout);
     assert_eq!(
         (&events[0]["action"], &events[0]["host"]),
-        (&json!("apply_update"), &json!("host2")),
+        (&json!("listener_off"), &json!("host2")),
         "{}",
         events[0]
     );
