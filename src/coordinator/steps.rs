@@ -260,6 +260,7 @@ impl Listener {
     /// Skipped when the region is not alive (off) or the listener is already as wanted.
     pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
         let (h, r) = (need(s, "host")?, need(s, "region")?);
+        settle(ctx, r).await?;
         let snap = ctx.pac.snapshot().await?;
         let want = if self.on { "on" } else { "off" };
         match snap.region(r) {
@@ -297,6 +298,29 @@ fn unseen_error(ri: &crate::psor::RegionInfo) -> Error {
     ))
 }
 
+/// How long a step waits for an unseen region to be seen again (its host reconnecting)
+/// before it fails: a few heartbeat intervals of any sane configuration.
+const UNSEEN_GRACE: Duration = Duration::from_secs(20);
+
+/// Waits while `region` is unseen (up to [`UNSEEN_GRACE`], and at most half the progress
+/// deadline, so the failure names the region rather than the deadline); fails naming it
+/// if it stays so.
+async fn settle(ctx: &Ctx<'_>, region: &str) -> Result<()> {
+    let end = Instant::now() + UNSEEN_GRACE.min(ctx.plan.progress_deadline / 2);
+    loop {
+        let snap = ctx.pac.snapshot().await?;
+        match snap.region(region) {
+            Some(ri) if unseen(ri) => {
+                if Instant::now() >= end {
+                    return Err(unseen_error(ri));
+                }
+            }
+            _ => return Ok(()),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `drain`: wait until the region's clients are gone (bounded by the drain timeout).
 pub struct Drain;
 
@@ -304,6 +328,7 @@ impl Drain {
     /// Never fails: clients still connected at the timeout are cut by the stop.
     pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
         let r = need(s, "region")?;
+        settle(ctx, r).await?;
         let end = Instant::now() + ctx.plan.drain_timeout;
         loop {
             let snap = ctx.pac.snapshot().await?;
@@ -334,6 +359,7 @@ impl StopRegion {
     /// Skipped when the region is not alive.
     pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
         let (h, r) = (need(s, "host")?, need(s, "region")?);
+        settle(ctx, r).await?;
         let snap = ctx.pac.snapshot().await?;
         match snap.region(r) {
             Some(ri) if ri.alive && ri.state == "stopping" => {
@@ -425,6 +451,14 @@ impl ApplyUpdate {
         let h = need(s, "host")?;
         // A region of this host that came back to life since its stop step (its host was
         // cut off and reconnected) must stop first: an update is refused while it runs.
+        for r in ctx
+            .plan
+            .host(h)
+            .map(|hp| hp.regions.clone())
+            .unwrap_or_default()
+        {
+            settle(ctx, r.as_str()).await?;
+        }
         let snap = ctx.pac.snapshot().await?;
         for r in ctx
             .plan
