@@ -13,6 +13,8 @@ use crate::error::{is_unreachable, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 /// How to connect, as given on the command line or in the environment.
@@ -224,14 +226,25 @@ fn install_crypto_provider() {
 }
 
 /// A connected PSOR: a reconnecting multiplexed connection plus the client, for the
-/// dedicated pub/sub connections that notification listeners need.
+/// dedicated pub/sub and blocking connections.
+///
+/// Behind Sentinel, the master can move. The connection manager reconnects to the
+/// address it was given, so after a lost connection or a `READONLY` answer (the old
+/// master demoted) the handle asks the sentinels again and, when the master moved,
+/// swaps in a connection to the new one; every clone of the handle sees the swap.
 #[derive(Clone)]
 pub struct Psor {
-    /// Reconnecting connection shared by all commands of this process.
-    pub conn: ConnectionManager,
-    client: Client,
+    live: Arc<RwLock<Live>>,
+    refreshing: Arc<AtomicBool>,
+    sentinel: bool,
     target: String,
     opts: PsorOptions,
+}
+
+/// The connection in use.
+struct Live {
+    conn: ConnectionManager,
+    client: Client,
 }
 
 impl std::fmt::Debug for Psor {
@@ -242,6 +255,128 @@ impl std::fmt::Debug for Psor {
     }
 }
 
+/// Builds the client for the options: the URL's server, or the master the sentinels name.
+async fn open_client(opts: &PsorOptions) -> Result<Client> {
+    let target = PsorTarget::parse(&opts.url)?;
+    let shown = redact_url(&opts.url);
+    let needs_tls = matches!(
+        target,
+        PsorTarget::Direct { tls: true, .. } | PsorTarget::Sentinel { tls: true, .. }
+    );
+    let certs = if needs_tls {
+        install_crypto_provider();
+        Some(tls_certificates(opts)?)
+    } else {
+        None
+    };
+    match &target {
+        PsorTarget::Direct { url, .. } => {
+            let mut info = url
+                .as_str()
+                .into_connection_info()
+                .map_err(|e| bad_url(url, &e.to_string()))?;
+            if info.redis_settings().password().is_none() {
+                if let Some(p) = &opts.password {
+                    let rs = info.redis_settings().clone().set_password(p);
+                    info = info.set_redis_settings(rs);
+                }
+            }
+            match certs {
+                Some(c) => Client::build_with_tls(info, c),
+                None => Client::open(info),
+            }
+            .map_err(|e| bad_url(url, &e.to_string()))
+        }
+        PsorTarget::Sentinel {
+            sentinels,
+            master,
+            username,
+            password,
+            tls,
+        } => {
+            let addrs = sentinels.iter().map(|(h, p)| {
+                if *tls {
+                    redis::ConnectionAddr::TcpTls {
+                        host: h.clone(),
+                        port: *p,
+                        insecure: false,
+                        tls_params: None,
+                    }
+                } else {
+                    redis::ConnectionAddr::Tcp(h.clone(), *p)
+                }
+            });
+            let mut b = redis::sentinel::SentinelClientBuilder::new(
+                addrs,
+                master,
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+            if let Some(u) = username {
+                b = b.set_client_to_redis_username(u);
+            }
+            if let Some(p) = password.as_ref().or(opts.password.as_ref()) {
+                b = b.set_client_to_redis_password(p);
+            }
+            if *tls {
+                b = b
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                if let Some(c) = certs {
+                    b = b
+                        .set_client_to_redis_certificates(c.clone())
+                        .set_client_to_sentinel_certificates(c);
+                }
+            }
+            let mut sc = b.build().map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+            tokio::time::timeout(opts.connect_timeout, sc.async_get_client())
+                .await
+                .map_err(|_| Error::Unreachable {
+                    target: shown.clone(),
+                    reason: "timed out asking the sentinels for the master".into(),
+                })?
+                .map_err(|e| classify(&shown, e))
+        }
+    }
+}
+
+/// Connection problems are exit 5, with the redacted target named.
+fn classify(shown: &str, e: redis::RedisError) -> Error {
+    match Error::from(e) {
+        Error::AuthFailed { reason, .. } => Error::AuthFailed {
+            target: shown.to_string(),
+            reason,
+        },
+        Error::Redis(e) => Error::Unreachable {
+            target: shown.to_string(),
+            reason: e.to_string(),
+        },
+        other => other,
+    }
+}
+
+/// A reconnecting connection to `client`, proven with one PING (reachability and
+/// authentication fail here, with exit 5, before a caller decides anything).
+async fn open_manager(
+    client: &Client,
+    opts: &PsorOptions,
+    shown: &str,
+) -> Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(opts.connect_timeout))
+        .set_response_timeout(Some(opts.command_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+        .await
+        .map_err(|e| classify(shown, e))?;
+    let _: String = redis::cmd("PING")
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| classify(shown, e))?;
+    Ok(conn)
+}
+
 impl Psor {
     /// Validates the options, resolves Sentinel, connects and authenticates.
     ///
@@ -249,121 +384,60 @@ impl Psor {
     /// [`Error::AuthFailed`] (exit code 5); a bad URL is [`Error::InvalidInput`] (exit 2)
     /// and nothing is attempted.
     pub async fn connect(opts: &PsorOptions) -> Result<Psor> {
-        let target = PsorTarget::parse(&opts.url)?;
+        let sentinel = matches!(PsorTarget::parse(&opts.url)?, PsorTarget::Sentinel { .. });
         let shown = redact_url(&opts.url);
-        let needs_tls = matches!(
-            target,
-            PsorTarget::Direct { tls: true, .. } | PsorTarget::Sentinel { tls: true, .. }
-        );
-        let certs = if needs_tls {
-            install_crypto_provider();
-            Some(tls_certificates(opts)?)
-        } else {
-            None
-        };
-        let classify = |e: redis::RedisError| -> Error {
-            match Error::from(e) {
-                Error::AuthFailed { reason, .. } => Error::AuthFailed {
-                    target: shown.clone(),
-                    reason,
-                },
-                Error::Redis(e) => Error::Unreachable {
-                    target: shown.clone(),
-                    reason: e.to_string(),
-                },
-                other => other,
-            }
-        };
-        let client = match &target {
-            PsorTarget::Direct { url, .. } => {
-                let mut info = url
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|e| bad_url(url, &e.to_string()))?;
-                if info.redis_settings().password().is_none() {
-                    if let Some(p) = &opts.password {
-                        let rs = info.redis_settings().clone().set_password(p);
-                        info = info.set_redis_settings(rs);
-                    }
-                }
-                match certs {
-                    Some(c) => Client::build_with_tls(info, c),
-                    None => Client::open(info),
-                }
-                .map_err(|e| bad_url(url, &e.to_string()))?
-            }
-            PsorTarget::Sentinel {
-                sentinels,
-                master,
-                username,
-                password,
-                tls,
-            } => {
-                let addrs = sentinels.iter().map(|(h, p)| {
-                    if *tls {
-                        redis::ConnectionAddr::TcpTls {
-                            host: h.clone(),
-                            port: *p,
-                            insecure: false,
-                            tls_params: None,
-                        }
-                    } else {
-                        redis::ConnectionAddr::Tcp(h.clone(), *p)
-                    }
-                });
-                let mut b = redis::sentinel::SentinelClientBuilder::new(
-                    addrs,
-                    master,
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(|e| bad_url(&opts.url, &e.to_string()))?;
-                if let Some(u) = username {
-                    b = b.set_client_to_redis_username(u);
-                }
-                if let Some(p) = password.as_ref().or(opts.password.as_ref()) {
-                    b = b.set_client_to_redis_password(p);
-                }
-                if *tls {
-                    b = b
-                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                        .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-                    if let Some(c) = certs {
-                        b = b
-                            .set_client_to_redis_certificates(c.clone())
-                            .set_client_to_sentinel_certificates(c);
-                    }
-                }
-                let mut sc = b.build().map_err(|e| bad_url(&opts.url, &e.to_string()))?;
-                tokio::time::timeout(opts.connect_timeout, sc.async_get_client())
-                    .await
-                    .map_err(|_| Error::Unreachable {
-                        target: shown.clone(),
-                        reason: "timed out asking the sentinels for the master".into(),
-                    })?
-                    .map_err(classify)?
-            }
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.connect_timeout))
-            .set_response_timeout(Some(opts.command_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client.clone(), config)
-            .await
-            .map_err(classify)?;
-        let mut psor = Psor {
-            conn,
-            client,
-            target: shown.clone(),
+        let client = open_client(opts).await?;
+        let conn = open_manager(&client, opts, &shown).await?;
+        Ok(Psor {
+            live: Arc::new(RwLock::new(Live { conn, client })),
+            refreshing: Arc::new(AtomicBool::new(false)),
+            sentinel,
+            target: shown,
             opts: opts.clone(),
-        };
-        // The manager connects lazily on some paths; one PING proves reachability and
-        // authentication now, so callers fail with exit 5 before deciding anything.
-        let _: String = redis::cmd("PING")
-            .query_async(&mut psor.conn)
-            .await
-            .map_err(classify)?;
-        Ok(psor)
+        })
+    }
+
+    /// The reconnecting connection shared by every command of this process (cheap clone).
+    pub fn conn(&self) -> ConnectionManager {
+        self.live.read().expect("connection lock").conn.clone()
+    }
+
+    fn client(&self) -> Client {
+        self.live.read().expect("connection lock").client.clone()
+    }
+
+    /// Behind Sentinel: asks the sentinels for the master again (at most one refresh at a
+    /// time, at most one a second) and swaps the connection if the master moved.
+    fn refresh_master(&self) {
+        if !self.sentinel || self.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            match open_client(&me.opts).await {
+                Ok(client) => {
+                    let moved = client.get_connection_info().addr()
+                        != me.client().get_connection_info().addr();
+                    if moved {
+                        match open_manager(&client, &me.opts, &me.target).await {
+                            Ok(conn) => {
+                                tracing::warn!(
+                                    "the PSOR master moved to {}; reconnected",
+                                    client.get_connection_info().addr()
+                                );
+                                *me.live.write().expect("connection lock") = Live { conn, client };
+                            }
+                            Err(e) => {
+                                tracing::warn!("connecting to the new PSOR master failed: {e}")
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!("asking the sentinels for the master failed: {e}"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            me.refreshing.store(false, Ordering::SeqCst);
+        });
     }
 
     /// The address with any password removed, for messages.
@@ -378,7 +452,7 @@ impl Psor {
 
     /// A dedicated pub/sub connection (subscriptions cannot share the multiplexed one).
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
-        tokio::time::timeout(self.opts.connect_timeout, self.client.get_async_pubsub())
+        tokio::time::timeout(self.opts.connect_timeout, self.client().get_async_pubsub())
             .await
             .map_err(|_| Error::Unreachable {
                 target: self.target.clone(),
@@ -405,7 +479,7 @@ impl Psor {
             .set_response_timeout(None);
         tokio::time::timeout(
             self.opts.connect_timeout,
-            self.client
+            self.client()
                 .get_multiplexed_async_connection_with_config(&cfg),
         )
         .await
@@ -419,6 +493,9 @@ impl Psor {
     /// Maps a command error to the library error, naming the target when it is a lost
     /// connection (exit 5) rather than a command failure.
     pub fn err(&self, e: redis::RedisError) -> Error {
+        if is_unreachable(&e) || e.code() == Some("READONLY") {
+            self.refresh_master();
+        }
         if is_unreachable(&e) {
             Error::Unreachable {
                 target: self.target.clone(),

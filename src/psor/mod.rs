@@ -397,7 +397,7 @@ impl Pac {
     }
 
     pub(crate) fn conn(&self) -> redis::aio::ConnectionManager {
-        self.psor.conn.clone()
+        self.psor.conn()
     }
 
     pub(crate) async fn run(&self, s: &redis::Script, args: &[String]) -> Result<Vec<String>> {
@@ -1064,7 +1064,7 @@ fn unlink_cmd(keys: &Keys, version: &str, batch: &[String]) -> redis::Cmd {
 
 /// Every PAC in the PSOR, by name.
 pub async fn list_pacs(psor: &Psor) -> Result<Vec<PacSummary>> {
-    let mut c = psor.conn.clone();
+    let mut c = psor.conn();
     let mut names = Vec::new();
     let mut cursor = 0u64;
     loop {

@@ -9,8 +9,8 @@ use std::time::Duration;
 use redis::Commands;
 
 use crate::support::{
-    caspac, free_port, pacup, wait_for, Cmd, Output, RedisServer, Running, SentinelSet, TestPki,
-    SIGTERM,
+    caspac, free_port, pacup, wait_for, wait_until, Cmd, Output, RedisServer, Running, SentinelSet,
+    TestPki, SIGTERM,
 };
 
 const START: Duration = Duration::from_secs(20);
@@ -642,4 +642,71 @@ fn unix_socket_with_acl_password_from_env() {
         .run()
         .success()
         .stdout_contains("MyPAC");
+}
+
+/// Behind Sentinel the master can move: a running region follows it. After a failover
+/// its heartbeats (first refused by the demoted master with READONLY, or cut) land on the
+/// new master, and jobs submitted there are taken and completed.
+#[test]
+fn a_region_follows_a_sentinel_failover() {
+    let set = SentinelSet::builder("mymaster").replicas(1).start();
+    let url = set.sentinel_url("mymaster");
+    let args = ["--psor".to_string(), url.clone()];
+    let r = start_region(&args, "MyPAC", "R1", "1.0.0", "cold");
+    let old_port = set.master().port();
+    let new = set.replicas()[0].port();
+
+    // A sentinel refuses (NOGOODSLAVE) until it has seen the replica's link up in a
+    // recent INFO; ask until it accepts.
+    wait_until(
+        Duration::from_secs(30),
+        "the sentinel to accept a failover",
+        || {
+            redis::cmd("SENTINEL")
+                .arg("FAILOVER")
+                .arg("mymaster")
+                .query::<String>(&mut set.sentinels()[0].conn())
+                .is_ok()
+        },
+    );
+    wait_until(
+        Duration::from_secs(30),
+        "the sentinels to name the new master",
+        || set.master_addr(0).is_some_and(|(_, p)| p != old_port),
+    );
+    assert_eq!(set.master_addr(0).map(|(_, p)| p), Some(new));
+    let mut nc = set.replicas()[0].conn();
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut nc).unwrap();
+    assert_eq!(
+        role.first(),
+        Some(&redis::Value::BulkString(b"master".to_vec()))
+    );
+
+    // Heartbeats reach the new master: heartbeat_at moves past the failover.
+    let key = "pac:{MyPAC}:region:R1";
+    let t0: u64 = {
+        let t: Vec<String> = redis::cmd("TIME").query(&mut nc).unwrap();
+        t[0].parse::<u64>().unwrap() * 1000
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a heartbeat written to the new master",
+        || {
+            let hb: Option<String> = nc.hget(key, "heartbeat_at").unwrap();
+            hb.and_then(|h| h.parse::<u64>().ok())
+                .is_some_and(|h| h > t0 + 500)
+        },
+    );
+    assert!(nc.exists::<_, bool>("pac:{MyPAC}:region:R1:alive").unwrap());
+
+    // Work goes on through the new master.
+    pacup()
+        .args(["--psor", &url, "jobs", "submit", "MyPAC", "--count", "10"])
+        .run()
+        .success();
+    wait_until(Duration::from_secs(30), "the jobs to complete", || {
+        let done: Option<u64> = nc.hget("pac:{MyPAC}:ds:stats", "completed").unwrap();
+        done == Some(10)
+    });
+    stop_region(&mut nc, "MyPAC", "R1", r);
 }
