@@ -186,24 +186,53 @@ pub async fn run_clients(
     report
 }
 
-/// Submits jobs at `rate` per second until `stop` turns true. Returns how many.
-pub async fn submit_at_rate(
+/// What [`submit_jobs`] submitted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Submitted {
+    /// How many jobs.
+    pub count: u64,
+    /// First job id (0 when none).
+    pub first: u64,
+    /// Last job id (0 when none).
+    pub last: u64,
+}
+
+/// Submits up to `max` jobs: all at once (in batches of 1000 per script) without a rate,
+/// else at `rate` per second until `max`, `duration` or `stop`. The one submit loop of
+/// `pacup jobs submit` and the demo.
+pub async fn submit_jobs(
     pac: &Pac,
-    rate: f64,
+    max: u64,
+    rate: Option<f64>,
+    duration: Option<Duration>,
     mut stop: watch::Receiver<bool>,
-) -> crate::Result<u64> {
+) -> crate::Result<Submitted> {
+    let mut out = Submitted::default();
     let start = Instant::now();
-    let mut done = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = crate::until_true(&mut stop) => return Ok(done),
-        }
-        let due = (start.elapsed().as_secs_f64() * rate) as u64 + 1;
-        if due > done {
-            pac.submit_jobs(due - done).await?;
-            done = due;
+    while out.count < max {
+        let due = match rate {
+            None => max,
+            Some(r) => {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = crate::until_true(&mut stop) => break,
+                }
+                if duration.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+                ((start.elapsed().as_secs_f64() * r) as u64 + 1).min(max)
+            }
+        };
+        if due > out.count {
+            let n = (due - out.count).min(1000);
+            let (f, l) = pac.submit_jobs(n).await?;
+            if out.first == 0 {
+                out.first = f;
+            }
+            out.last = l;
+            out.count += n;
         }
     }
+    Ok(out)
 }

@@ -185,7 +185,8 @@ impl Driver {
         Ok(r.message)
     }
 
-    async fn shell(&self, name: &str, vars: &Vars) -> Option<Outcome> {
+    /// The rendered template `name` and the per-command bound, for the command driver.
+    fn template(&self, name: &str, vars: &Vars) -> Option<(String, Duration)> {
         let Driver::Command {
             templates,
             timeout,
@@ -194,11 +195,14 @@ impl Driver {
         else {
             return None;
         };
-        let tpl = templates.get(name)?;
         let mut v = vars.clone();
         v.psor = psor.clone();
-        let cmd = render(tpl, &v);
-        Some(run_shell(&cmd, *timeout).await)
+        Some((render(templates.get(name)?, &v), *timeout))
+    }
+
+    async fn shell(&self, name: &str, vars: &Vars) -> Option<Outcome> {
+        let (cmd, timeout) = self.template(name, vars)?;
+        Some(run_shell(&cmd, timeout).await)
     }
 
     fn vars(pac: &Pac, host: &str, region: &str, version: &str, st: Option<StartType>) -> Vars {
@@ -221,18 +225,9 @@ impl Driver {
     /// Runs the `check_compat` template if there is one: (exit code, detail); 0 means
     /// compatible and 3 incompatible, as `caspac -aCheckCompat` answers.
     pub async fn check_compat(&self, pac: &Pac, version: &str) -> Option<Result<(i32, String)>> {
-        let Driver::Command {
-            templates,
-            timeout,
-            psor,
-        } = self
-        else {
-            return None;
-        };
-        let tpl = templates.get("check_compat")?;
-        let mut v = Self::vars(pac, "", "", version, None);
-        v.psor = psor.clone();
-        Some(run_shell_code(&render(tpl, &v), *timeout).await)
+        let (cmd, timeout) =
+            self.template("check_compat", &Self::vars(pac, "", "", version, None))?;
+        Some(run_shell_code(&cmd, timeout).await)
     }
 
     /// Listener on or off.

@@ -193,7 +193,11 @@ async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let jobs = {
         let (p, rx, rate) = (pac.clone(), stop_rx.clone(), a.job_rate);
-        tokio::spawn(async move { load::submit_at_rate(&p, rate, rx).await })
+        tokio::spawn(async move {
+            load::submit_jobs(&p, u64::MAX, Some(rate), None, rx)
+                .await
+                .map(|s| s.count)
+        })
     };
     let clients = {
         let (p, rx, rate) = (pac.clone(), stop_rx.clone(), a.client_rate);

@@ -6,7 +6,6 @@ use crate::error::{Error, ExitCode};
 use crate::load;
 use crate::psor::Pac;
 use serde_json::json;
-use std::time::{Duration, Instant};
 
 pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     match cmd {
@@ -17,33 +16,13 @@ pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<Exi
             duration,
         } => {
             let p = Pac::new(connect(g).await?, pac.clone());
-            let max = count.unwrap_or(u64::MAX);
-            // (first id, last id, how many) of what was submitted so far.
-            let (mut first, mut last, mut done) = (0u64, 0u64, 0u64);
-            let start = Instant::now();
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            while done < max {
-                // Without a rate everything is due at once (in batches of 1000 per script).
-                let due = match rate {
-                    None => max,
-                    Some(r) => {
-                        tick.tick().await;
-                        if duration.is_some_and(|d| start.elapsed() >= d) {
-                            break;
-                        }
-                        ((start.elapsed().as_secs_f64() * r) as u64 + 1).min(max)
-                    }
-                };
-                if due > done {
-                    let n = (due - done).min(1000);
-                    let (f, l) = p.submit_jobs(n).await?;
-                    if first == 0 {
-                        first = f;
-                    }
-                    last = l;
-                    done += n;
-                }
-            }
+            // No stop signal: the command ends by count or duration.
+            let (_stop_tx, stop) = tokio::sync::watch::channel(false);
+            let load::Submitted {
+                count: done,
+                first,
+                last,
+            } = load::submit_jobs(&p, count.unwrap_or(u64::MAX), rate, duration, stop).await?;
             if g.json {
                 print_json(
                     &json!({"pac": pac, "submitted": done, "first_job": first, "last_job": last}),
