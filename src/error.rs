@@ -24,14 +24,64 @@ pub enum ExitCode {
     Unreachable = 5,
     /// Rollout paused, waiting for an operator.
     Paused = 6,
-    /// Rollout failed and was rolled back.
+    /// Rollout failed and was rolled back by its failure policy.
     RolledBack = 7,
+    /// Rollout held before finalisation, as its plan asked (not a failure).
+    Held = 8,
+    /// `rollout status --watch` timed out before the rollout reached the state it waited for.
+    WatchTimeout = 9,
 }
 
 impl ExitCode {
+    /// Every code, in order: the documented tables are tested against this list.
+    pub const ALL: [ExitCode; 10] = [
+        ExitCode::Ok,
+        ExitCode::Refused,
+        ExitCode::InvalidInput,
+        ExitCode::Incompatible,
+        ExitCode::LeaseHeld,
+        ExitCode::Unreachable,
+        ExitCode::Paused,
+        ExitCode::RolledBack,
+        ExitCode::Held,
+        ExitCode::WatchTimeout,
+    ];
+
     /// The process exit status.
     pub fn code(self) -> i32 {
         self as i32
+    }
+
+    /// The exit code with this status, if it is one of ours.
+    pub fn from_code(code: i32) -> Option<ExitCode> {
+        ExitCode::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// One line saying what the code means (the `--help` and docs tables).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitCode::Ok => "success (check-compat: compatible; rollout: done)",
+            ExitCode::Refused => {
+                "refused or failed because of the PAC's state; rollout failed or aborted"
+            }
+            ExitCode::InvalidInput => "invalid input (arguments, names, versions, plan file)",
+            ExitCode::Incompatible => "check-compat: incompatible",
+            ExitCode::LeaseHeld => "another coordinator holds the PAC's lease",
+            ExitCode::Unreachable => "the PSOR cannot be reached or authenticated",
+            ExitCode::Paused => "rollout paused, waiting for an operator (rollout resume)",
+            ExitCode::RolledBack => "rollout failed and was rolled back by its failure policy",
+            ExitCode::Held => "rollout held before finalisation, as its plan asked (not a failure)",
+            ExitCode::WatchTimeout => {
+                "rollout status --watch timed out before the rollout reached the awaited state"
+            }
+        }
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        // Every code is in 0..=9, so the narrowing is exact.
+        std::process::ExitCode::from(c.code() as u8)
     }
 }
 

@@ -1,4 +1,4 @@
-//! `caspac`: the vendor's PSOR admin syntax on top of pacup (SPEC section 6).
+//! `caspac`: the vendor's PSOR admin syntax on top of pacup.
 //!
 //! The legacy argv is translated into pacup's own argument structs and run by the same
 //! code, so both binaries behave and exit alike.
@@ -26,10 +26,8 @@ async fn resolve_only_pac(legacy: &caspac::Legacy) -> anyhow::Result<String> {
     }
 }
 
-async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
-    let env = |k: &str| std::env::var(k).ok();
-    let legacy = caspac::parse(&args, &env)
-        .map_err(|e| anyhow::Error::new(Error::invalid("caspac arguments", args.join(" "), e)))?;
+/// Runs a parsed request with the same code (and exit codes) as `pacup`.
+async fn run(legacy: caspac::Legacy) -> anyhow::Result<ExitCode> {
     let only = if legacy.needs_only_pac() {
         Some(resolve_only_pac(&legacy).await?)
     } else {
@@ -40,32 +38,64 @@ async fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
     cli::run(cli).await
 }
 
+/// argv as text: the vendor's syntax is all text, and a byte string that is not UTF-8 is
+/// bad input (exit 2), not a reason to panic.
+fn text_args() -> Result<Vec<String>, String> {
+    std::env::args_os()
+        .skip(1)
+        .enumerate()
+        .map(|(i, a)| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument {} is not valid UTF-8: {:?}",
+                    i + 1,
+                    a.to_string_lossy()
+                )
+            })
+        })
+        .collect()
+}
+
+fn usage_error(msg: &str) -> std::process::ExitCode {
+    eprintln!("caspac: {msg}\n{}", caspac::USAGE);
+    ExitCode::InvalidInput.into()
+}
+
 #[tokio::main]
-async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+async fn main() -> std::process::ExitCode {
+    use std::io::Write as _;
+    let args = match text_args() {
+        Ok(a) => a,
+        Err(msg) => return usage_error(&msg),
+    };
+    let first = args.first().map(String::as_str);
     if args
         .iter()
         .any(|a| a == "-h" || a == "--help" || a == "-?" || a == "/?")
     {
-        println!("{}", caspac::USAGE);
-        std::process::exit(0);
+        // A reader that went away (`caspac --help | head -1`) is not an error.
+        let _ = writeln!(std::io::stdout(), "{}", caspac::USAGE);
+        return ExitCode::Ok.into();
     }
-    let code = match run(args).await {
+    if matches!(first, Some("--version" | "-V")) && args.len() == 1 {
+        let _ = writeln!(
+            std::io::stdout(),
+            "caspac (pacup {})",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::Ok.into();
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let legacy = match caspac::parse(&args, &env) {
+        Ok(l) => l,
+        Err(msg) => return usage_error(&msg),
+    };
+    let code = match run(legacy).await {
         Ok(c) => c,
         Err(e) => {
-            if e.chain().any(|c| {
-                c.downcast_ref::<Error>()
-                    .is_some_and(|x| x.exit_code() == ExitCode::InvalidInput)
-            }) && e
-                .chain()
-                .any(|c| c.to_string().contains("caspac arguments"))
-            {
-                eprintln!("caspac: {e:#}\n{}", caspac::USAGE);
-            } else {
-                eprintln!("caspac: {e:#}");
-            }
+            eprintln!("caspac: {e:#}");
             cli::exit_code_of(&e)
         }
     };
-    std::process::exit(code.code());
+    code.into()
 }

@@ -85,6 +85,9 @@ pub fn parse<S: AsRef<str>>(
     let mut i = 0;
     while i < args.len() {
         let a = args[i].as_ref();
+        if a.starts_with("--") {
+            return Err(format!("unknown option {a:?}; accepted: -a, -s, -n"));
+        }
         let mut chars = a.chars();
         let (Some(dash), Some(letter)) = (chars.next(), chars.next()) else {
             return Err(format!("unexpected argument {a:?}"));

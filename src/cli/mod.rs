@@ -8,6 +8,7 @@ pub mod caspac;
 pub mod commands;
 mod output;
 
+use crate::error::ExitCode;
 use crate::names::{self, HostName, PacName, RegionName};
 use crate::region::StartType;
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -38,16 +39,26 @@ fn duration(s: &str) -> Result<Duration, String> {
     names::parse_duration("duration", s).map_err(|e| e.to_string())
 }
 
+/// `pacup --help`: what it is, then the exit-code table built from [`ExitCode::ALL`], so
+/// the table cannot drift from the codes the binaries use.
+fn long_about() -> String {
+    let mut s = String::from(
+        "Rolling-upgrade coordinator for PAC regions sharing a Redis PSOR.\n\n\
+         Every command, and caspac, exits with one of these codes.\n\nExit codes:\n",
+    );
+    for c in ExitCode::ALL {
+        s.push_str(&format!("  {}  {}\n", c.code(), c.meaning()));
+    }
+    s
+}
+
 /// pacup: safe, resumable rolling upgrades of PAC regions sharing a Redis PSOR.
 #[derive(Debug, Parser)]
 #[command(
     name = "pacup",
     version,
     about = "Rolling-upgrade coordinator for PAC regions sharing a Redis PSOR",
-    long_about = "Rolling-upgrade coordinator for PAC regions sharing a Redis PSOR.\n\n\
-        Exit codes: 0 success (check-compat: compatible), 1 refused because of the PAC's state, \
-        2 invalid input, 3 incompatible, 4 another coordinator holds the lease, \
-        5 PSOR unreachable or authentication failed, 6 rollout paused, 7 rolled back.",
+    long_about = long_about(),
     after_help = "Examples:\n  pacup --psor redis://127.0.0.1:6379 pac init MyPAC\n  \
         pacup pac check-compat MyPAC --product-version 2.0.0\n  \
         pacup region run REGION1 --pac MyPAC --host host1 --product-version 1.0.0 --start-type cold\n  \
@@ -62,8 +73,10 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command takes.
+/// Options every command takes. Listed under their own heading, after each command's
+/// own options.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// PSOR URL: redis://[user:pass@]host:port, rediss://host:port (TLS),
     /// redis+sentinel://h1:p1,h2:p2/<master>, unix:///path.
@@ -75,17 +88,36 @@ pub struct GlobalArgs {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub psor: String,
-    /// File holding the PSOR password (else env PACUP_PSOR_PASSWORD, else the URL's).
+    /// File holding the PSOR password, used when the URL has none (else env
+    /// PACUP_PSOR_PASSWORD). A password in the URL wins over both.
     #[arg(long, global = true, value_name = "FILE")]
     pub psor_password_file: Option<PathBuf>,
     /// PEM CA certificate to trust for rediss:// (default: the system's roots).
-    #[arg(long, global = true, env = "PACUP_TLS_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PACUP_TLS_CA",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub tls_ca: Option<PathBuf>,
     /// PEM client certificate for mutual TLS.
-    #[arg(long, global = true, env = "PACUP_TLS_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PACUP_TLS_CERT",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub tls_cert: Option<PathBuf>,
     /// PEM client key for mutual TLS.
-    #[arg(long, global = true, env = "PACUP_TLS_KEY", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "PACUP_TLS_KEY",
+        hide_env_values = true,
+        value_name = "FILE"
+    )]
     pub tls_key: Option<PathBuf>,
     /// Bound on connecting to the PSOR.
     #[arg(long, global = true, value_parser = duration, default_value = "5s", value_name = "DURATION")]
@@ -109,25 +141,47 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Administer a PAC in the PSOR (the caspac actions and more).
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  pacup pac status MyPAC\n  pacup --psor redis://psor1:6379 pac list --json"
+    )]
     Pac(PacCommand),
     /// Run a region, or act on one through its host agent.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  pacup region run REGION1 --pac MyPAC --host host1 --product-version 1.0.0 --start-type cold\n  pacup region stop REGION1 --pac MyPAC --timeout 2m"
+    )]
     Region(RegionCommand),
     /// Run a host agent: hosts several regions and obeys control commands via the PSOR.
+    #[command(
+        after_help = "Examples:\n  pacup agent --pac MyPAC --host host1 --product-version 1.0.0 --region REGION1=127.0.0.1:7001 --region REGION1B --autostart cold"
+    )]
     Agent(AgentArgs),
     /// Act on a host through its agent.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  pacup host update host1 --pac MyPAC --product-version 2.0.0"
+    )]
     Host(HostCommand),
     /// Submit batch jobs and audit them.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  pacup jobs submit MyPAC --count 100\n  pacup jobs stats MyPAC --json"
+    )]
     Jobs(JobsCommand),
     /// Drive client transactions like a load balancer.
     #[command(subcommand)]
+    #[command(after_help = "Examples:\n  pacup clients run MyPAC --duration 1m --rate 20/s")]
     Clients(ClientsCommand),
     /// Plan, run and steer a rolling upgrade.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  pacup rollout plan fixtures/plans/two-host-incompatible.json\n  pacup rollout run fixtures/plans/two-host-incompatible.json --reason 'ES 2.0 upgrade'\n  pacup rollout status MyPAC --watch"
+    )]
     Rollout(RolloutCommand),
     /// Show a PAC's audit events (rollout steps, store and region changes).
+    #[command(
+        after_help = "Examples:\n  pacup events MyPAC\n  pacup events MyPAC --follow --json"
+    )]
     Events {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -138,6 +192,9 @@ pub enum Command {
     },
     /// The whole story on this machine: a private Redis, two hosts, a full incompatible
     /// rollout 1.0.0 -> 2.0.0 under job and client load, a summary. Needs redis-server.
+    #[command(
+        after_help = "Examples:\n  pacup demo\n  pacup demo --mode-flip after-all-waves --job-rate 100/s"
+    )]
     Demo(DemoArgs),
 }
 
@@ -156,6 +213,9 @@ pub struct LeaseArgs {
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
     /// Print the exact steps and the chosen strategy; writes nothing.
+    #[command(
+        after_help = "Examples:\n  pacup rollout plan plan.json\n  pacup --json rollout plan plan.json"
+    )]
     Plan {
         /// Plan file (JSON, see fixtures/plans/).
         plan: PathBuf,
@@ -164,6 +224,9 @@ pub enum RolloutCommand {
         allow_downtime: bool,
     },
     /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
+    #[command(
+        after_help = "Examples:\n  pacup rollout run plan.json --reason 'CHG-1234 ES 2.0'\n  pacup rollout run plan.json --preflight-wait 2m --wait-lock"
+    )]
     Run {
         /// Plan file (JSON, see fixtures/plans/).
         plan: PathBuf,
@@ -182,6 +245,7 @@ pub enum RolloutCommand {
         lease: LeaseArgs,
     },
     /// Continue a paused, held or interrupted rollout from its next step.
+    #[command(after_help = "Examples:\n  pacup rollout resume MyPAC")]
     Resume {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -191,6 +255,9 @@ pub enum RolloutCommand {
         lease: LeaseArgs,
     },
     /// Current step, per-region state, why it is blocked.
+    #[command(
+        after_help = "Examples:\n  pacup rollout status MyPAC\n  pacup rollout status MyPAC --watch\n  pacup --json rollout status MyPAC"
+    )]
     Status {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -200,18 +267,25 @@ pub enum RolloutCommand {
         watch: bool,
     },
     /// Ask the running coordinator to pause after the current step.
+    #[command(after_help = "Examples:\n  pacup rollout pause MyPAC")]
     Pause {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
     },
     /// Stop the rollout where it is (after the current step if a coordinator runs it).
+    #[command(
+        after_help = "Examples:\n  pacup rollout abort MyPAC\n  pacup rollout rollback MyPAC   # afterwards, to go back to the old version"
+    )]
     Abort {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
     },
     /// Roll back to the old version (any time before remove_old).
+    #[command(
+        after_help = "Examples:\n  pacup rollout pause MyPAC && pacup rollout rollback MyPAC --wait-lock\n  pacup rollout rollback MyPAC"
+    )]
     Rollback {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -221,6 +295,9 @@ pub enum RolloutCommand {
         lease: LeaseArgs,
     },
     /// Past rollouts with plan, result, who and why.
+    #[command(
+        after_help = "Examples:\n  pacup rollout history MyPAC\n  pacup --json rollout history MyPAC"
+    )]
     History {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -267,6 +344,9 @@ pub enum SetModeArg {
 #[derive(Debug, Subcommand)]
 pub enum PacCommand {
     /// Wipe and initialise a PAC (keeps its datastore). Refused while a region is alive.
+    #[command(
+        after_help = "Examples:\n  pacup pac init MyPAC\n  pacup --psor redis://psor1:6379 pac init MyPAC --force"
+    )]
     Init {
         /// PAC name (1-8 of A-Z a-z 0-9 _ -).
         #[arg(value_parser = pac_name)]
@@ -276,6 +356,9 @@ pub enum PacCommand {
         force: bool,
     },
     /// Is a product compatible with the PAC's newest running store? Exit 0 yes, 3 no.
+    #[command(
+        after_help = "Examples:\n  pacup pac check-compat MyPAC --product-version 2.0.0\n  pacup pac check-compat MyPAC --product-version 2.1.0 --matrix compat.json --json"
+    )]
     CheckCompat {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -294,6 +377,9 @@ pub enum PacCommand {
         matrix: Option<PathBuf>,
     },
     /// Set store modes: `running` flips the upgrade store; `quiesce` quiesces older running stores.
+    #[command(
+        after_help = "Examples:\n  pacup pac set-mode MyPAC running\n  pacup pac set-mode MyPAC quiesce"
+    )]
     SetMode {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -303,6 +389,7 @@ pub enum PacCommand {
         mode: SetModeArg,
     },
     /// Delete every store older than the newest (RemOldPAC). Refused while a live region is in one.
+    #[command(after_help = "Examples:\n  pacup pac remove-old MyPAC")]
     RemoveOld {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -312,14 +399,17 @@ pub enum PacCommand {
         force: bool,
     },
     /// Stores, modes, members and regions of a PAC.
+    #[command(after_help = "Examples:\n  pacup pac status MyPAC\n  pacup --json pac status MyPAC")]
     Status {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
     },
     /// Every PAC in the PSOR.
+    #[command(after_help = "Examples:\n  pacup pac list\n  pacup --json pac list")]
     List,
     /// Save every persistent key of a PAC to a file.
+    #[command(after_help = "Examples:\n  pacup pac backup MyPAC --out mypac-before-2.0.json")]
     Backup {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -329,6 +419,9 @@ pub enum PacCommand {
         out: PathBuf,
     },
     /// Restore a PAC from a backup file (refused over existing data without --force).
+    #[command(
+        after_help = "Examples:\n  pacup pac restore MyPAC --in mypac-before-2.0.json\n  pacup pac restore MyPAC --in mypac-before-2.0.json --force"
+    )]
     Restore {
         /// PAC name (keys are renamed if the backup is of another PAC).
         #[arg(value_parser = pac_name)]
@@ -346,14 +439,20 @@ pub enum PacCommand {
 #[derive(Debug, Subcommand)]
 pub enum RegionCommand {
     /// Run one region in the foreground until SIGTERM/SIGINT (graceful stop).
+    #[command(
+        after_help = "Examples:\n  pacup region run REGION1 --pac MyPAC --host host1 --product-version 1.0.0 --start-type cold\n  pacup region run REGION2 --pac MyPAC --host host2 --product-version 2.0.0 --start-type upgrade --listen 127.0.0.1:7002"
+    )]
     Run(Box<RegionRunArgs>),
     /// Start a region through its host agent and wait for the outcome.
+    #[command(
+        after_help = "Examples:\n  pacup region start REGION1 --pac MyPAC --start-type warm"
+    )]
     Start {
         /// Region name.
         #[arg(value_parser = region_name)]
         region: RegionName,
         /// PAC the region belongs to.
-        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
         pac: PacName,
         /// cold, warm or upgrade.
         #[arg(long, value_enum)]
@@ -364,12 +463,15 @@ pub enum RegionCommand {
     },
     /// Stop a region through its host agent: listener off, drain clients, finish the job
     /// in hand, leave the store; forced past --timeout.
+    #[command(
+        after_help = "Examples:\n  pacup region stop REGION1 --pac MyPAC\n  pacup region stop REGION1 --pac MyPAC --timeout 2m --drain-timeout 30s\n  pacup region stop REGION1 --pac MyPAC --force"
+    )]
     Stop {
         /// Region name.
         #[arg(value_parser = region_name)]
         region: RegionName,
         /// PAC the region belongs to.
-        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
         pac: PacName,
         /// Past this the stop is forced (clients cut, job in hand reclaimed later).
         #[arg(long, value_parser = duration, default_value = "60s", value_name = "DURATION")]
@@ -382,6 +484,9 @@ pub enum RegionCommand {
         force: bool,
     },
     /// Turn a region's client listener on or off through its host agent.
+    #[command(
+        after_help = "Examples:\n  pacup region listener REGION1 off --pac MyPAC\n  pacup region listener REGION1 on --pac MyPAC"
+    )]
     Listener {
         /// Region name.
         #[arg(value_parser = region_name)]
@@ -390,19 +495,20 @@ pub enum RegionCommand {
         #[arg(value_enum)]
         state: OnOff,
         /// PAC the region belongs to.
-        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
         pac: PacName,
         /// How long to wait for the agent's answer.
         #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
         wait: Duration,
     },
     /// Kill a region abruptly through its host agent, as a crash would (fault drills).
+    #[command(after_help = "Examples:\n  pacup region crash REGION1 --pac MyPAC")]
     Crash {
         /// Region name.
         #[arg(value_parser = region_name)]
         region: RegionName,
         /// PAC the region belongs to.
-        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
         pac: PacName,
         /// How long to wait for the agent's answer.
         #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
@@ -423,12 +529,15 @@ pub enum OnOff {
 #[derive(Debug, Subcommand)]
 pub enum HostCommand {
     /// Install another product version on a host (refused while any of its regions runs).
+    #[command(
+        after_help = "Examples:\n  pacup host update host1 --pac MyPAC --product-version 2.0.0"
+    )]
     Update {
         /// Host name.
         #[arg(value_parser = host_name)]
         host: HostName,
         /// PAC the host serves.
-        #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+        #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
         pac: PacName,
         /// Version to install.
         #[arg(long, value_parser = version)]
@@ -455,7 +564,7 @@ fn region_spec(s: &str) -> Result<(RegionName, Option<std::net::SocketAddr>), St
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// PAC the host's regions belong to.
-    #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+    #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
     pub pac: PacName,
     /// This host's name.
     #[arg(long, value_parser = host_name)]
@@ -568,6 +677,9 @@ pub fn rate(s: &str) -> Result<f64, String> {
 #[derive(Debug, Subcommand)]
 pub enum JobsCommand {
     /// Submit batch jobs to the PAC's shared datastore.
+    #[command(
+        after_help = "Examples:\n  pacup jobs submit MyPAC --count 500\n  pacup jobs submit MyPAC --rate 20/s --duration 5m"
+    )]
     Submit {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -583,6 +695,7 @@ pub enum JobsCommand {
         duration: Option<Duration>,
     },
     /// Submitted, completed, pending, duplicates, per region, longest completion gap.
+    #[command(after_help = "Examples:\n  pacup jobs stats MyPAC\n  pacup --json jobs stats MyPAC")]
     Stats {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -594,14 +707,18 @@ pub enum JobsCommand {
 #[derive(Debug, Subcommand)]
 pub enum ClientsCommand {
     /// Send transactions to live regions whose listener is on, retrying elsewhere.
+    #[command(
+        after_help = "Examples:\n  pacup clients run MyPAC --count 1000\n  pacup clients run MyPAC --duration 10m --rate 50/s"
+    )]
+    #[command(group(clap::ArgGroup::new("amount").required(true).args(["count", "duration"])))]
     Run {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
-        /// How many transactions.
-        #[arg(long, value_parser = count, required_unless_present = "duration", conflicts_with = "duration")]
+        /// How many transactions (give this or --duration).
+        #[arg(long, value_parser = count, conflicts_with = "duration")]
         count: Option<u64>,
-        /// Send for this long.
+        /// Send for this long (give this or --count).
         #[arg(long, value_parser = duration, value_name = "DURATION")]
         duration: Option<Duration>,
         /// Transactions per second (R/s or R/m).
@@ -620,7 +737,7 @@ pub struct RegionRunArgs {
     #[arg(value_parser = region_name)]
     pub region: RegionName,
     /// PAC the region belongs to.
-    #[arg(long, env = "PACUP_PAC", value_parser = pac_name)]
+    #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
     pub pac: PacName,
     /// Host the region runs on.
     #[arg(long, value_parser = host_name)]

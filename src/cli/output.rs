@@ -3,6 +3,51 @@
 
 use crate::psor::{PacSummary, Snapshot};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set once a write to stdout found the reader gone (`pacup pac list | head -1`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout without ever panicking: `println!` panics when the reader of a pipe
+/// has gone, which would turn `| head` into exit 101. A closed stdout is remembered and
+/// later output dropped, so a command still finishes its work (a rollout does not stop
+/// because its log reader went away) and exits with its own code. Other write errors are
+/// reported once on stderr.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if !STDOUT_CLOSED.swap(true, Ordering::Relaxed)
+            && e.kind() != std::io::ErrorKind::BrokenPipe
+        {
+            eprintln!("warning: cannot write to stdout: {e}; further output is dropped");
+        }
+    }
+}
+
+/// Whether stdout's reader has gone; loops that only exist to print (`events --follow`,
+/// `rollout status --watch`) stop then.
+pub fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// `println!` that survives a closed pipe (see [`write_stdout`]).
+macro_rules! outln {
+    () => { $crate::cli::output::write_stdout(format_args!("\n")) };
+    ($($arg:tt)*) => {
+        $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` that survives a closed pipe (see [`write_stdout`]).
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::cli::output::write_stdout(format_args!($($arg)*)) };
+}
+
+pub(crate) use {out, outln};
 
 fn age(ms: Option<u64>) -> String {
     match ms {

@@ -5,6 +5,7 @@ mod support;
 
 mod agent_tests;
 mod caspac_tests;
+mod cli_tests;
 mod command_driver_tests;
 mod conn_tests;
 mod psor_tests;

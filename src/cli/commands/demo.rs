@@ -2,6 +2,7 @@
 
 use super::print_json;
 use super::rollout::emitter;
+use crate::cli::output::outln;
 use crate::cli::{DemoArgs, DemoFlip, GlobalArgs};
 use crate::conn::{Psor, PsorOptions};
 use crate::coordinator::plan::Plan;
@@ -85,7 +86,7 @@ async fn serving(pac: &Pac, n: usize, what: &str) -> anyhow::Result<()> {
 pub(super) async fn demo(g: &GlobalArgs, a: DemoArgs) -> anyhow::Result<ExitCode> {
     let say = |s: &str| {
         if !g.json {
-            println!("{s}");
+            outln!("{s}");
         }
     };
     let dir = tempfile::Builder::new().prefix("pacup-demo-").tempdir()?;
@@ -273,9 +274,9 @@ async fn run(
     if g.json {
         print_json(&summary);
     } else {
-        println!();
-        println!("Summary");
-        println!(
+        outln!();
+        outln!("Summary");
+        outln!(
             "  rollout:  {} in {:.1}s; stores now: {}",
             summary["rollout"].as_str().unwrap_or("?"),
             rollout_ms as f64 / 1000.0,
@@ -285,15 +286,18 @@ async fn run(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        println!(
+        outln!(
             "  jobs:     {} submitted, {} completed, {} lost, {} duplicates, longest batch gap {}ms",
             stats.submitted, stats.completed, lost, stats.duplicates, stats.max_completion_gap_ms
         );
-        println!(
+        outln!(
             "  clients:  {} requests, {} ok, {} failed ({} retried on another region)",
-            report.sent, report.ok, report.failed, report.retried
+            report.sent,
+            report.ok,
+            report.failed,
+            report.retried
         );
-        println!("  result:   {}", if ok { "nothing lost" } else { "FAILED" });
+        outln!("  result:   {}", if ok { "nothing lost" } else { "FAILED" });
     }
     if ok {
         Ok(ExitCode::Ok)

@@ -7,6 +7,7 @@ mod rollout;
 mod work;
 
 use super::{Cli, Command, GlobalArgs};
+use crate::cli::output::outln;
 use crate::conn::{Psor, PsorOptions};
 use crate::error::{Error, ExitCode};
 
@@ -90,7 +91,7 @@ pub(super) fn actor() -> String {
 }
 
 pub(super) fn print_json(v: &serde_json::Value) {
-    println!("{}", serde_json::to_string(v).unwrap_or_default());
+    outln!("{}", serde_json::to_string(v).unwrap_or_default());
 }
 
 /// Runs a parsed command line; returns the exit code for a completed command. Errors

@@ -2,6 +2,7 @@
 
 use super::{actor, connect, print_json};
 use crate::cli::output;
+use crate::cli::output::{out, outln};
 use crate::cli::{GlobalArgs, PacCommand, SetModeArg};
 use crate::compat::{self, Matrix};
 use crate::error::{Error, ExitCode};
@@ -47,7 +48,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pac": pac, "initialized": true, "keys_removed": removed}));
             } else {
-                println!("PAC {pac} initialised ({removed} store keys removed)");
+                outln!("PAC {pac} initialised ({removed} store keys removed)");
             }
             Ok(ExitCode::Ok)
         }
@@ -83,7 +84,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                     "reasons": v.reasons,
                 }));
             } else {
-                println!(
+                outln!(
                     "{} {} with PAC {pac} (running store {})",
                     product,
                     if v.compatible {
@@ -94,10 +95,10 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                     store
                 );
                 for r in &v.reasons {
-                    println!("  - {r}");
+                    outln!("  - {r}");
                 }
                 if !v.compatible {
-                    println!("Use the incompatible upgrade process (start the first upgraded region with --start-type upgrade).");
+                    outln!("Use the incompatible upgrade process (start the first upgraded region with --start-type upgrade).");
                 }
             }
             Ok(if v.compatible {
@@ -118,7 +119,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pac": pac, "mode": m, "stores": changed}));
             } else {
-                println!("PAC {pac}: store {} now {m}", changed.join(", "));
+                outln!("PAC {pac}: store {} now {m}", changed.join(", "));
             }
             Ok(ExitCode::Ok)
         }
@@ -132,9 +133,9 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                     &json!({"pac": pac, "stores_removed": r.stores_removed, "keys_removed": r.keys_removed}),
                 );
             } else if r.stores_removed.is_empty() {
-                println!("PAC {pac} has no old store; nothing removed");
+                outln!("PAC {pac} has no old store; nothing removed");
             } else {
-                println!(
+                outln!(
                     "PAC {pac}: removed store {} ({} keys)",
                     r.stores_removed.join(", "),
                     r.keys_removed
@@ -147,7 +148,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&serde_json::to_value(&snap)?);
             } else {
-                print!("{}", output::status_text(&snap));
+                out!("{}", output::status_text(&snap));
             }
             if !snap.exists {
                 return Err(Error::NoSuchPac(pac.to_string()).into());
@@ -159,7 +160,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pacs": pacs}));
             } else {
-                print!("{}", output::list_text(&pacs));
+                out!("{}", output::list_text(&pacs));
             }
             Ok(ExitCode::Ok)
         }
@@ -176,7 +177,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pac": pac, "keys": b.keys.len(), "file": out}));
             } else {
-                println!(
+                outln!(
                     "PAC {pac}: {} keys saved to {}",
                     b.keys.len(),
                     out.display()
@@ -193,7 +194,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             if g.json {
                 print_json(&json!({"pac": pac, "keys": n, "from_pac": b.pac}));
             } else {
-                println!(
+                outln!(
                     "PAC {pac}: {n} keys restored from {} (backup of {})",
                     input.display(),
                     b.pac

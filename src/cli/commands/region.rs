@@ -3,6 +3,7 @@
 use super::{actor, connect, print_json, Shutdown};
 use crate::agent::{Agent, AgentConfig};
 use crate::cli::output;
+use crate::cli::output::outln;
 use crate::cli::{
     AgentArgs, Autostart, GlobalArgs, HostCommand, OnOff, RegionCommand, RegionRunArgs, RuntimeArgs,
 };
@@ -116,7 +117,7 @@ fn printer(json_out: bool, host: String) -> Observer {
             }
             print_json(&v);
         } else {
-            println!("{text}");
+            outln!("{text}");
         }
     })
 }
@@ -240,7 +241,7 @@ async fn control(
             &json!({"pac": pac, "host": host, "region": region, "ok": r.ok, "message": r.message, "id": r.id}),
         );
     } else {
-        println!("{}", r.message);
+        outln!("{}", r.message);
     }
     Ok(ExitCode::Ok)
 }
@@ -283,7 +284,7 @@ pub(super) async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<Exi
             if g.json {
                 print_json(&json!({"pac": pac, "host": host, "ok": r.ok, "message": r.message}));
             } else {
-                println!("{}", r.message);
+                outln!("{}", r.message);
             }
             Ok(ExitCode::Ok)
         }
@@ -359,7 +360,7 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs) -> anyhow::Result<ExitCo
         .await
         .with_context(|| format!("host agent {} cannot start", a.host))?;
     if !g.json {
-        println!(
+        outln!(
             "Host agent {} ready for PAC {} (product {}, regions {})",
             a.host,
             a.pac,

@@ -1,6 +1,7 @@
 //! `pacup rollout ...` and `pacup events`.
 
 use super::{actor, connect, print_json};
+use crate::cli::output::{self, out, outln};
 use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
 use crate::coordinator::plan::Plan;
 use crate::coordinator::{self, Coordinator, Emitter, Event, Outcome, RunOptions};
@@ -41,7 +42,7 @@ pub(crate) fn event_line(e: &Event) -> String {
 /// terminal) otherwise.
 pub(crate) fn emitter(json_out: bool, total: Option<u64>) -> Emitter {
     if json_out {
-        return Arc::new(|e: &Event| println!("{}", serde_json::to_string(e).unwrap_or_default()));
+        return Arc::new(|e: &Event| outln!("{}", serde_json::to_string(e).unwrap_or_default()));
     }
     let bar = total.filter(|_| std::io::stdout().is_terminal()).map(|t| {
         let pb = indicatif::ProgressBar::new(t);
@@ -62,7 +63,7 @@ pub(crate) fn emitter(json_out: bool, total: Option<u64>) -> Emitter {
                 pb.finish_and_clear();
             }
         }
-        None => println!("{}", event_line(e)),
+        None => outln!("{}", event_line(e)),
     })
 }
 
@@ -98,7 +99,7 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
         // The event lines were the output; the outcome is the last event. Diagnostics only.
         eprintln!("{text}");
     } else if result == "done" {
-        println!("{text}");
+        outln!("{text}");
     } else {
         eprintln!("{text}");
     }
@@ -117,7 +118,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             if g.json {
                 print_json(&serde_json::to_value(&pv)?);
             } else {
-                println!(
+                outln!(
                     "PAC {}: {} -> {}, {} process ({} steps)",
                     plan.pac,
                     pv.from_version,
@@ -126,13 +127,13 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                     pv.steps.len()
                 );
                 for r in &pv.reasons {
-                    println!("  {r}");
+                    outln!("  {r}");
                 }
                 for s in &pv.steps {
-                    println!("{s}");
+                    outln!("{s}");
                 }
                 for p in &pv.problems {
-                    println!("preflight would refuse: {p}");
+                    outln!("preflight would refuse: {p}");
                 }
             }
             if pv.problems.is_empty() {
@@ -205,7 +206,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             if g.json {
                 print_json(&json!({"pac": pac, "rollout": cur.get("id"), "pause_requested": true}));
             } else {
-                println!(
+                outln!(
                     "Pause requested: the coordinator pauses rollout {} after its current step",
                     cur.get("id").map(String::as_str).unwrap_or("?")
                 );
@@ -232,14 +233,14 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                         &json!({"pac": pac, "rollout": cur.get("id"), "abort_requested": true}),
                     );
                 } else {
-                    println!("Abort requested: the coordinator stops after its current step");
+                    outln!("Abort requested: the coordinator stops after its current step");
                 }
                 return Ok(ExitCode::Ok);
             }
             let opts = run_options(g, None, String::new(), emitter(g.json, None), true);
             let o = Coordinator::acquire(p, opts).await?.abort().await?;
             if !g.json {
-                println!(
+                outln!(
                     "Rollout {} aborted",
                     cur.get("id").map(String::as_str).unwrap_or("?")
                 );
@@ -254,7 +255,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 if g.json {
                     print_json(&doc);
                 } else {
-                    print!("{}", status_text(&doc));
+                    out!("{}", status_text(&doc));
                 }
                 let state = doc["state"].as_str().unwrap_or("");
                 if !watch || !matches!(state, "running" | "rolling_back") {
@@ -265,7 +266,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if !g.json {
-                    println!();
+                    outln!();
                 }
             }
         }
@@ -280,10 +281,10 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             if g.json {
                 print_json(&json!({"pac": pac, "rollouts": h}));
             } else if h.is_empty() {
-                println!("PAC {pac} has no finished rollout");
+                outln!("PAC {pac} has no finished rollout");
             } else {
                 for r in &h {
-                    println!(
+                    outln!(
                         "{}  {}  -> {}  {}  by {}{}",
                         r["finished_at"].as_str().unwrap_or("?"),
                         r["id"].as_str().unwrap_or("?"),
@@ -437,7 +438,7 @@ pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow
             None
         };
         let batch = p.read_events(&mut conn, &after, 500, block).await?;
-        if batch.is_empty() && !follow {
+        if batch.is_empty() && !follow || output::stdout_closed() {
             break;
         }
         for (id, fields) in batch {
@@ -445,7 +446,7 @@ pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow
             if follow && g.json {
                 print_json(&v);
             } else if follow {
-                println!("{}", human_event(&v));
+                outln!("{}", human_event(&v));
             } else {
                 all.push(v);
             }
@@ -456,7 +457,7 @@ pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow
         print_json(&json!({"pac": pac, "events": all}));
     } else {
         for v in &all {
-            println!("{}", human_event(v));
+            outln!("{}", human_event(v));
         }
     }
     Ok(ExitCode::Ok)

@@ -1,6 +1,7 @@
 //! `pacup jobs ...` and `pacup clients run`: drive and audit work.
 
 use super::{connect, print_json};
+use crate::cli::output::outln;
 use crate::cli::{ClientsCommand, GlobalArgs, JobsCommand};
 use crate::error::{Error, ExitCode};
 use crate::load;
@@ -28,7 +29,7 @@ pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<Exi
                     &json!({"pac": pac, "submitted": done, "first_job": first, "last_job": last}),
                 );
             } else {
-                println!("PAC {pac}: {done} jobs submitted (ids {first}..={last})");
+                outln!("PAC {pac}: {done} jobs submitted (ids {first}..={last})");
             }
             Ok(ExitCode::Ok)
         }
@@ -40,16 +41,17 @@ pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<Exi
                 v["pac"] = json!(pac);
                 print_json(&v);
             } else {
-                println!(
+                outln!(
                     "PAC {pac}: submitted {}, completed {}, pending {}, duplicates {}, longest completion gap {}ms",
                     s.submitted, s.completed, s.pending, s.duplicates, s.max_completion_gap_ms
                 );
                 for (r, n) in &s.by_region {
-                    println!("  {r}: {n}");
+                    outln!("  {r}: {n}");
                 }
-                println!(
+                outln!(
                     "client transactions: {} recorded, {} repeated",
-                    s.transactions, s.transaction_duplicates
+                    s.transactions,
+                    s.transaction_duplicates
                 );
             }
             Ok(ExitCode::Ok)
@@ -73,12 +75,16 @@ pub(super) async fn clients(g: &GlobalArgs, cmd: ClientsCommand) -> anyhow::Resu
         v["pac"] = json!(pac);
         print_json(&v);
     } else {
-        println!(
+        outln!(
             "PAC {pac}: {} transactions sent, {} ok, {} failed, {} retried in {}ms",
-            report.sent, report.ok, report.failed, report.retried, report.elapsed_ms
+            report.sent,
+            report.ok,
+            report.failed,
+            report.retried,
+            report.elapsed_ms
         );
         for (r, n) in &report.by_region {
-            println!("  {r}: {n}");
+            outln!("  {r}: {n}");
         }
     }
     if report.failed > 0 {
