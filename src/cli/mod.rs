@@ -256,15 +256,37 @@ pub enum RolloutCommand {
     },
     /// Current step, per-region state, why it is blocked.
     #[command(
-        after_help = "Examples:\n  pacup rollout status MyPAC\n  pacup rollout status MyPAC --watch\n  pacup --json rollout status MyPAC"
+        after_help = "Examples:\n  pacup rollout status MyPAC\n  pacup rollout status MyPAC --watch --timeout 30m\n  pacup rollout status MyPAC --watch --until held,paused --wait-new\n  pacup --json rollout status MyPAC"
     )]
     Status {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
-        /// Refresh every second until the rollout ends.
+        /// Follow the rollout until it ends (through pauses and resumes), then exit with
+        /// its end state's code: 0 done, 1 aborted or failed, 7 rolled back. Waits for a
+        /// rollout to exist first. Redraws in place on a terminal; elsewhere prints one
+        /// line per change (with --json: one document per change).
         #[arg(long)]
         watch: bool,
+        /// With --watch: also stop at these states (comma-separated), exiting 6 for
+        /// paused, 8 for held, 0 for done.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            requires = "watch",
+            value_name = "STATE"
+        )]
+        until: Vec<UntilArg>,
+        /// With --watch: give up after this long, exiting 9.
+        #[arg(long, value_parser = duration, requires = "watch", value_name = "DURATION")]
+        timeout: Option<Duration>,
+        /// With --watch: if the rollout had already ended when the watch began, wait for
+        /// it to change (the next rollout starts, or this one is rolled back) instead of
+        /// reporting that end at once; for a pipeline that starts `rollout run` and the
+        /// watch at the same time.
+        #[arg(long, requires = "watch")]
+        wait_new: bool,
     },
     /// Ask the running coordinator to pause after the current step.
     #[command(after_help = "Examples:\n  pacup rollout pause MyPAC")]
@@ -303,6 +325,17 @@ pub enum RolloutCommand {
         #[arg(value_parser = pac_name)]
         pac: PacName,
     },
+}
+
+/// States `rollout status --watch --until` can stop at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UntilArg {
+    /// Paused, waiting for an operator (exit 6).
+    Paused,
+    /// Held before finalisation (exit 8).
+    Held,
+    /// Done (exit 0); every end state stops the watch anyway.
+    Done,
 }
 
 /// Arguments of `pacup demo`.

@@ -9,6 +9,7 @@
 //! Store changes (`set_mode`, `remove_old`) go straight to the PSOR through the fenced
 //! scripts unless the command driver is given a template for them.
 
+use super::progress::{redact_command, CommandProgress, Progress};
 use crate::error::{Error, Result};
 use crate::psor::control::ControlAction;
 use crate::psor::{Mode, Pac};
@@ -200,9 +201,18 @@ impl Driver {
         Some((render(templates.get(name)?, &v), *timeout))
     }
 
-    async fn shell(&self, name: &str, vars: &Vars) -> Option<Outcome> {
+    /// Runs template `name`, if the plan has one, journaling it as the command in hand.
+    async fn shell(&self, pac: &Pac, epoch: u64, name: &str, vars: &Vars) -> Option<Outcome> {
         let (cmd, timeout) = self.template(name, vars)?;
-        Some(run_shell(&cmd, timeout).await)
+        let prog = Progress::new(pac, epoch);
+        let r = run_shell_tracked(&cmd, timeout, Some(&prog)).await;
+        Some(r.and_then(|(code, detail)| {
+            if code == 0 {
+                Ok(detail)
+            } else {
+                Err(Error::refused(detail))
+            }
+        }))
     }
 
     fn vars(pac: &Pac, host: &str, region: &str, version: &str, st: Option<StartType>) -> Vars {
@@ -224,10 +234,16 @@ impl Driver {
 
     /// Runs the `check_compat` template if there is one: (exit code, detail); 0 means
     /// compatible and 3 incompatible, as `caspac -aCheckCompat` answers.
-    pub async fn check_compat(&self, pac: &Pac, version: &str) -> Option<Result<(i32, String)>> {
+    pub async fn check_compat(
+        &self,
+        pac: &Pac,
+        version: &str,
+        epoch: u64,
+    ) -> Option<Result<(i32, String)>> {
         let (cmd, timeout) =
             self.template("check_compat", &Self::vars(pac, "", "", version, None))?;
-        Some(run_shell_code(&cmd, timeout).await)
+        let prog = Progress::new(pac, epoch);
+        Some(run_shell_tracked(&cmd, timeout, Some(&prog)).await)
     }
 
     /// Listener on or off.
@@ -242,7 +258,7 @@ impl Driver {
     ) -> Outcome {
         let name = if on { "listener_on" } else { "listener_off" };
         if let Some(r) = self
-            .shell(name, &Self::vars(pac, host, region, "", None))
+            .shell(pac, epoch, name, &Self::vars(pac, host, region, "", None))
             .await
         {
             return r;
@@ -267,7 +283,7 @@ impl Driver {
         by: &str,
     ) -> Outcome {
         if let Some(r) = self
-            .shell("stop", &Self::vars(pac, host, region, "", None))
+            .shell(pac, epoch, "stop", &Self::vars(pac, host, region, "", None))
             .await
         {
             return r;
@@ -299,7 +315,12 @@ impl Driver {
         by: &str,
     ) -> Outcome {
         if let Some(r) = self
-            .shell("apply_update", &Self::vars(pac, host, "", version, None))
+            .shell(
+                pac,
+                epoch,
+                "apply_update",
+                &Self::vars(pac, host, "", version, None),
+            )
             .await
         {
             return r;
@@ -323,7 +344,12 @@ impl Driver {
         by: &str,
     ) -> Outcome {
         if let Some(r) = self
-            .shell("start", &Self::vars(pac, host, region, version, Some(st)))
+            .shell(
+                pac,
+                epoch,
+                "start",
+                &Self::vars(pac, host, region, version, Some(st)),
+            )
             .await
         {
             return r;
@@ -346,7 +372,7 @@ impl Driver {
     ) -> Outcome {
         let name = format!("set_mode_{mode}");
         if let Some(r) = self
-            .shell(&name, &Self::vars(pac, "", "", version, None))
+            .shell(pac, epoch, &name, &Self::vars(pac, "", "", version, None))
             .await
         {
             return r;
@@ -358,7 +384,7 @@ impl Driver {
     /// Removes the old stores (template if given, else the fenced PSOR script).
     pub async fn remove_old(&self, pac: &Pac, epoch: u64, by: &str) -> Outcome {
         if let Some(r) = self
-            .shell("remove_old", &Self::vars(pac, "", "", "", None))
+            .shell(pac, epoch, "remove_old", &Self::vars(pac, "", "", "", None))
             .await
         {
             return r;
@@ -389,6 +415,16 @@ pub async fn run_shell(cmd: &str, timeout: Duration) -> Outcome {
 
 /// Runs one shell command with a timeout: (exit code, detail with stdout and stderr).
 pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String)> {
+    run_shell_tracked(cmd, timeout, None).await
+}
+
+/// [`run_shell_code`], journaling the command (redacted), its pid and start as the
+/// command in hand while it runs, so `rollout status` can show it.
+pub async fn run_shell_tracked(
+    cmd: &str,
+    timeout: Duration,
+    prog: Option<&Progress<'_>>,
+) -> Result<(i32, String)> {
     // Its own process group, so a timeout kills the whole command, not only `sh`.
     let mut child = tokio::process::Command::new("sh");
     child.arg("-c").arg(cmd).process_group(0);
@@ -403,7 +439,20 @@ pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String
             source: e,
         })?;
     let pgid = child.id();
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    if let (Some(p), Some(pid)) = (prog, pgid) {
+        p.command(Some(&CommandProgress {
+            command: redact_command(cmd),
+            pid,
+            started_ms: crate::psor::now_ms(),
+            timeout_ms: timeout.as_millis() as u64,
+        }))
+        .await;
+    }
+    let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    if let Some(p) = prog {
+        p.command(None).await;
+    }
+    let out = match out {
         Ok(r) => r.map_err(|e| Error::Io {
             context: format!("running `{cmd}`"),
             source: e,

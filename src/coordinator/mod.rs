@@ -13,6 +13,8 @@
 
 pub mod driver;
 pub mod plan;
+pub mod progress;
+pub mod status;
 pub mod steps;
 
 use crate::compat::{self, Verdict};
@@ -63,23 +65,63 @@ pub type Emitter = Arc<dyn Fn(&Event) + Send + Sync>;
 pub enum Outcome {
     /// Finished.
     Done,
-    /// Paused (failure with `on_failure: pause`, an operator's pause, or held before
-    /// finalisation) with the reason.
+    /// Paused (failure with `on_failure: pause`, an operator's pause, or an interrupted
+    /// coordinator), with the reason.
     Paused(String),
+    /// Held before a finalising step, as the plan's `hold_finalization` asks.
+    Held(String),
     /// Aborted where it stood.
     Aborted(String),
-    /// Failed and rolled back.
+    /// Failed and rolled back by the plan's `on_failure: rollback`.
     RolledBack(String),
+    /// Rolled back because an operator asked (`rollout rollback`): the command did
+    /// what it was asked, so it succeeds.
+    RolledBackOnRequest(String),
 }
 
 impl Outcome {
-    /// The SPEC exit code.
+    /// The documented exit code.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Outcome::Done => ExitCode::Ok,
+            Outcome::Done | Outcome::RolledBackOnRequest(_) => ExitCode::Ok,
             Outcome::Paused(_) => ExitCode::Paused,
+            Outcome::Held(_) => ExitCode::Held,
             Outcome::Aborted(_) => ExitCode::Refused,
             Outcome::RolledBack(_) => ExitCode::RolledBack,
+        }
+    }
+}
+
+/// How many times the coordinator's process was asked to stop (SIGINT/SIGTERM): the
+/// first request pauses the rollout once the step in hand has finished; the second
+/// gives up the step at once (as a crash would: the step is re-run on resume, and every
+/// step observes before it acts) and pauses.
+#[derive(Clone, Debug)]
+pub struct Interrupt(watch::Receiver<u32>);
+
+impl Interrupt {
+    /// A counter fed by the caller (the CLI's signal handler).
+    pub fn new(rx: watch::Receiver<u32>) -> Self {
+        Interrupt(rx)
+    }
+
+    /// Never interrupted.
+    pub fn never() -> Self {
+        // The sender is dropped at once; `changed()` then fails, which `at_least` treats
+        // as "never".
+        Interrupt(watch::channel(0).1)
+    }
+
+    /// Requests so far.
+    pub fn count(&self) -> u32 {
+        *self.0.borrow()
+    }
+
+    /// Resolves once at least `n` requests arrived; never, if no one can send them.
+    pub async fn at_least(&self, n: u32) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|c| *c >= n).await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }
@@ -101,6 +143,8 @@ pub struct RunOptions {
     pub psor_url: String,
     /// Event sink.
     pub emit: Emitter,
+    /// Stop requests (Ctrl-C) from the caller.
+    pub interrupt: Interrupt,
 }
 
 /// Everything a step needs.
@@ -646,7 +690,10 @@ impl Coordinator {
                 .get("error")
                 .cloned()
                 .unwrap_or_else(|| "resumed".into());
-            return self.rollback_inner(&cur, &plan, process, &why).await;
+            let requested = cur.get("rollback_requested").is_some_and(|v| v == "1");
+            return self
+                .rollback_inner(&cur, &plan, process, &why, requested)
+                .await;
         }
         let next: usize = cur
             .get("next_step")
@@ -675,7 +722,7 @@ impl Coordinator {
                     self.pac.name()
                 )));
             }
-            self.rollback_inner(&cur, &plan, process, "requested by an operator")
+            self.rollback_inner(&cur, &plan, process, "requested by an operator", true)
                 .await
         }
         .await;
@@ -725,7 +772,13 @@ impl Coordinator {
                 .unwrap_or(0),
             action,
         );
-        let status = if state == "done" { "done" } else { "failed" };
+        // A completed rollback did what it set out to do, whoever asked for it; the
+        // rollout's result ("rolled_back") says that the upgrade did not happen.
+        let status = if state == "done" || state == "rolled_back" {
+            "done"
+        } else {
+            "failed"
+        };
         let elapsed = self.started.elapsed().as_millis() as u64;
         self.journal(
             &[
@@ -751,6 +804,9 @@ impl Coordinator {
         let target = plan.target.version.to_string();
         for step in all.iter().skip(from) {
             self.check_lease()?;
+            if self.opts.interrupt.count() > 0 {
+                return self.interrupted(step.n, false).await;
+            }
             let cur = self.pac.rollout_current().await?;
             if cur.get("abort_requested").is_some_and(|v| !v.is_empty()) {
                 self.finish(plan, "aborted", "aborted by an operator", Action::Done)
@@ -796,21 +852,25 @@ impl Coordinator {
                     None,
                 )
                 .await?;
-                return Ok(Outcome::Paused(why));
+                return Ok(Outcome::Held(why));
             }
-            self.journal(
-                &[
-                    ("current_step", step.n.to_string()),
-                    ("next_step", step.n.to_string()),
-                ],
-                Some((step, "started", "", 0)),
-                None,
-            )
-            .await?;
+            let mut fields = vec![("next_step", step.n.to_string())];
+            fields.extend(current_step_fields(step, plan, false));
+            self.journal(&fields, Some((step, "started", "", 0)), None)
+                .await?;
             let t = Instant::now();
-            let ctx = self.ctx(plan, process, &driver, target.clone());
-            let r = match tokio::time::timeout(plan.progress_deadline, steps::run(&ctx, step)).await
-            {
+            let intr = self.opts.interrupt.clone();
+            let r = {
+                let ctx = self.ctx(plan, process, &driver, target.clone());
+                tokio::select! {
+                    r = tokio::time::timeout(plan.progress_deadline, steps::run(&ctx, step)) => Some(r),
+                    () = intr.at_least(2) => None,
+                }
+            };
+            let Some(r) = r else {
+                return self.interrupted(step.n, false).await;
+            };
+            let r = match r {
                 Ok(r) => r,
                 Err(_) => Err(Error::refused(format!(
                     "no progress within the progress deadline {}",
@@ -886,7 +946,7 @@ impl Coordinator {
             }
             OnFailure::Rollback => {
                 let cur = self.pac.rollout_current().await?;
-                self.rollback_inner(&cur, plan, process, &why).await
+                self.rollback_inner(&cur, plan, process, &why, false).await
             }
         }
     }
@@ -925,6 +985,7 @@ impl Coordinator {
         plan: &Plan,
         process: Process,
         why: &str,
+        requested: bool,
     ) -> Result<Outcome> {
         let from = cur.get("from_version").cloned().unwrap_or_default();
         let host_versions: BTreeMap<String, String> = cur
@@ -948,7 +1009,14 @@ impl Coordinator {
             wave: None,
         };
         self.journal(
-            &[("state", "rolling_back".into()), ("error", why.into())],
+            &[
+                ("state", "rolling_back".into()),
+                ("error", why.into()),
+                (
+                    "rollback_requested",
+                    if requested { "1" } else { "" }.into(),
+                ),
+            ],
             Some((
                 &mk(base),
                 "started",
@@ -1034,6 +1102,9 @@ impl Coordinator {
                 }
                 for (a, r) in acts {
                     self.check_lease()?;
+                    if self.opts.interrupt.count() > 0 {
+                        return self.interrupted(n + 1, true).await;
+                    }
                     let s = Step {
                         n: n + 1,
                         action: a,
@@ -1041,15 +1112,29 @@ impl Coordinator {
                         region: r.clone(),
                         wave: None,
                     };
+                    self.journal(&current_step_fields(&s, plan, true), None, None)
+                        .await?;
                     let t = Instant::now();
-                    let ctx = self.ctx(plan, process, &driver, old.clone());
-                    let res = match a {
-                        Action::ApplyUpdate => steps::apply(&ctx, &h, &old).await,
-                        Action::HealthGate => steps::gate(&ctx, &needs, &old).await,
-                        Action::StartWarm => {
-                            steps::StartRegion(StartType::Warm).run(&ctx, &s).await
+                    let intr = self.opts.interrupt.clone();
+                    let res = {
+                        let ctx = self.ctx(plan, process, &driver, old.clone());
+                        let work = async {
+                            match a {
+                                Action::ApplyUpdate => steps::apply(&ctx, &h, &old).await,
+                                Action::HealthGate => steps::gate(&ctx, &needs, &old).await,
+                                Action::StartWarm => {
+                                    steps::StartRegion(StartType::Warm).run(&ctx, &s).await
+                                }
+                                _ => steps::run(&ctx, &s).await,
+                            }
+                        };
+                        tokio::select! {
+                            r = work => Some(r),
+                            () = intr.at_least(2) => None,
                         }
-                        _ => steps::run(&ctx, &s).await,
+                    };
+                    let Some(res) = res else {
+                        return self.interrupted(n + 1, true).await;
                     };
                     n += 1;
                     self.event(
@@ -1101,8 +1186,62 @@ impl Coordinator {
         let detail = format!("rolled back to {from}: {why}");
         self.finish(plan, "rolled_back", &detail, Action::Rollback)
             .await?;
-        Ok(Outcome::RolledBack(detail))
+        Ok(if requested {
+            Outcome::RolledBackOnRequest(detail)
+        } else {
+            Outcome::RolledBack(detail)
+        })
     }
+
+    /// The process was asked to stop (Ctrl-C, SIGTERM): journal a pause before step `n`
+    /// so that `rollout resume` continues there. A rollback stays `rolling_back` (resume
+    /// continues the rollback).
+    async fn interrupted(&mut self, n: usize, rollback: bool) -> Result<Outcome> {
+        let pac = self.pac.name().to_string();
+        let (state, why) = if rollback {
+            (
+                "rolling_back",
+                format!("rollback interrupted before step {n}; `pacup rollout resume {pac}` continues the rollback"),
+            )
+        } else {
+            (
+                "paused",
+                format!("interrupted before step {n}; `pacup rollout resume {pac}` continues"),
+            )
+        };
+        let p = self.marker(n, Action::Pause);
+        let mut fields = vec![("error", why.clone())];
+        if !rollback {
+            fields.push(("state", state.into()));
+            fields.push(("next_step", n.to_string()));
+        }
+        self.journal(&fields, Some((&p, "done", &why, 0)), None)
+            .await?;
+        Ok(Outcome::Paused(why))
+    }
+}
+
+/// Journal fields that make `step` the current step (see [`progress`]), clearing the
+/// previous step's gate and command details.
+fn current_step_fields(step: &Step, plan: &Plan, rollback: bool) -> Vec<(&'static str, String)> {
+    let cur = progress::CurrentStep {
+        n: step.n,
+        action: step.action.name().to_string(),
+        host: step.host.clone(),
+        region: step.region.clone(),
+        started_ms: now_ms(),
+        bound_ms: plan.progress_deadline.as_millis() as u64,
+        rollback,
+    };
+    vec![
+        (progress::field::STEP, step.n.to_string()),
+        (
+            progress::field::CURRENT,
+            serde_json::to_string(&cur).expect("serialises"),
+        ),
+        (progress::field::GATE, String::new()),
+        (progress::field::COMMAND, String::new()),
+    ]
 }
 
 fn all_steps_len(plan: &Plan, process: Process) -> usize {

@@ -5,9 +5,10 @@
 //! action nor skips one.
 
 use super::plan::{ModeFlip, Plan};
+use super::progress::{GateProgress, Progress};
 use super::Ctx;
 use crate::error::{Error, Result};
-use crate::psor::{Mode, Snapshot};
+use crate::psor::{now_ms, Mode, Snapshot};
 use crate::region::StartType;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -517,7 +518,11 @@ impl CheckCompat {
                 ctx.version
             )));
         }
-        if let Some(r) = ctx.driver.check_compat(ctx.pac, &ctx.version).await {
+        if let Some(r) = ctx
+            .driver
+            .check_compat(ctx.pac, &ctx.version, ctx.epoch)
+            .await
+        {
             let (code, detail) = r?;
             return match code {
                 3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
@@ -604,25 +609,25 @@ impl StartRegion {
 /// `health.min_healthy` without interruption, within `health.deadline`.
 pub struct HealthGate;
 
-fn unhealthy(snap: &Snapshot, regions: &[(String, String)], version: &str) -> Option<String> {
-    for (_, r) in regions {
-        match snap.region(r) {
-            None => return Some(format!("{r} has no record")),
-            Some(ri) if !ri.alive => return Some(format!("{r} is not alive")),
-            Some(ri) if ri.state != "active" => return Some(format!("{r} is {}", ri.state)),
-            Some(ri) if ri.product_version != version => {
-                return Some(format!(
-                    "{r} runs {} instead of {version}",
-                    ri.product_version
-                ))
-            }
-            Some(ri) if snap.store(&ri.store).is_none() => {
-                return Some(format!("{r} is in no store"))
-            }
-            _ => {}
-        }
+/// Why region `r` is not healthy at `version`, if it is not.
+fn region_problem(snap: &Snapshot, r: &str, version: &str) -> Option<String> {
+    match snap.region(r) {
+        None => Some(format!("{r} has no record")),
+        Some(ri) if !ri.alive => Some(format!("{r} is not alive")),
+        Some(ri) if ri.state != "active" => Some(format!("{r} is {}", ri.state)),
+        Some(ri) if ri.product_version != version => Some(format!(
+            "{r} runs {} instead of {version}",
+            ri.product_version
+        )),
+        Some(ri) if snap.store(&ri.store).is_none() => Some(format!("{r} is in no store")),
+        _ => None,
     }
-    None
+}
+
+fn unhealthy(snap: &Snapshot, regions: &[(String, String)], version: &str) -> Option<String> {
+    regions
+        .iter()
+        .find_map(|(_, r)| region_problem(snap, r, version))
 }
 
 impl HealthGate {
@@ -643,9 +648,34 @@ pub(super) async fn gate(
     let end = Instant::now() + h.deadline;
     let mut since: Option<Instant> = None;
     let mut last_problem = String::from("not checked");
+    // What `rollout status` shows: per region since when it has been healthy. Journaled
+    // only when it changes.
+    let prog = Progress::new(ctx.pac, ctx.epoch);
+    let mut view = GateProgress {
+        started_ms: now_ms(),
+        deadline_ms: h.deadline.as_millis() as u64,
+        min_healthy_ms: h.min_healthy.as_millis() as u64,
+        healthy_since: regions.iter().map(|(_, r)| (r.clone(), None)).collect(),
+        problem: Some("not checked yet".into()),
+    };
+    let mut shown: Option<GateProgress> = None;
     loop {
         let snap = ctx.pac.snapshot().await?;
-        match unhealthy(&snap, regions, version) {
+        let now = now_ms();
+        for (r, since) in view.healthy_since.iter_mut() {
+            match region_problem(&snap, r, version) {
+                None => {
+                    since.get_or_insert(now);
+                }
+                Some(_) => *since = None,
+            }
+        }
+        view.problem = unhealthy(&snap, regions, version);
+        if shown.as_ref() != Some(&view) {
+            prog.gate(&view).await;
+            shown = Some(view.clone());
+        }
+        match view.problem.clone() {
             None => {
                 let t = *since.get_or_insert_with(Instant::now);
                 if t.elapsed() >= h.min_healthy {

@@ -722,7 +722,7 @@ fn failing_template_pauses_and_resume_retries_it() {
 
 /// A failing template with `on_failure: abort` stops the rollout where it stands (exit 1);
 /// resume is refused; `rollout rollback` then brings every region back to 1.0.0 through
-/// the templates (exit 7) with no job lost.
+/// the templates (exit 0: the operator asked for it) with no job lost.
 #[test]
 fn failing_template_with_on_failure_abort_exits_1_and_rollback_recovers() {
     let lp = LivePac::start();
@@ -773,7 +773,8 @@ fn failing_template_with_on_failure_abort_exits_1_and_rollback_recovers() {
 
     // Recovery: roll back (the coordinator process needs the binaries on PATH too).
     let rb = lp.rollout(&["rollback", PAC, "--json"]);
-    rb.code(7);
+    // Asked for by the operator and completed: success (7 is for a policy rollback).
+    rb.success();
     let evs = events(&rb);
     assert_eq!(s(&evs[0], "action"), "rollback", "{evs:#?}");
     assert_eq!(s(&evs[0], "status"), "started", "{evs:#?}");
@@ -1043,7 +1044,7 @@ fn hold_finalization_holds_before_quiesce_until_resume() {
     let mut plan = base_plan("pause");
     plan["hold_finalization"] = json!(true);
     let out = lp.run_plan(&plan);
-    out.code(6);
+    out.code(8);
     let evs = events(&out);
     let last = evs.last().expect("events");
     assert_eq!(
@@ -1083,7 +1084,7 @@ fn hold_finalization_holds_before_quiesce_until_resume() {
     assert_eq!(s(&first[0], "action"), "set_mode_quiesce", "{first:#?}");
     // Resume again while held (a later hold, if any, is released the same way).
     for _ in 0..3 {
-        if resumed.code != 6 || lp.status()["state"] != "held" {
+        if resumed.code != 8 || lp.status()["state"] != "held" {
             break;
         }
         resumed = lp.rollout(&["resume", PAC, "--json"]);
@@ -1100,7 +1101,7 @@ fn hold_finalization_also_holds_before_remove_old() {
     let lp = LivePac::start();
     let mut plan = base_plan("pause");
     plan["hold_finalization"] = json!(true);
-    lp.run_plan(&plan).code(6);
+    lp.run_plan(&plan).code(8);
     let out = lp.rollout(&["resume", PAC, "--json"]);
     let evs = events(&out);
     if out.code == 0 || evs.iter().any(|e| s(e, "action") == "remove_old") {
@@ -1108,7 +1109,7 @@ fn hold_finalization_also_holds_before_remove_old() {
             "released once after wave 1, the rollout deleted the old store without holding again",
         );
     }
-    out.code(6);
+    out.code(8);
     let st = lp.status();
     assert_eq!(st["state"], "held", "{st}");
     assert_eq!(st["current"], "24. remove_old", "{st}");
@@ -1152,4 +1153,49 @@ fn rollback_after_the_mode_flip_restores_the_old_version() {
     let stats = lp.wait_jobs_done();
     assert_eq!(stats["completed"], stats["submitted"], "{stats}");
     assert_eq!(stats["duplicates"], 0, "{stats}");
+}
+
+/// While a command template runs, `rollout status` names it (credentials redacted), with
+/// its pid and how long it has run.
+#[test]
+fn status_shows_the_command_template_in_hand() {
+    let lp = LivePac::start();
+    let mut plan = base_plan("pause");
+    let slow = format!(
+        "sleep 3; {}",
+        templates()["check_compat"].as_str().expect("template")
+    );
+    set_template(&mut plan, "check_compat", &slow);
+    let p = lp.write_plan("plan.json", &plan);
+    let run = lp
+        .pacup()
+        .args(["rollout", "run", p.to_str().expect("utf-8 path"), "--json"])
+        .spawn();
+    let cmd = crate::support::wait_for(
+        UP_TIMEOUT,
+        "status to show the check_compat command",
+        || {
+            // Until the coordinator has journaled its start there is no rollout (exit 1).
+            let out = lp.pacup().args(["rollout", "status", PAC, "--json"]).run();
+            let st = (out.code == 0).then(|| out.json())?;
+            (st["step"]["action"] == "check_compat" && st["command"].is_object()).then_some(st)
+        },
+    );
+    let c = &cmd["command"];
+    assert!(s(c, "command").starts_with("sleep 3; "), "{cmd:#}");
+    let pid = c["pid"].as_u64().expect("pid");
+    assert!(pid > 1, "{cmd:#}");
+    assert!(c["timeout_ms"].as_u64() == Some(30_000), "{cmd:#}");
+    assert!(cmd["step"]["bound_ms"].as_u64() == Some(60_000), "{cmd:#}");
+    let text = lp
+        .pacup()
+        .args(["rollout", "status", PAC])
+        .run()
+        .success()
+        .stdout
+        .clone();
+    assert!(text.contains("running `sleep 3; "), "{text}");
+    let out = run.wait_with_timeout(ROLLOUT_TIMEOUT);
+    out.success();
+    assert!(lp.status()["command"].is_null());
 }

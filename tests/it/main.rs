@@ -11,6 +11,7 @@ mod conn_tests;
 mod psor_tests;
 mod region_tests;
 mod rollout_fault_tests;
+mod rollout_status_tests;
 mod rollout_tests;
 mod support_smoke;
 mod work_tests;

@@ -373,14 +373,21 @@ fn a_gate_failure_in_the_first_wave_rolls_back_with_exit_7() {
 }
 
 #[test]
-fn rollout_rollback_of_a_rollout_paused_in_the_first_wave_exits_7() {
+fn rollout_rollback_of_a_rollout_paused_in_the_first_wave_exits_0() {
     let env = Env::start();
     let plan = failure_plan(&env, "pause", "3s", "5s", "30s");
     let load = Load::start(&env, "6s", false);
     let out = crash_in_gate(&env, &plan, "REGION1B");
     out.code(6);
+    // The operator asked for the rollback and got it: success, the last event says done.
     let rb = env.rollout("rollback", &[]);
-    rb.code(7);
+    rb.success();
+    let last = stdout_events(&rb.stdout).pop().unwrap();
+    assert_eq!(
+        (&last["action"], &last["status"]),
+        (&json!("rollback"), &json!("done")),
+        "{last}"
+    );
     load.finish(&env);
     assert_rolled_back(&env, &rb);
 }
@@ -398,14 +405,21 @@ fn a_gate_failure_in_the_last_wave_rolls_back_with_exit_7() {
 }
 
 #[test]
-fn rollout_rollback_of_a_rollout_paused_in_the_last_wave_exits_7() {
+fn rollout_rollback_of_a_rollout_paused_in_the_last_wave_exits_0() {
     let env = Env::start();
     let plan = failure_plan(&env, "pause", "3s", "5s", "30s");
     let load = Load::start(&env, "6s", false);
     let out = crash_in_gate(&env, &plan, "REGION2");
     out.code(6);
+    // The operator asked for the rollback and got it: success, the last event says done.
     let rb = env.rollout("rollback", &[]);
-    rb.code(7);
+    rb.success();
+    let last = stdout_events(&rb.stdout).pop().unwrap();
+    assert_eq!(
+        (&last["action"], &last["status"]),
+        (&json!("rollback"), &json!("done")),
+        "{last}"
+    );
     load.finish(&env);
     assert_rolled_back(&env, &rb);
 }

@@ -911,7 +911,8 @@ fn hold_finalization_holds_before_each_finalising_step_until_resume() {
     );
     let load = Load::start(&env, "6s", false);
     let out = env.run(&plan, &[]);
-    out.code(6);
+    // Held as the plan asked: exit 8, not the 6 of a pause waiting on an error.
+    out.code(8);
     // Held before the old store stops taking batch work: both stores run.
     let st = assert_held_before(&env, &out, "set_mode_quiesce");
     let modes = store_modes(&st);
@@ -927,7 +928,7 @@ fn hold_finalization_holds_before_each_finalising_step_until_resume() {
     // Released: quiesce and the last wave run, then held before the old store goes,
     // every region already at 2.0.0 and the old store still there for a rollback.
     let resumed = env.rollout("resume", &[]);
-    resumed.code(6);
+    resumed.code(8);
     let events = stdout_events(&resumed.stdout);
     assert_eq!(events[0]["action"], "set_mode_quiesce", "{}", events[0]);
     pos(&events, "verify", "done", None);

@@ -235,6 +235,7 @@ async fn run(
         lease_ttl: Duration::from_secs(5),
         psor_url: url.to_string(),
         emit: emitter(g.json, None),
+        interrupt: crate::coordinator::Interrupt::never(),
     };
     let outcome = Coordinator::acquire(pac.clone(), opts)
         .await?

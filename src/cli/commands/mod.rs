@@ -4,6 +4,7 @@ mod demo;
 mod pac;
 mod region;
 mod rollout;
+mod status;
 mod work;
 
 use super::{Cli, Command, GlobalArgs};

@@ -1,10 +1,10 @@
 //! `pacup rollout ...` and `pacup events`.
 
 use super::{actor, connect, print_json};
-use crate::cli::output::{self, out, outln};
+use crate::cli::output::{self, outln};
 use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
 use crate::coordinator::plan::Plan;
-use crate::coordinator::{self, Coordinator, Emitter, Event, Outcome, RunOptions};
+use crate::coordinator::{self, Coordinator, Emitter, Event, Interrupt, Outcome, RunOptions};
 use crate::error::{Error, ExitCode};
 use crate::names::PacName;
 use crate::psor::{self, Pac};
@@ -47,18 +47,27 @@ pub(crate) fn emitter(json_out: bool, total: Option<u64>) -> Emitter {
     let bar = total.filter(|_| std::io::stdout().is_terminal()).map(|t| {
         let pb = indicatif::ProgressBar::new(t);
         pb.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} steps {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30.cyan/blue} {pos}/{len} steps [{elapsed}, ETA {eta}] {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         pb
     });
     Arc::new(move |e: &Event| match &bar {
         Some(pb) => {
             pb.println(event_line(e));
-            if e.status != "started" {
+            if e.status == "started" {
+                // The label names the step in hand, not the one just finished.
+                let mut what = format!("step {} {}", e.step, e.action);
+                if let Some(r) = e.region.as_ref().or(e.host.as_ref()) {
+                    what.push_str(&format!(" {r}"));
+                }
+                pb.set_message(what);
+            } else {
                 pb.set_position(e.step as u64 + 1);
+                pb.set_message(format!("step {} {} {}", e.step, e.action, e.status));
             }
-            pb.set_message(e.action.clone());
             if e.action == "done" || e.action == "rollback" && e.status != "started" {
                 pb.finish_and_clear();
             }
@@ -73,6 +82,7 @@ fn run_options(
     reason: String,
     emit: Emitter,
     allow_downtime: bool,
+    interrupt: Interrupt,
 ) -> RunOptions {
     RunOptions {
         allow_downtime,
@@ -82,26 +92,93 @@ fn run_options(
         lease_ttl: lease.map(|l| l.lease_ttl).unwrap_or(Duration::from_secs(5)),
         psor_url: g.psor.clone(),
         emit,
+        interrupt,
+    }
+}
+
+/// Ctrl-C (or SIGTERM) on a coordinator: the first asks it to pause after the step in
+/// hand, the second to give the step up now. Both end in a journaled pause and exit 6,
+/// with the command that continues. The handlers are installed only once the lease is
+/// held ([`Interrupts::listen`]): before that a signal ends the process as usual, which
+/// is safe because nothing has been written. The task ends when the guard is dropped.
+pub(crate) struct Interrupts {
+    pub interrupt: Interrupt,
+    tx: Option<tokio::sync::watch::Sender<u32>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Interrupts {
+    pub fn new() -> Interrupts {
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        Interrupts {
+            interrupt: Interrupt::new(rx),
+            tx: Some(tx),
+            task: None,
+        }
+    }
+
+    /// Installs the handlers.
+    pub fn listen(&mut self, pac: &PacName) -> anyhow::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let Some(tx) = self.tx.take() else {
+            return Ok(());
+        };
+        let pac = pac.to_string();
+        self.task = Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tx.send_modify(|c| *c += 1);
+                if *tx.borrow() == 1 {
+                    eprintln!(
+                        "pacup: stopping: the rollout pauses once the step in hand is done \
+                         (press Ctrl-C again to stop now)"
+                    );
+                } else {
+                    eprintln!("pacup: stopping now");
+                    // If even the pause cannot be journaled promptly (the PSOR is gone),
+                    // do not hang: the journal still says where to continue.
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    eprintln!(
+                        "Rollout of PAC {pac} interrupted; `pacup rollout resume {pac}` continues"
+                    );
+                    std::process::exit(ExitCode::Paused.code());
+                }
+            }
+        }));
+        Ok(())
+    }
+}
+
+impl Drop for Interrupts {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
 fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode> {
-    let (result, text) = match &o {
-        Outcome::Done => ("done", format!("Rollout of PAC {pac} finished")),
-        Outcome::Paused(w) => ("paused", format!("Rollout of PAC {pac} paused: {w}")),
-        Outcome::Aborted(w) => ("aborted", format!("Rollout of PAC {pac} aborted: {w}")),
-        Outcome::RolledBack(w) => (
-            "rolled_back",
-            format!("Rollout of PAC {pac} rolled back: {w}"),
+    let text = match &o {
+        Outcome::Done => format!("Rollout of PAC {pac} finished"),
+        Outcome::Paused(w) => format!("Rollout of PAC {pac} paused: {w}"),
+        Outcome::Held(w) => format!("Rollout of PAC {pac} held before finalisation: {w}"),
+        Outcome::Aborted(w) => format!(
+            "Rollout of PAC {pac} aborted: {w}; `pacup rollout rollback {pac}` goes back to the old version"
         ),
+        Outcome::RolledBack(w) => format!("Rollout of PAC {pac} rolled back: {w}"),
+        Outcome::RolledBackOnRequest(w) => format!("Rollout of PAC {pac} rolled back: {w}"),
     };
-    if g.json {
-        // The event lines were the output; the outcome is the last event. Diagnostics only.
+    let success = o.exit_code() == ExitCode::Ok;
+    if g.json || !success {
+        // With --json the event lines were the output; the outcome is the last event.
         eprintln!("{text}");
-    } else if result == "done" {
-        outln!("{text}");
     } else {
-        eprintln!("{text}");
+        outln!("{text}");
     }
     Ok(o.exit_code())
 }
@@ -168,27 +245,47 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             }
             let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible)
                 .len() as u64;
+            let mut sig = Interrupts::new();
             let opts = run_options(
                 g,
                 Some(&lease),
                 reason,
                 emitter(g.json, Some(total)),
                 allow_downtime,
+                sig.interrupt.clone(),
             );
             let c = Coordinator::acquire(pac, opts).await?;
+            sig.listen(&plan.pac)?;
             let name = plan.pac.clone();
             let o = c.run(plan).await?;
             finish(g, &name, o)
         }
         RolloutCommand::Resume { pac, lease } => {
             let p = Pac::new(connect(g).await?, pac.clone());
-            let opts = run_options(g, Some(&lease), String::new(), emitter(g.json, None), true);
-            let o = Coordinator::acquire(p, opts).await?.resume().await?;
+            let mut sig = Interrupts::new();
+            let opts = run_options(
+                g,
+                Some(&lease),
+                String::new(),
+                emitter(g.json, None),
+                true,
+                sig.interrupt.clone(),
+            );
+            let c = Coordinator::acquire(p, opts).await?;
+            sig.listen(&pac)?;
+            let o = c.resume().await?;
             finish(g, &pac, o)
         }
         RolloutCommand::Rollback { pac, lease } => {
             let p = Pac::new(connect(g).await?, pac.clone());
-            let opts = run_options(g, Some(&lease), String::new(), emitter(g.json, None), true);
+            let opts = run_options(
+                g,
+                Some(&lease),
+                String::new(),
+                emitter(g.json, None),
+                true,
+                Interrupt::never(),
+            );
             let o = Coordinator::acquire(p, opts).await?.rollback().await?;
             finish(g, &pac, o)
         }
@@ -237,7 +334,14 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 }
                 return Ok(ExitCode::Ok);
             }
-            let opts = run_options(g, None, String::new(), emitter(g.json, None), true);
+            let opts = run_options(
+                g,
+                None,
+                String::new(),
+                emitter(g.json, None),
+                true,
+                Interrupt::never(),
+            );
             let o = Coordinator::acquire(p, opts).await?.abort().await?;
             if !g.json {
                 outln!(
@@ -248,27 +352,20 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             let _ = o;
             Ok(ExitCode::Ok)
         }
-        RolloutCommand::Status { pac, watch } => {
+        RolloutCommand::Status {
+            pac,
+            watch,
+            until,
+            timeout,
+            wait_new,
+        } => {
             let p = Pac::new(connect(g).await?, pac.clone());
-            loop {
-                let doc = status_doc(&p).await?;
-                if g.json {
-                    print_json(&doc);
-                } else {
-                    out!("{}", status_text(&doc));
-                }
-                let state = doc["state"].as_str().unwrap_or("");
-                if !watch || !matches!(state, "running" | "rolling_back") {
-                    if doc["state"].is_null() {
-                        return Err(Error::refused(format!("PAC {pac} has no rollout")).into());
-                    }
-                    return Ok(ExitCode::Ok);
-                }
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if !g.json {
-                    outln!();
-                }
-            }
+            let w = watch.then_some(super::status::Watch {
+                until,
+                timeout,
+                wait_new,
+            });
+            super::status::status(g, &pac, &p, w).await
         }
         RolloutCommand::History { pac } => {
             let p = Pac::new(connect(g).await?, pac.clone());
@@ -302,108 +399,6 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             Ok(ExitCode::Ok)
         }
     }
-}
-
-async fn status_doc(p: &Pac) -> crate::Result<serde_json::Value> {
-    let cur = p.rollout_current().await?;
-    let snap = p.snapshot().await?;
-    let holder = p.lease_holder().await?;
-    let steps: Vec<coordinator::steps::Step> = cur
-        .get("steps")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    let next: usize = cur
-        .get("next_step")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let plan: Option<Plan> = cur.get("plan").and_then(|s| serde_json::from_str(s).ok());
-    let regions: Vec<serde_json::Value> = plan
-        .as_ref()
-        .map(|pl| {
-            pl.all_regions()
-                .iter()
-                .map(|(h, r)| {
-                    let ri = snap.region(r);
-                    json!({
-                        "host": h,
-                        "region": r,
-                        "state": ri.map(|x| x.effective_state().to_string()).unwrap_or_else(|| "unknown".into()),
-                        "version": ri.map(|x| x.product_version.clone()),
-                        "store": ri.map(|x| x.store.clone()),
-                        "listener": ri.map(|x| x.listener.clone()),
-                    })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    let state = cur.get("state").cloned();
-    let blocking = match state.as_deref() {
-        Some("paused") | Some("held") => cur.get("error").cloned(),
-        Some("running") if holder.is_none() => Some(
-            "no coordinator holds the lease (it crashed or was killed); `pacup rollout resume` continues".to_string(),
-        ),
-        _ => None,
-    };
-    Ok(json!({
-        "pac": p.name(),
-        "rollout": cur.get("id"),
-        "state": state,
-        "process": cur.get("process"),
-        "from_version": cur.get("from_version"),
-        "target": cur.get("target"),
-        "next_step": next,
-        "steps_total": steps.len(),
-        "current": steps.get(next).map(|s| s.to_string().trim().to_string()),
-        "blocking": blocking,
-        "lease_holder": holder,
-        "reason": cur.get("reason"),
-        "regions": regions,
-        "stores": snap.stores.iter().map(|s| json!({"version": s.version, "mode": s.mode, "live_members": s.live_members})).collect::<Vec<_>>(),
-    }))
-}
-
-fn status_text(d: &serde_json::Value) -> String {
-    if d["state"].is_null() {
-        return format!("PAC {} has no rollout\n", d["pac"].as_str().unwrap_or("?"));
-    }
-    let s = |k: &str| d[k].as_str().unwrap_or("-").to_string();
-    let mut out = format!(
-        "Rollout {} of PAC {}: {} ({} {} -> {}), step {}/{}",
-        s("rollout"),
-        s("pac"),
-        s("state"),
-        s("process"),
-        s("from_version"),
-        s("target"),
-        d["next_step"],
-        d["steps_total"]
-    );
-    if let Some(c) = d["current"].as_str() {
-        out.push_str(&format!(", next: {c}"));
-    }
-    out.push('\n');
-    if let Some(b) = d["blocking"].as_str() {
-        out.push_str(&format!("blocked: {b}\n"));
-    }
-    for r in d["regions"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  {:<10} on {:<8} {:<8} version {:<8} store {:<8} listener {}\n",
-            r["region"].as_str().unwrap_or("?"),
-            r["host"].as_str().unwrap_or("?"),
-            r["state"].as_str().unwrap_or("?"),
-            r["version"].as_str().unwrap_or("-"),
-            r["store"].as_str().filter(|s| !s.is_empty()).unwrap_or("-"),
-            r["listener"].as_str().unwrap_or("-"),
-        ));
-    }
-    for st in d["stores"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  store {} {}\n",
-            st["version"].as_str().unwrap_or("?"),
-            st["mode"].as_str().unwrap_or("?")
-        ));
-    }
-    out
 }
 
 /// Renders a stored event as the SPEC's JSON object (numbers as numbers, empty host and
