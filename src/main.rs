@@ -1,4 +1,4 @@
-//! `pacup`: parse, run, map the outcome to the SPEC's exit code in one place.
+//! `pacup`: parse, run, map the outcome to its exit code in one place.
 
 use clap::Parser;
 use pacup::cli::{self, Cli};

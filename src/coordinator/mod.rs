@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use steps::{Action, Process, Step, StepOutcome};
 use tokio::sync::watch;
 
-/// One rollout event (SPEC section 8).
+/// One rollout event (fields and actions: docs/reference.md#events).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     /// RFC 3339 time.
@@ -73,7 +73,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The SPEC exit code.
+    /// The process exit code.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Outcome::Done => ExitCode::Ok,

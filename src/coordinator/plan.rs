@@ -1,4 +1,4 @@
-//! The rollout plan file (SPEC section 7), parsed strictly: unknown fields, unknown or
+//! The rollout plan file (docs/plan.md), parsed strictly: unknown fields, unknown or
 //! duplicate hosts and regions, empty waves and bad durations are refused (exit 2)
 //! before anything is written.
 
