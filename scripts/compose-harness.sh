@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The offline compose harness (docs/compose.md): builds the images without any registry,
-# then rehearses the rollout of compose.yaml in three scenarios, each in a fresh compose
+# then rehearses the rollout of compose.yaml in four scenarios, each in a fresh compose
 # project that is removed afterwards:
 #
 #   a  compose up: `docker-compose up --exit-code-from coordinator` exits 0, nothing lost

@@ -1,4 +1,4 @@
-//! Compatibility rules: may a product join a store (SPEC section 3, CheckCompat)?
+//! Compatibility rules: may a product join a store (CheckCompat, docs/PSOR.md section 5)?
 //!
 //! Default rule: compatible iff same major and minor version, same OS and same bitness.
 //! A compatibility matrix (JSON list of `{from, to, compatible, note}` with semver

@@ -1,6 +1,6 @@
 //! Reaching the PSOR: URL parsing, credentials, TLS, Sentinel and timeouts.
 //!
-//! Accepted URLs (SPEC section 5):
+//! Accepted URLs (`--psor`, docs/reference.md#global-options):
 //! - `redis://[user[:password]@]host[:port][/db]`
 //! - `rediss://...` (TLS; a private CA and a client certificate come from [`PsorOptions`])
 //! - `redis+sentinel://[user[:password]@]h1:p1[,h2:p2...]/<master>` (and `rediss+sentinel://`

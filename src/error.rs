@@ -1,12 +1,12 @@
 //! The library's one error type.
 //!
 //! Every failure a caller can act on has its own variant, and each variant knows which
-//! SPEC exit code it maps to and whether retrying could help, so binaries classify errors
+//! exit code it maps to and whether retrying could help, so binaries classify errors
 //! in one place (`Error::exit_code`) instead of matching strings.
 
 use std::fmt;
 
-/// Exit codes of SPEC section 4, shared by both binaries.
+/// Exit codes shared by both binaries (docs/reference.md#exit-codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(i32)]
 pub enum ExitCode {
@@ -186,7 +186,7 @@ impl Error {
         Error::Refused(msg.into())
     }
 
-    /// The SPEC exit code this error maps to.
+    /// The exit code this error maps to.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::InvalidInput { .. } | Error::BadFile { .. } => ExitCode::InvalidInput,

@@ -1,9 +1,9 @@
 //! pacup: a rolling-upgrade coordinator for PAC regions whose shared state lives in a
-//! Redis PSOR. The contract is `SPEC.md`; the layout and rules as implemented are in
-//! `docs/PSOR.md`.
+//! Redis PSOR. Commands and outputs are in `docs/reference.md`; the layout and rules as
+//! implemented are in `docs/PSOR.md`.
 //!
 //! Modules, and what each owns:
-//! - [`error`]: the typed [`Error`] enum; each variant knows its SPEC exit code and
+//! - [`error`]: the typed [`Error`] enum; each variant knows its exit code and
 //!   whether a retry could help.
 //! - [`names`]: validated inputs (PAC, region and host names, versions, OS, bitness,
 //!   durations). Nothing invalid gets past the edge.

@@ -1,4 +1,4 @@
-//! Validated names and values (SPEC section 1).
+//! Validated names and values (the forms are in docs/reference.md#conventions).
 //!
 //! Every input is parsed into one of these types at the edge (CLI, plan file, caspac
 //! argv) so that code past the edge cannot hold an invalid name, and every refusal
@@ -130,7 +130,7 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Duration> {
     Ok(d)
 }
 
-/// Writes a duration the way SPEC section 5 shows them (`500ms`, `5s`, `2m`).
+/// Writes a duration the way the docs show them (`500ms`, `5s`, `2m`).
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms % 60_000 == 0 && ms > 0 {

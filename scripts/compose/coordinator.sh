@@ -2,7 +2,7 @@
 # Command of the compose `coordinator` service (compose.yaml): runs the rollout command
 # given as arguments, e.g.
 #   coordinator.sh pacup rollout run /plans/two-host-incompatible.json --preflight-wait 60s --json
-# and exits with ITS exit code (0 done, 6 paused, 7 rolled back, ...: SPEC section 4), so
+# and exits with ITS exit code (0 done, 6 paused, 7 rolled back, ...: docs/reference.md), so
 # `docker-compose up --exit-code-from coordinator` returns the rollout's exit code.
 #
 # It starts the command ROLLOUT_DELAY seconds (default 3) after its own start, so that the

@@ -1,4 +1,4 @@
-//! `caspac`: the vendor's PSOR admin syntax on top of pacup.
+//! `caspac`: the vendor's PSOR admin syntax on top of pacup (docs/reference.md#caspac).
 //!
 //! The legacy argv is translated into pacup's own argument structs and run by the same
 //! code, so both binaries behave and exit alike.

@@ -1,7 +1,7 @@
 //! The vendor's `caspac` syntax, translated into `pacup`'s own argument structs.
 //!
 //! `caspac -a<Action>[=<arg>] -s<type>,<host>:<port>[,<host>:<port>...] [-n<sorName>]`
-//! (SPEC section 6). Option letters and action names are case-insensitive; an option's
+//! (docs/reference.md#caspac). Option letters and action names are case-insensitive; an option's
 //! value may be attached (`-aInitPac=MyPAC`) or follow as the next argument
 //! (`-a InitPac=MyPAC`). `-s` types: `redis` and `redis_TLS`; several hosts mean Redis
 //! Sentinel with master `<sorName>`. Environment: `ES_PAC` names the PAC for `SetMode`

@@ -1,5 +1,5 @@
 //! Human rendering of command results (stdout). With `--json` commands print exactly one
-//! JSON document instead (documented in README.md, "JSON output").
+//! JSON document instead (documented in docs/reference.md, "JSON output").
 
 use crate::psor::{PacSummary, Snapshot};
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};

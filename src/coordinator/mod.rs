@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use steps::{Action, Process, Step, StepOutcome};
 use tokio::sync::watch;
 
-/// One rollout event (SPEC section 8).
+/// One rollout event (fields and actions: docs/reference.md#events).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Event {
     /// RFC 3339 time.

@@ -1,4 +1,4 @@
-//! The rollout plan file (SPEC section 7), parsed strictly: unknown fields, unknown or
+//! The rollout plan file (docs/plan.md), parsed strictly: unknown fields, unknown or
 //! duplicate hosts and regions, empty waves and bad durations are refused (exit 2)
 //! before anything is written.
 
@@ -135,6 +135,33 @@ pub enum DriverSpec {
         timeout: Duration,
     },
 }
+
+/// Every field a plan file may hold, nested ones as dotted paths (`hosts[]` is an element
+/// of `hosts`). Anything else is refused by `deny_unknown_fields`; the test module keeps
+/// this list equal to what serde accepts, and docs/plan.md documents exactly these.
+pub const FIELDS: [&str; 21] = [
+    "pac",
+    "target",
+    "target.version",
+    "hosts",
+    "hosts[].name",
+    "hosts[].regions",
+    "strategy",
+    "waves",
+    "mode_flip",
+    "drain_timeout",
+    "stop_timeout",
+    "health",
+    "health.min_healthy",
+    "health.deadline",
+    "progress_deadline",
+    "on_failure",
+    "hold_finalization",
+    "driver",
+    "driver.kind",
+    "driver.templates",
+    "driver.timeout",
+];
 
 /// A rollout plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -315,6 +342,9 @@ impl Plan {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod doc_tests;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Step action names (SPEC section 8).
+/// Step action names, as events carry them (docs/reference.md#events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -55,7 +55,7 @@ pub enum Action {
 }
 
 impl Action {
-    /// The SPEC name.
+    /// The name in events and step lists.
     pub fn name(self) -> &'static str {
         match self {
             Action::Preflight => "preflight",

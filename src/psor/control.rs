@@ -77,7 +77,7 @@ pub struct ControlReply {
     pub id: String,
     /// Whether it succeeded.
     pub ok: bool,
-    /// SPEC exit code for the outcome (0 ok, 1 refused, 2 bad input).
+    /// Exit code for the outcome (0 ok, 1 refused, 2 bad input).
     pub code: i32,
     /// What happened.
     pub message: String,

@@ -1,4 +1,4 @@
-//! Key names of the PSOR layout (SPEC section 2).
+//! Key names of the PSOR layout (docs/PSOR.md section 2).
 //!
 //! This is the only place in the crate that spells a key name. Every key of PAC `P`
 //! carries the hash tag `{P}`, so one Lua script or MULTI can touch all of them, also on

@@ -24,7 +24,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// How many keys one SCAN step asks for and one UNLINK batch deletes.
 const BATCH: usize = 500;
 
-/// A store's mode (SPEC section 3).
+/// A store's mode (docs/PSOR.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {

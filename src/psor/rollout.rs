@@ -1,5 +1,5 @@
 //! The coordinator's PSOR state: lease with fencing epoch, rollout journal, history and
-//! events (SPEC sections 2 and 8).
+//! events (docs/rollout.md, docs/reference.md#events).
 //!
 //! The lease (`lock`) is a key with a TTL holding `<holder> <epoch>`; taking it bumps the
 //! PAC's fencing epoch. Every write a coordinator makes afterwards passes that epoch and
@@ -21,7 +21,7 @@ pub struct Lease {
     pub epoch: u64,
 }
 
-/// One stored event (SPEC section 8 fields, plus the admin events' `by`).
+/// One stored event (the rollout event fields, plus the admin events' `by`).
 pub type EventFields = Vec<(String, String)>;
 
 impl Pac {

@@ -19,7 +19,7 @@
 //!   sees the warm region alive and becomes a warm start itself.
 //! - `HEARTBEAT`: extends the region's liveness only for the instance that owns it, and
 //!   returns its store's current mode, which heals any lost mode notification.
-//! - `SET_MODE`, `DETACH_OLD`: the SPEC's refusals are checked inside the script, so the
+//! - `SET_MODE`, `DETACH_OLD`: the documented refusals are checked inside the script, so the
 //!   state they were checked against is the state they change.
 //! - `UNLINK_BATCH`, `FINISH_REMOVAL`: delete one batch of a detached store's keys; they
 //!   refuse to touch a version that is a live store again.

@@ -1,5 +1,5 @@
-//! The shared datastore's workload: batch jobs and client transactions (SPEC section 3,
-//! "Work").
+//! The shared datastore's workload: batch jobs and client transactions (docs/regions.md
+//! section 3).
 //!
 //! Jobs are entries of one stream read through one consumer group, each region its own
 //! consumer. A region claims a job only through [`scripts::CLAIM`], which checks in the

@@ -1,6 +1,6 @@
 //! The region runtime: how a region starts, stays alive and stops.
 //!
-//! Starting is a decision plus a commit: [`decide_start`] applies the SPEC's start-type
+//! Starting is a decision plus a commit: [`decide_start`] applies the documented start-type
 //! rules to a [`Snapshot`] (pure, table-tested), and [`Pac::join`] commits it atomically
 //! only if the PAC is unchanged since the snapshot; on a conflict the region re-reads and
 //! decides again. A running region heartbeats (which also re-reads its store's mode, so a
@@ -88,7 +88,7 @@ fn compat_with(
     s.product().map(|sp| compat::check(product, &sp, matrix))
 }
 
-/// Applies the start-type rules of SPEC section 3 to a snapshot.
+/// Applies the start-type rules (docs/PSOR.md section 4) to a snapshot.
 pub fn decide_start(
     snap: &Snapshot,
     pac: &str,

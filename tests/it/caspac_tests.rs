@@ -1,4 +1,4 @@
-//! `caspac`, the vendor's legacy syntax (SPEC sections 4 and 6), end to end against a real
+//! `caspac`, the vendor's legacy syntax (docs/reference.md#caspac), end to end against a real
 //! PSOR: the documented command lines verbatim, case-insensitive letters and actions, values
 //! as the next argument, how SetMode finds its PAC, the CheckCompat environment, exit codes
 //! and the usage text.
@@ -463,7 +463,7 @@ fn invalid_pac_names_exit_2_and_write_nothing() {
     assert_eq!(n, 0);
 }
 
-/// SPEC 6 speaks caspac's language: a bad PAC name or product version is reported with
+/// caspac speaks its own language: a bad PAC name or product version is reported with
 /// caspac's usage text, not with pacup's clap message (which names `<PAC>` and
 /// `--product-version`, options a caspac user never typed, and repeats the reason on a
 /// stray `: ...` line).

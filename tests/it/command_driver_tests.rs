@@ -304,7 +304,7 @@ impl LivePac {
     }
 }
 
-/// `rollout run --json` stdout: one JSON event per line (SPEC section 8 fields).
+/// `rollout run --json` stdout: one JSON event per line (the documented event fields).
 #[track_caller]
 fn events(out: &Output) -> Vec<Value> {
     let evs: Vec<Value> = out

@@ -1,4 +1,4 @@
-//! Reaching the PSOR (SPEC section 5, `--psor`): TLS with a private CA and client
+//! Reaching the PSOR (`--psor`): TLS with a private CA and client
 //! certificates, ACL users and where their password comes from (and that it is never
 //! printed), Sentinel-resolved masters for both binaries, and unix sockets. Failures to
 //! reach or authenticate are exit 5; a malformed address is exit 2.

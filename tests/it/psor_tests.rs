@@ -1,4 +1,4 @@
-//! PSOR core (SPEC sections 2-5): the documented walk-through, every start-type and admin
+//! PSOR core (layout, rules, exit codes): the documented walk-through, every start-type and admin
 //! rule of section 3, the atomicity races, exit codes, JSON documents and backup/restore.
 //!
 //! Every test drives the real `pacup` / `caspac` binaries against its own `redis-server` and
@@ -221,7 +221,7 @@ fn dead_port() -> u16 {
 // 1. the documented walk-through
 // ---------------------------------------------------------------------------------------
 
-/// The incompatible upgrade process of DOMAIN.md, with the vendor's `caspac` command lines
+/// The vendor's documented incompatible upgrade process, with its `caspac` command lines
 /// verbatim, from InitPac to RemOldPAC.
 #[test]
 fn documented_walkthrough_with_caspac() {
@@ -368,7 +368,7 @@ fn documented_walkthrough_with_caspac() {
 }
 
 // ---------------------------------------------------------------------------------------
-// 2. SPEC section 3, rule by rule
+// 2. The PSOR rules (docs/PSOR.md sections 3-8), rule by rule
 // ---------------------------------------------------------------------------------------
 
 #[test]
@@ -399,7 +399,7 @@ fn init_pac_resets_stores_and_regions_but_keeps_the_datastore() {
     assert_eq!(doc["regions"], serde_json::json!([]), "{doc}");
 }
 
-/// SPEC 3: InitPac "deletes every `pac:{P}:*` key except `pac:{P}:ds:*`".
+/// InitPac "deletes every `pac:{P}:*` key except `pac:{P}:ds:*`".
 #[test]
 fn init_pac_deletes_every_key_but_the_datastore() {
     let s = RedisServer::start();

@@ -25,8 +25,8 @@ pub(crate) const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 /// Bound on "the PAC reaches this state" waits.
 pub(crate) const STATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The action names of SPEC section 8.
-pub(crate) const SPEC_ACTIONS: [&str; 17] = [
+/// The documented event action names.
+pub(crate) const EVENT_ACTIONS: [&str; 17] = [
     "preflight",
     "listener_off",
     "drain",
@@ -46,7 +46,7 @@ pub(crate) const SPEC_ACTIONS: [&str; 17] = [
     "done",
 ];
 
-/// The fields of a rollout event (SPEC section 8).
+/// The fields of a rollout event.
 pub(crate) const EVENT_FIELDS: [&str; 10] = [
     "ts",
     "rollout",
@@ -479,7 +479,7 @@ pub(crate) fn is_event(line: &str, action: &str, status: &str, region: Option<&s
         && region.is_none_or(|r| e["region"].as_str() == Some(r))
 }
 
-/// Checks one event against SPEC section 8 (types, names, an RFC 3339 time).
+/// Checks one event against the documented shape (types, names, an RFC 3339 time).
 #[track_caller]
 pub(crate) fn check_event_shape(e: &Value) {
     for f in EVENT_FIELDS {
@@ -507,7 +507,7 @@ pub(crate) fn check_event_shape(e: &Value) {
     assert!(e["detail"].is_string(), "{e}");
     let action = e["action"].as_str().unwrap_or("");
     assert!(
-        SPEC_ACTIONS.contains(&action),
+        EVENT_ACTIONS.contains(&action),
         "unknown action {action}: {e}"
     );
     let status = e["status"].as_str().unwrap_or("");
@@ -589,7 +589,7 @@ fn incompatible_rollout_after_first_wave_under_load_loses_nothing() {
     env.assert_all_at("2.0.0", "2.0.0");
     assert!(env.keys(&key("store:1.0.0:*")).is_empty());
 
-    // The events on stdout: SPEC fields and names, the documented order with the early flip.
+    // The events on stdout: documented fields and names, the documented order with the early flip.
     let events = stdout_events(&out.stdout);
     events.iter().for_each(check_event_shape);
     assert_seq_consecutive(&events);

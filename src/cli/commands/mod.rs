@@ -34,7 +34,7 @@ pub fn init_tracing(g: &GlobalArgs) {
         .try_init();
 }
 
-/// Maps any error chain to the SPEC exit code: the first library [`Error`] in the chain
+/// Maps any error chain to its exit code: the first library [`Error`] in the chain
 /// decides; anything else is a refusal/failure (1).
 pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     for cause in e.chain() {

@@ -401,7 +401,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
     }
 }
 
-/// Renders a stored event as the SPEC's JSON object (numbers as numbers, empty host and
+/// Renders a stored event as the documented JSON object (numbers as numbers, empty host and
 /// region as null; admin events carry `by`).
 fn event_json(id: &str, fields: &[(String, String)]) -> serde_json::Value {
     let mut o = serde_json::Map::new();
