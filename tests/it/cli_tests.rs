@@ -190,7 +190,8 @@ fn a_closed_stdout_is_not_an_error() {
 /// Lines `| N | meaning |` (or `N  meaning` in --help) of an exit-code table.
 fn table_codes(text: &str, what: &str) -> Vec<i32> {
     let start = text
-        .find("Exit codes")
+        .find("## Exit codes")
+        .or_else(|| text.find("Exit codes:"))
         .unwrap_or_else(|| panic!("{what} has no exit-code table"));
     let mut codes = Vec::new();
     for line in text[start..].lines().skip(1) {
