@@ -101,6 +101,8 @@ pub struct RunOptions {
     pub psor_url: String,
     /// Event sink.
     pub emit: Emitter,
+    /// Rollout state, current step and step durations are reported here.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Everything a step needs.
@@ -487,6 +489,7 @@ impl Coordinator {
         self.pac
             .rollout_write(self.lease.epoch, &fields, &event_fields, history)
             .await?;
+        self.opts.metrics.rollout_journaled(state, event.as_ref());
         if let Some(e) = event {
             (self.opts.emit)(&e);
         }

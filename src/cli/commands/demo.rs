@@ -234,6 +234,7 @@ async fn run(
         lease_ttl: Duration::from_secs(5),
         psor_url: url.to_string(),
         emit: emitter(g.json, None),
+        metrics: crate::metrics::Metrics::disabled(),
     };
     let outcome = Coordinator::acquire(pac.clone(), opts)
         .await?

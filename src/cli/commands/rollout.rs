@@ -5,6 +5,7 @@ use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
 use crate::coordinator::plan::Plan;
 use crate::coordinator::{self, Coordinator, Emitter, Event, Outcome, RunOptions};
 use crate::error::{Error, ExitCode};
+use crate::metrics::Metrics;
 use crate::names::PacName;
 use crate::psor::{self, Pac};
 use serde_json::json;
@@ -81,6 +82,7 @@ fn run_options(
         lease_ttl: lease.map(|l| l.lease_ttl).unwrap_or(Duration::from_secs(5)),
         psor_url: g.psor.clone(),
         emit,
+        metrics: Metrics::disabled(),
     }
 }
 
@@ -105,7 +107,11 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
     Ok(o.exit_code())
 }
 
-pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn rollout(
+    g: &GlobalArgs,
+    cmd: RolloutCommand,
+    m: &Metrics,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         RolloutCommand::Plan {
             plan,
@@ -147,9 +153,10 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             reason,
             preflight_wait,
             lease,
+            metrics: _,
         } => {
             let plan = Plan::load(&plan)?;
-            let pac = Pac::new(connect(g).await?, plan.pac.clone());
+            let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), plan.pac.clone());
             if let Some(w) = preflight_wait {
                 let end = std::time::Instant::now() + w;
                 loop {
@@ -167,21 +174,23 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             }
             let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible)
                 .len() as u64;
-            let opts = run_options(
+            let mut opts = run_options(
                 g,
                 Some(&lease),
                 reason,
                 emitter(g.json, Some(total)),
                 allow_downtime,
             );
+            opts.metrics = m.clone();
             let c = Coordinator::acquire(pac, opts).await?;
             let name = plan.pac.clone();
             let o = c.run(plan).await?;
             finish(g, &name, o)
         }
-        RolloutCommand::Resume { pac, lease } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
-            let opts = run_options(g, Some(&lease), String::new(), emitter(g.json, None), true);
+        RolloutCommand::Resume { pac, lease, .. } => {
+            let p = Pac::new(connect(g).await?.with_metrics(m.clone()), pac.clone());
+            let mut opts = run_options(g, Some(&lease), String::new(), emitter(g.json, None), true);
+            opts.metrics = m.clone();
             let o = Coordinator::acquire(p, opts).await?.resume().await?;
             finish(g, &pac, o)
         }
