@@ -296,7 +296,7 @@ fn rollout_run_serves_state_current_step_and_step_durations() {
             ("pacup_rollout_step_duration_seconds", "histogram"),
         ],
     );
-    // Durations are real: the preflight's buckets are cumulative and end at +Inf.
+    // The histogram has its +Inf bucket for the finished listener_off step.
     let inf = sum(
         &text,
         "pacup_rollout_step_duration_seconds_bucket",
