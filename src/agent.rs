@@ -8,6 +8,7 @@
 //! of another; a command id is taken at most once, even if delivered twice.
 
 use crate::error::{Error, Result};
+use crate::metrics::RegionState;
 use crate::names::{HostName, PacName, Product, RegionName};
 use crate::psor::control::{ControlAction, ControlCommand, ControlReply};
 use crate::psor::{now_ms, Pac};
@@ -73,6 +74,9 @@ impl Agent {
     pub async fn new(pac: Pac, cfg: AgentConfig, observer: Observer) -> Result<Arc<Agent>> {
         let actor = format!("agent {}", cfg.host);
         for (r, _) in &cfg.regions {
+            cfg.region_defaults
+                .metrics
+                .region_state(r.as_str(), RegionState::Stopped, "");
             if pac
                 .clean_region(r.as_str(), cfg.host.as_str(), &actor)
                 .await?

@@ -239,6 +239,7 @@ pub struct Psor {
     sentinel: bool,
     target: String,
     opts: PsorOptions,
+    metrics: crate::metrics::Metrics,
 }
 
 /// The connection in use.
@@ -394,7 +395,14 @@ impl Psor {
             sentinel,
             target: shown,
             opts: opts.clone(),
+            metrics: crate::metrics::Metrics::disabled(),
         })
+    }
+
+    /// This handle (and its clones) counts failed commands in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Psor {
+        self.metrics = metrics;
+        self
     }
 
     /// The reconnecting connection shared by every command of this process (cheap clone).
@@ -493,6 +501,7 @@ impl Psor {
     /// Maps a command error to the library error, naming the target when it is a lost
     /// connection (exit 5) rather than a command failure.
     pub fn err(&self, e: redis::RedisError) -> Error {
+        self.metrics.psor_error(&e);
         if is_unreachable(&e) || e.code() == Some("READONLY") {
             self.refresh_master();
         }

@@ -153,6 +153,17 @@ pub enum Error {
     /// A Redis command failed for a reason other than reachability.
     #[error("PSOR command failed: {0}")]
     Redis(#[source] redis::RedisError),
+    /// A local address given by the user cannot be listened on (in use, not an address of
+    /// this machine, not permitted). Nothing was started or written.
+    #[error("cannot serve {what} on {addr}: {reason}")]
+    CannotListen {
+        /// What would have been served there ("metrics").
+        what: String,
+        /// The address as given.
+        addr: String,
+        /// The operating system's reason.
+        reason: String,
+    },
     /// Local I/O failed (files, sockets we serve).
     #[error("{context}: {source}")]
     Io {
@@ -190,6 +201,8 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::InvalidInput { .. } | Error::BadFile { .. } => ExitCode::InvalidInput,
+            // Like an unreadable file given by the user: fix the argument and run again.
+            Error::CannotListen { .. } => ExitCode::InvalidInput,
             Error::Unreachable { .. } | Error::AuthFailed { .. } => ExitCode::Unreachable,
             Error::LeaseHeld { .. } | Error::Fenced { .. } => ExitCode::LeaseHeld,
             Error::Redis(e) if is_unreachable(e) => ExitCode::Unreachable,

@@ -19,6 +19,8 @@
 //! - [`coordinator`]: the rollout coordinator (plan file, a step enum dispatching to one
 //!   small type per step, journal, lease and fencing, failure policy, rollback).
 //! - [`load`]: workload drivers (client load balancer, job submitter).
+//! - [`metrics`]: the Prometheus metrics of `--metrics-addr` (every metric name) and
+//!   their HTTP server.
 //! - [`cli`]: the command line: clap structs for `pacup`, the legacy `caspac` translator
 //!   into the same structs, and the command implementations with their output.
 
@@ -29,6 +31,7 @@ pub mod conn;
 pub mod coordinator;
 pub mod error;
 pub mod load;
+pub mod metrics;
 pub mod names;
 pub mod psor;
 pub mod region;

@@ -38,6 +38,38 @@ fn bitness(s: &str) -> Result<u8, String> {
 fn duration(s: &str) -> Result<Duration, String> {
     names::parse_duration("duration", s).map_err(|e| e.to_string())
 }
+fn metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    match s.parse::<std::net::SocketAddr>() {
+        Ok(a) if a.port() != 0 => Ok(a),
+        _ => Err(format!(
+            "invalid metrics address {s:?}: expected IP:PORT with a port from 1 to 65535, \
+             such as 127.0.0.1:9187 or [::1]:9187"
+        )),
+    }
+}
+
+/// `--metrics-addr` of the long-running commands.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://IP:PORT/metrics while the command runs
+    /// (bound before it starts; see docs/metrics.md).
+    #[arg(long, value_parser = metrics_addr, value_name = "IP:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+}
+
+impl Command {
+    /// The `--metrics-addr` of the command, with the command's name for `pacup_info`.
+    pub fn metrics_addr(&self) -> Option<(std::net::SocketAddr, &'static str)> {
+        let (m, name) = match self {
+            Command::Agent(a) => (&a.metrics, "agent"),
+            Command::Region(RegionCommand::Run(a)) => (&a.metrics, "region run"),
+            Command::Rollout(RolloutCommand::Run { metrics, .. }) => (metrics, "rollout run"),
+            Command::Rollout(RolloutCommand::Resume { metrics, .. }) => (metrics, "rollout resume"),
+            _ => return None,
+        };
+        m.metrics_addr.map(|a| (a, name))
+    }
+}
 
 /// `pacup --help`: what it is, then the exit-code table built from [`ExitCode::ALL`], so
 /// the table cannot drift from the codes the binaries use.
@@ -243,6 +275,9 @@ pub enum RolloutCommand {
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,
+        /// Metrics endpoint.
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Continue a paused, held or interrupted rollout from its next step.
     #[command(after_help = "Examples:\n  pacup rollout resume MyPAC")]
@@ -253,6 +288,9 @@ pub enum RolloutCommand {
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,
+        /// Metrics endpoint.
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Current step, per-region state, why it is blocked.
     #[command(
@@ -620,6 +658,9 @@ pub struct AgentArgs {
     /// Runtime settings shared with `region run`.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Metrics endpoint.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// `--autostart` values.
@@ -799,6 +840,9 @@ pub struct RegionRunArgs {
     /// Runtime settings.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+    /// Metrics endpoint.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 #[cfg(test)]

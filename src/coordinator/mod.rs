@@ -145,6 +145,8 @@ pub struct RunOptions {
     pub emit: Emitter,
     /// Stop requests (Ctrl-C) from the caller.
     pub interrupt: Interrupt,
+    /// Rollout state, current step and step durations are reported here.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// Everything a step needs.
@@ -531,6 +533,7 @@ impl Coordinator {
         self.pac
             .rollout_write(self.lease.epoch, &fields, &event_fields, history)
             .await?;
+        self.opts.metrics.rollout_journaled(state, event.as_ref());
         if let Some(e) = event {
             (self.opts.emit)(&e);
         }

@@ -6,6 +6,7 @@
 //! finish; on binds the same address again (the first bind fixes an ephemeral port).
 
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::psor::Pac;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,6 +24,7 @@ pub(super) struct ClientListener {
     region: Arc<str>,
     version: Arc<str>,
     clients: Arc<AtomicU64>,
+    metrics: Metrics,
 }
 
 /// Decrements the client count however a connection ends.
@@ -40,6 +42,7 @@ impl ClientListener {
         region: String,
         version: String,
         clients: Arc<AtomicU64>,
+        metrics: Metrics,
     ) -> Self {
         ClientListener {
             addr,
@@ -50,6 +53,7 @@ impl ClientListener {
             region: region.into(),
             version: version.into(),
             clients,
+            metrics,
         }
     }
 
@@ -73,11 +77,12 @@ impl ClientListener {
             source: e,
         })?;
         self.bound = Some(local);
-        let (pac, region, version, clients) = (
+        let (pac, region, version, clients, metrics) = (
             self.pac.clone(),
             self.region.clone(),
             self.version.clone(),
             self.clients.clone(),
+            self.metrics.clone(),
         );
         let cut = self.cut.subscribe();
         self.accept = Some(tokio::spawn(async move {
@@ -87,13 +92,18 @@ impl ClientListener {
                 };
                 clients.fetch_add(1, Ordering::SeqCst);
                 let guard = ClientGuard(clients.clone());
-                let (pac, region, version, mut cut) =
-                    (pac.clone(), region.clone(), version.clone(), cut.clone());
+                let (pac, region, version, mut cut, metrics) = (
+                    pac.clone(),
+                    region.clone(),
+                    version.clone(),
+                    cut.clone(),
+                    metrics.clone(),
+                );
                 tokio::spawn(async move {
                     let _guard = guard;
                     tokio::select! {
                         _ = cut.changed() => {}
-                        _ = serve(sock, pac, region, version) => {}
+                        _ = serve(sock, pac, region, version, metrics) => {}
                     }
                 });
             }
@@ -121,7 +131,7 @@ impl Drop for ClientListener {
     }
 }
 
-async fn serve(sock: TcpStream, pac: Pac, region: Arc<str>, version: Arc<str>) {
+async fn serve(sock: TcpStream, pac: Pac, region: Arc<str>, version: Arc<str>, metrics: Metrics) {
     let _ = sock.set_nodelay(true);
     let (r, mut w) = sock.into_split();
     let mut lines = BufReader::new(r).lines();
@@ -129,7 +139,9 @@ async fn serve(sock: TcpStream, pac: Pac, region: Arc<str>, version: Arc<str>) {
         let mut parts = line.split_whitespace();
         let reply = match (parts.next(), parts.next()) {
             (Some("TX"), Some(id)) if id.len() <= 128 => {
-                match pac.record_transaction(id, &region).await {
+                let r = pac.record_transaction(id, &region).await;
+                metrics.client_request(&region, r.is_ok());
+                match r {
                     Ok(_) => format!("OK {region} {version} {id}\n"),
                     Err(e) => format!("ERR {e}\n"),
                 }

@@ -10,6 +10,7 @@
 
 use crate::compat::{self, Matrix};
 use crate::error::{Error, Result};
+use crate::metrics::{Metrics, RegionState};
 use crate::names::{HostName, Product, RegionName};
 use crate::psor::{Heartbeat, JoinOutcome, JoinRequest, Mode, Pac, Snapshot};
 use crate::resources::Resources;
@@ -274,6 +275,8 @@ pub struct RegionConfig {
     pub reclaim_idle: Duration,
     /// Pause between claims when no job is waiting.
     pub idle_poll: Duration,
+    /// Where the region reports its state, jobs and client requests (disabled by default).
+    pub metrics: Metrics,
 }
 
 impl RegionConfig {
@@ -300,6 +303,7 @@ impl RegionConfig {
             job_time: Duration::from_millis(20),
             reclaim_idle: Duration::from_secs(6),
             idle_poll: Duration::from_millis(25),
+            metrics: Metrics::disabled(),
         }
     }
 }
@@ -560,7 +564,9 @@ impl Region {
             me.cfg.region.to_string(),
             me.cfg.product.version.to_string(),
             clients.clone(),
+            me.cfg.metrics.clone(),
         );
+        me.report(RegionState::Active);
         if me.cfg.listen.ip().is_unspecified() && me.cfg.advertise_host.is_none() {
             tracing::warn!(
                 "region {} listens on {} without --advertise-host: its published endpoint is not \
@@ -614,6 +620,7 @@ impl Region {
                             Err(e) => Err(e),
                         };
                         let ok = r.is_ok();
+                        me.report(RegionState::Stopped);
                         let _ = reply.send(r);
                         break if ok { Ok(()) } else { Err(Error::refused("stop failed")) };
                     }
@@ -622,6 +629,7 @@ impl Region {
                         beats.abort();
                         listener.off();
                         listener.cut_all();
+                        me.report(RegionState::Crashed);
                         break Ok(());
                     }
                     None => {
@@ -632,7 +640,9 @@ impl Region {
                             .unwrap_or(true);
                         let _ = stop_beats.send(true);
                         let _ = beats.await;
-                        break me.leave(forced).await;
+                        let r = me.leave(forced).await;
+                        me.report(RegionState::Stopped);
+                        break r;
                     }
                 },
                 Some(why) = lost_rx.recv() => {
@@ -640,6 +650,7 @@ impl Region {
                     beats.abort();
                     listener.off();
                     listener.cut_all();
+                    me.report(RegionState::Lost);
                     (me.observer)(me.cfg.region.as_str(), &RegionEvent::Lost(why.clone()));
                     break Err(Error::Refused(why));
                 }
@@ -691,6 +702,7 @@ impl Region {
         force: bool,
     ) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + timeout;
+        self.report(RegionState::Stopping);
         let _ = self
             .pac
             .set_region_fields(
@@ -724,6 +736,12 @@ impl Region {
             forced = true;
         }
         Ok(forced)
+    }
+
+    fn report(&self, state: RegionState) {
+        self.cfg
+            .metrics
+            .region_state(self.cfg.region.as_str(), state, &self.store);
     }
 
     async fn leave(&self, forced: bool) -> Result<()> {

@@ -30,6 +30,7 @@ pub(super) async fn work(
                 job,
                 reclaimed,
             }) => {
+                cfg.metrics.job_taken(&region);
                 if reclaimed {
                     tracing::info!(
                         "{region} reclaimed job {job} from a region that stopped answering"
@@ -42,7 +43,10 @@ pub(super) async fn work(
                 // reclaimed and its result recorded once by whoever finishes it).
                 loop {
                     match pac.complete_job(&region, &entry, &job, &store).await {
-                        Ok(_) => break,
+                        Ok(_) => {
+                            cfg.metrics.job_completed(&region);
+                            break;
+                        }
                         Err(e) => {
                             tracing::warn!("{region}: recording job {job} failed: {e}; retrying");
                             tokio::time::sleep(Duration::from_millis(200)).await;

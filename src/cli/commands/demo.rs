@@ -236,6 +236,7 @@ async fn run(
         psor_url: url.to_string(),
         emit: emitter(g.json, None),
         interrupt: crate::coordinator::Interrupt::never(),
+        metrics: crate::metrics::Metrics::disabled(),
     };
     let outcome = Coordinator::acquire(pac.clone(), opts)
         .await?

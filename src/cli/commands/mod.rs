@@ -11,6 +11,7 @@ use super::{Cli, Command, GlobalArgs};
 use crate::cli::output::outln;
 use crate::conn::{Psor, PsorOptions};
 use crate::error::{Error, ExitCode};
+use crate::metrics::{Metrics, MetricsListener};
 
 /// Sets up `tracing` on stderr from `-v`/`-q` (or `RUST_LOG`).
 pub fn init_tracing(g: &GlobalArgs) {
@@ -97,16 +98,35 @@ pub(super) fn print_json(v: &serde_json::Value) {
 
 /// Runs a parsed command line; returns the exit code for a completed command. Errors
 /// carry their own code (see [`exit_code_of`]).
+///
+/// With `--metrics-addr` the address is bound before the command does anything (an
+/// address that cannot be used fails at once, exit 2, nothing written); the server runs
+/// until the command has finished, its graceful stop included, and is joined before the
+/// process exits.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let Some((addr, name)) = cli.command.metrics_addr() else {
+        return dispatch(cli, &Metrics::disabled()).await;
+    };
+    let listener = MetricsListener::bind(addr).await?;
+    let metrics = Metrics::new(name);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let server = listener.serve(metrics.clone(), stopped);
+    let r = dispatch(cli, &metrics).await;
+    let _ = stop.send(true);
+    server.join().await;
+    r
+}
+
+async fn dispatch(cli: Cli, m: &Metrics) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
         Command::Pac(cmd) => pac::pac(g, cmd).await,
-        Command::Region(cmd) => region::region(g, cmd).await,
-        Command::Agent(args) => region::agent(g, args).await,
+        Command::Region(cmd) => region::region(g, cmd, m).await,
+        Command::Agent(args) => region::agent(g, args, m).await,
         Command::Host(cmd) => region::host(g, cmd).await,
         Command::Jobs(cmd) => work::jobs(g, cmd).await,
         Command::Clients(cmd) => work::clients(g, cmd).await,
-        Command::Rollout(cmd) => rollout::rollout(g, cmd).await,
+        Command::Rollout(cmd) => rollout::rollout(g, cmd, m).await,
         Command::Events { pac, follow } => rollout::events(g, pac, follow).await,
         Command::Demo(args) => demo::demo(g, args).await,
     }

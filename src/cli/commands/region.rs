@@ -9,6 +9,7 @@ use crate::cli::{
 };
 use crate::compat::Matrix;
 use crate::error::{Error, ExitCode};
+use crate::metrics::Metrics;
 use crate::names::{HostName, PacName, Product, RegionName};
 use crate::psor::control::ControlAction;
 use crate::psor::{self, Pac};
@@ -122,9 +123,13 @@ fn printer(json_out: bool, host: String) -> Observer {
     })
 }
 
-pub(super) async fn region(g: &GlobalArgs, cmd: RegionCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn region(
+    g: &GlobalArgs,
+    cmd: RegionCommand,
+    m: &Metrics,
+) -> anyhow::Result<ExitCode> {
     match cmd {
-        RegionCommand::Run(a) => region_run(g, *a).await,
+        RegionCommand::Run(a) => region_run(g, *a, m).await,
         RegionCommand::Start {
             region,
             pac,
@@ -291,7 +296,7 @@ pub(super) async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<Exi
     }
 }
 
-async fn region_run(g: &GlobalArgs, a: RegionRunArgs) -> anyhow::Result<ExitCode> {
+async fn region_run(g: &GlobalArgs, a: RegionRunArgs, m: &Metrics) -> anyhow::Result<ExitCode> {
     let mut cfg = region_config(
         a.region.clone(),
         a.host.clone(),
@@ -302,8 +307,9 @@ async fn region_run(g: &GlobalArgs, a: RegionRunArgs) -> anyhow::Result<ExitCode
     if let Some(l) = a.listen {
         cfg.listen = l;
     }
+    cfg.metrics = m.clone();
     let shutdown = Shutdown::register().context("installing signal handlers")?;
-    let pac = Pac::new(connect(g).await?, a.pac.clone());
+    let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), a.pac.clone());
     let region = Region::start(pac, cfg, printer(g.json, a.host.to_string()))
         .await
         .with_context(|| format!("region {} cannot start", a.region))?;
@@ -326,20 +332,21 @@ async fn region_run(g: &GlobalArgs, a: RegionRunArgs) -> anyhow::Result<ExitCode
     Ok(ExitCode::Ok)
 }
 
-pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs) -> anyhow::Result<ExitCode> {
+pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs, m: &Metrics) -> anyhow::Result<ExitCode> {
     let mut names: Vec<&str> = a.regions.iter().map(|(r, _)| r.as_str()).collect();
     names.sort();
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(Error::invalid("--region", w[0], "each region once").into());
     }
     let prod = product(&a.product_version, &a.os, a.bitness);
-    let template = region_config(
+    let mut template = region_config(
         a.regions[0].0.clone(),
         a.host.clone(),
         prod.clone(),
         StartType::Warm,
         &a.runtime,
     )?;
+    template.metrics = m.clone();
     let cfg = AgentConfig {
         pac: a.pac.clone(),
         host: a.host.clone(),
@@ -355,7 +362,7 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs) -> anyhow::Result<ExitCo
         region_defaults: template,
     };
     let shutdown = Shutdown::register().context("installing signal handlers")?;
-    let pac = Pac::new(connect(g).await?, a.pac.clone());
+    let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), a.pac.clone());
     let agent = Agent::new(pac, cfg, printer(g.json, a.host.to_string()))
         .await
         .with_context(|| format!("host agent {} cannot start", a.host))?;

@@ -6,6 +6,7 @@ use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
 use crate::coordinator::plan::Plan;
 use crate::coordinator::{self, Coordinator, Emitter, Event, Interrupt, Outcome, RunOptions};
 use crate::error::{Error, ExitCode};
+use crate::metrics::Metrics;
 use crate::names::PacName;
 use crate::psor::{self, Pac};
 use serde_json::json;
@@ -93,6 +94,7 @@ fn run_options(
         psor_url: g.psor.clone(),
         emit,
         interrupt,
+        metrics: Metrics::disabled(),
     }
 }
 
@@ -183,7 +185,11 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
     Ok(o.exit_code())
 }
 
-pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn rollout(
+    g: &GlobalArgs,
+    cmd: RolloutCommand,
+    m: &Metrics,
+) -> anyhow::Result<ExitCode> {
     match cmd {
         RolloutCommand::Plan {
             plan,
@@ -225,9 +231,10 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             reason,
             preflight_wait,
             lease,
+            metrics: _,
         } => {
             let plan = Plan::load(&plan)?;
-            let pac = Pac::new(connect(g).await?, plan.pac.clone());
+            let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), plan.pac.clone());
             if let Some(w) = preflight_wait {
                 let end = std::time::Instant::now() + w;
                 loop {
@@ -246,7 +253,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible)
                 .len() as u64;
             let mut sig = Interrupts::new();
-            let opts = run_options(
+            let mut opts = run_options(
                 g,
                 Some(&lease),
                 reason,
@@ -254,16 +261,17 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 allow_downtime,
                 sig.interrupt.clone(),
             );
+            opts.metrics = m.clone();
             let c = Coordinator::acquire(pac, opts).await?;
             sig.listen(&plan.pac)?;
             let name = plan.pac.clone();
             let o = c.run(plan).await?;
             finish(g, &name, o)
         }
-        RolloutCommand::Resume { pac, lease } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
+        RolloutCommand::Resume { pac, lease, .. } => {
+            let p = Pac::new(connect(g).await?.with_metrics(m.clone()), pac.clone());
             let mut sig = Interrupts::new();
-            let opts = run_options(
+            let mut opts = run_options(
                 g,
                 Some(&lease),
                 String::new(),
@@ -271,6 +279,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 true,
                 sig.interrupt.clone(),
             );
+            opts.metrics = m.clone();
             let c = Coordinator::acquire(p, opts).await?;
             sig.listen(&pac)?;
             let o = c.resume().await?;
