@@ -7,6 +7,7 @@ mod agent_tests;
 mod caspac_tests;
 mod command_driver_tests;
 mod conn_tests;
+mod messages_tests;
 mod psor_tests;
 mod region_tests;
 mod rollout_fault_tests;

@@ -1,6 +1,6 @@
 //! `pacup rollout ...` and `pacup events`.
 
-use super::{actor, connect, print_json};
+use super::{actor, connect, hints, print_json};
 use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
 use crate::coordinator::plan::Plan;
 use crate::coordinator::{self, Coordinator, Emitter, Event, Outcome, RunOptions};
@@ -76,7 +76,7 @@ fn run_options(
     RunOptions {
         allow_downtime,
         reason,
-        by: actor(),
+        by: actor(g),
         wait_lock: lease.is_some_and(|l| l.wait_lock),
         lease_ttl: lease.map(|l| l.lease_ttl).unwrap_or(Duration::from_secs(5)),
         psor_url: g.psor.clone(),
@@ -88,7 +88,13 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
     let (result, text) = match &o {
         Outcome::Done => ("done", format!("Rollout of PAC {pac} finished")),
         Outcome::Paused(w) => ("paused", format!("Rollout of PAC {pac} paused: {w}")),
-        Outcome::Aborted(w) => ("aborted", format!("Rollout of PAC {pac} aborted: {w}")),
+        Outcome::Aborted(w) => (
+            "aborted",
+            format!(
+                "Rollout of PAC {pac} aborted: {w}\n{}",
+                hints::rollback_hint(pac, None, None)
+            ),
+        ),
         Outcome::RolledBack(w) => (
             "rolled_back",
             format!("Rollout of PAC {pac} rolled back: {w}"),
@@ -106,6 +112,14 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
 }
 
 pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
+    // A mistyped PAC is an error (exit 1), not "no rollout" or an empty history.
+    if let RolloutCommand::Status { pac, .. }
+    | RolloutCommand::Pause { pac, .. }
+    | RolloutCommand::Abort { pac, .. }
+    | RolloutCommand::History { pac, .. } = &cmd
+    {
+        Pac::new(connect(g).await?, pac.clone()).require().await?;
+    }
     match cmd {
         RolloutCommand::Plan {
             plan,
@@ -232,7 +246,12 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                         &json!({"pac": pac, "rollout": cur.get("id"), "abort_requested": true}),
                     );
                 } else {
-                    println!("Abort requested: the coordinator stops after its current step");
+                    println!(
+                        "Abort requested: the coordinator stops after its current step; \
+                         then `pacup rollout rollback {pac}` returns the PAC to {}",
+                        cur.get("from_version")
+                            .map_or("its old version", String::as_str)
+                    );
                 }
                 return Ok(ExitCode::Ok);
             }
@@ -240,8 +259,13 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
             let o = Coordinator::acquire(p, opts).await?.abort().await?;
             if !g.json {
                 println!(
-                    "Rollout {} aborted",
-                    cur.get("id").map(String::as_str).unwrap_or("?")
+                    "Rollout {} aborted\n{}",
+                    cur.get("id").map(String::as_str).unwrap_or("?"),
+                    hints::rollback_hint(
+                        &pac,
+                        cur.get("id").map(String::as_str),
+                        cur.get("from_version").map(String::as_str)
+                    )
                 );
             }
             let _ = o;
@@ -269,37 +293,7 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 }
             }
         }
-        RolloutCommand::History { pac } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
-            let h: Vec<serde_json::Value> = p
-                .rollout_history()
-                .await?
-                .iter()
-                .filter_map(|s| serde_json::from_str(s).ok())
-                .collect();
-            if g.json {
-                print_json(&json!({"pac": pac, "rollouts": h}));
-            } else if h.is_empty() {
-                println!("PAC {pac} has no finished rollout");
-            } else {
-                for r in &h {
-                    println!(
-                        "{}  {}  -> {}  {}  by {}{}",
-                        r["finished_at"].as_str().unwrap_or("?"),
-                        r["id"].as_str().unwrap_or("?"),
-                        r["target"].as_str().unwrap_or("?"),
-                        r["result"].as_str().unwrap_or("?"),
-                        r["by"].as_str().unwrap_or("?"),
-                        r["reason"]
-                            .as_str()
-                            .filter(|s| !s.is_empty())
-                            .map(|s| format!(" ({s})"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            Ok(ExitCode::Ok)
-        }
+        RolloutCommand::History { pac } => super::history::history(g, pac).await,
     }
 }
 
@@ -384,6 +378,13 @@ fn status_text(d: &serde_json::Value) -> String {
     if let Some(b) = d["blocking"].as_str() {
         out.push_str(&format!("blocked: {b}\n"));
     }
+    if let (Some("aborted"), Ok(pac)) = (d["state"].as_str(), PacName::new(&s("pac"))) {
+        let from = d["from_version"].as_str();
+        out.push_str(&format!(
+            "next: {}\n",
+            hints::rollback_hint(&pac, d["rollout"].as_str(), from)
+        ));
+    }
     for r in d["regions"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "  {:<10} on {:<8} {:<8} version {:<8} store {:<8} listener {}\n",
@@ -427,6 +428,7 @@ fn event_json(id: &str, fields: &[(String, String)]) -> serde_json::Value {
 
 pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow::Result<ExitCode> {
     let p = Pac::new(connect(g).await?, pac.clone());
+    p.require().await?;
     let mut conn = p.psor().dedicated().await?;
     let mut after = "0".to_string();
     let mut all = Vec::new();
