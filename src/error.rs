@@ -70,7 +70,7 @@ pub enum Error {
     },
     /// Something answers at the PSOR's address, but not in the Redis protocol (an HTTP
     /// server, a TLS port spoken to in plain text, ...).
-    #[error("the server at {target} does not speak the Redis protocol; is this the PSOR's address and port?")]
+    #[error("the server at {target} does not speak the Redis protocol; is this the PSOR's address and port (rediss:// for TLS)?")]
     NotRedis {
         /// The PSOR address with any password removed.
         target: String,

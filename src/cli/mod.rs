@@ -231,7 +231,7 @@ pub enum RolloutCommand {
         #[command(flatten)]
         lease: LeaseArgs,
     },
-    /// Past rollouts with plan, result, who and why.
+    /// Finished rollouts: from and to version, start, duration, result, who and why.
     History {
         /// PAC name.
         #[arg(value_parser = pac_name)]
