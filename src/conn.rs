@@ -343,6 +343,13 @@ async fn open_client(opts: &PsorOptions) -> Result<Client> {
 
 /// Connection problems are exit 5, with the redacted target named.
 fn classify(shown: &str, e: redis::RedisError) -> Error {
+    // The first reply (PING, or the handshake) did not parse: whatever listens there is
+    // not a Redis server, and the parser's byte offsets would only confuse.
+    if e.kind() == redis::ErrorKind::Parse {
+        return Error::NotRedis {
+            target: shown.to_string(),
+        };
+    }
     match Error::from(e) {
         Error::AuthFailed { reason, .. } => Error::AuthFailed {
             target: shown.to_string(),

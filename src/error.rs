@@ -4,6 +4,7 @@
 //! exit code it maps to and whether retrying could help, so binaries classify errors
 //! in one place (`Error::exit_code`) instead of matching strings.
 
+use crate::psor::rollout::LeaseHolder;
 use std::fmt;
 
 /// Exit codes shared by both binaries (docs/reference.md#exit-codes).
@@ -117,6 +118,13 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Something answers at the PSOR's address, but not in the Redis protocol (an HTTP
+    /// server, a TLS port spoken to in plain text, ...).
+    #[error("the server at {target} does not speak the Redis protocol; is this the PSOR's address and port (rediss:// for TLS)?")]
+    NotRedis {
+        /// The PSOR address with any password removed.
+        target: String,
+    },
     /// The PSOR refused our credentials.
     #[error("the PSOR at {target} refused authentication: {reason}")]
     AuthFailed {
@@ -128,8 +136,9 @@ pub enum Error {
     /// The action is refused because of the PAC's current state. Nothing was written.
     #[error("{0}")]
     Refused(String),
-    /// The PAC does not exist in the PSOR.
-    #[error("PAC {0} does not exist in the PSOR (initialise it with `pacup pac init {0}` or cold start a region)")]
+    /// The PAC does not exist in the PSOR. (No advice on creating it: the name is more
+    /// often a typo than a PAC to create; the CLI lists close names.)
+    #[error("PAC {0} does not exist in the PSOR")]
     NoSuchPac(String),
     /// Another writer changed the PAC while we decided; the caller may re-read and retry.
     #[error("the PAC changed while this action was being decided; retry")]
@@ -143,12 +152,14 @@ pub enum Error {
         current: u64,
     },
     /// Another coordinator holds the PAC's lease.
-    #[error("another coordinator holds the lease of PAC {pac} ({holder})")]
+    #[error("another coordinator holds the lease of PAC {pac}{}: {holder}", rollout_part(.rollout))]
     LeaseHeld {
         /// The PAC.
         pac: String,
-        /// Who holds it.
-        holder: String,
+        /// The active rollout it drives (id and state), if any.
+        rollout: Option<(String, String)>,
+        /// Who holds it, since when.
+        holder: LeaseHolder,
     },
     /// A Redis command failed for a reason other than reachability.
     #[error("PSOR command failed: {0}")]
@@ -203,7 +214,9 @@ impl Error {
             Error::InvalidInput { .. } | Error::BadFile { .. } => ExitCode::InvalidInput,
             // Like an unreadable file given by the user: fix the argument and run again.
             Error::CannotListen { .. } => ExitCode::InvalidInput,
-            Error::Unreachable { .. } | Error::AuthFailed { .. } => ExitCode::Unreachable,
+            Error::Unreachable { .. } | Error::AuthFailed { .. } | Error::NotRedis { .. } => {
+                ExitCode::Unreachable
+            }
             Error::LeaseHeld { .. } | Error::Fenced { .. } => ExitCode::LeaseHeld,
             Error::Redis(e) if is_unreachable(e) => ExitCode::Unreachable,
             Error::Refused(_)
@@ -223,6 +236,13 @@ impl Error {
             Error::Redis(e) => is_unreachable(e) || e.is_timeout(),
             _ => false,
         }
+    }
+}
+
+fn rollout_part(r: &Option<(String, String)>) -> String {
+    match r {
+        Some((id, state)) => format!(" and drives its rollout {id} ({state})"),
+        None => String::new(),
     }
 }
 

@@ -155,6 +155,79 @@ pub fn default_os() -> String {
     }
 }
 
+/// Who is acting, for the audit fields (`by`): `user@host` from the operating system (the
+/// effective user's login name and the machine's host name), not from `$USER`, which a
+/// shell or a pipeline may not set or may set to anything.
+pub fn default_actor() -> String {
+    let user = os_user_name()
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| format!("uid{}", euid()));
+    let host = os_host_name().unwrap_or_else(|| "localhost".into());
+    format!("{user}@{host}")
+}
+
+fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+fn os_user_name() -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to memory owned by this frame for the whole call, and
+    // buf's length is passed; getpwuid_r writes only into pw and buf.
+    let rc = unsafe { libc::getpwuid_r(euid(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() || pw.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside buf.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned()).filter(|n| !n.is_empty())
+}
+
+fn os_host_name() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is writable for its whole length, which is passed.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned()).filter(|h| !h.is_empty())
+}
+
+/// The names among `candidates` close enough to `name` to be what was meant (a case
+/// slip or a typo or two), closest first; `name` itself is never offered.
+pub fn close_names(name: &str, candidates: &[String]) -> Vec<String> {
+    let lower = name.to_lowercase();
+    let mut scored: Vec<(usize, &String)> = candidates
+        .iter()
+        .filter(|c| c.as_str() != name)
+        .filter_map(|c| {
+            let d = strsim::damerau_levenshtein(&lower, &c.to_lowercase());
+            // One edit for short names, a third of the length for longer ones.
+            let limit = (name.chars().count().max(c.chars().count()) / 3).max(1);
+            (d <= limit).then_some((d, c))
+        })
+        .collect();
+    scored.sort();
+    scored.into_iter().map(|(_, c)| c.clone()).collect()
+}
+
+/// Checks a `--by` value: printable, 1-128 characters.
+pub fn parse_actor(field: &str, s: &str) -> Result<String> {
+    let t = s.trim();
+    if t.is_empty() || t.chars().count() > 128 || t.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            field,
+            s,
+            "1-128 printable characters, e.g. alice@host1",
+        ));
+    }
+    Ok(t.to_string())
+}
+
 /// The default bitness: the build's pointer width.
 pub fn default_bitness() -> u8 {
     (std::mem::size_of::<usize>() * 8) as u8
@@ -197,6 +270,28 @@ impl fmt::Display for Product {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn close_names_catch_case_slips_and_typos_only() {
+        let known: Vec<String> = ["MyPAC", "MyPAC2", "Other", "PROD"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(close_names("MyPAc", &known), ["MyPAC", "MyPAC2"]);
+        assert_eq!(close_names("MyPCA", &known), ["MyPAC", "MyPAC2"]);
+        assert_eq!(close_names("prod", &known), ["PROD"]);
+        assert!(close_names("Zebra", &known).is_empty());
+        assert!(close_names("MyPAC", &["MyPAC".to_string()]).is_empty());
+    }
+
+    #[test]
+    fn the_default_actor_is_user_at_host() {
+        let a = default_actor();
+        let (user, host) = a.split_once('@').expect("user@host");
+        assert!(!user.is_empty() && !host.is_empty(), "{a}");
+        assert!(parse_actor("--by", "").is_err());
+        assert!(parse_actor("--by", "a\nb").is_err());
+        assert_eq!(parse_actor("--by", " ci-bot ").unwrap(), "ci-bot");
+    }
 
     #[test]
     fn pac_names() {

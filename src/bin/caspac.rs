@@ -4,26 +4,16 @@
 //! code, so both binaries behave and exit alike.
 
 use pacup::cli::{self, caspac};
-use pacup::{Error, ExitCode};
+use pacup::ExitCode;
 
 async fn resolve_only_pac(legacy: &caspac::Legacy) -> anyhow::Result<String> {
     // SetMode without ES_PAC: the PAC is the only one in the PSOR.
     let probe = legacy.into_cli(Some("P"))?;
     let opts = cli::commands::psor_options(&probe.global)?;
     let psor = pacup::conn::Psor::connect(&opts).await?;
-    let pacs = pacup::psor::list_pacs(&psor).await?;
-    match pacs.as_slice() {
-        [one] => Ok(one.pac.clone()),
-        [] => Err(Error::refused("the PSOR holds no PAC; set ES_PAC or initialise one").into()),
-        many => Err(Error::refused(format!(
-            "the PSOR holds several PACs ({}); name one in env ES_PAC",
-            many.iter()
-                .map(|p| p.pac.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()),
-    }
+    Ok(cli::commands::pac_or_only(&psor, None, "env ES_PAC")
+        .await?
+        .to_string())
 }
 
 /// Runs a parsed request with the same code (and exit codes) as `pacup`.

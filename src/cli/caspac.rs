@@ -270,7 +270,9 @@ impl Legacy {
     /// The `pacup` command line for this request; invalid names or versions are refused
     /// here with clap's message (exit 2).
     pub fn into_cli(&self, only_pac: Option<&str>) -> Result<Cli, clap::Error> {
-        Cli::try_parse_from(self.pacup_argv(only_pac))
+        let mut cli = Cli::try_parse_from(self.pacup_argv(only_pac))?;
+        cli.global.caspac = true;
+        Ok(cli)
     }
 }
 

@@ -35,6 +35,9 @@ fn os(s: &str) -> Result<String, String> {
 fn bitness(s: &str) -> Result<u8, String> {
     names::parse_bitness("bitness", s).map_err(|e| e.to_string())
 }
+fn actor(s: &str) -> Result<String, String> {
+    names::parse_actor("--by", s).map_err(|e| e.to_string())
+}
 fn duration(s: &str) -> Result<Duration, String> {
     names::parse_duration("duration", s).map_err(|e| e.to_string())
 }
@@ -166,6 +169,14 @@ pub struct GlobalArgs {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Who to record in the audit trail (events, stores, rollout history); default:
+    /// user@host from the operating system.
+    #[arg(long, global = true, env = "PACUP_BY", value_parser = actor, value_name = "WHO")]
+    pub by: Option<String>,
+    /// Set when the command came through the `caspac` syntax: its actions are labelled
+    /// caspac and its messages do not suggest pacup flags.
+    #[arg(skip)]
+    pub caspac: bool,
 }
 
 /// Top-level commands.
@@ -354,7 +365,7 @@ pub enum RolloutCommand {
         #[command(flatten)]
         lease: LeaseArgs,
     },
-    /// Past rollouts with plan, result, who and why.
+    /// Finished rollouts: from and to version, start, duration, result, who and why.
     #[command(
         after_help = "Examples:\n  pacup rollout history MyPAC\n  pacup --json rollout history MyPAC"
     )]
@@ -522,9 +533,9 @@ pub enum RegionCommand {
         /// Region name.
         #[arg(value_parser = region_name)]
         region: RegionName,
-        /// PAC the region belongs to.
+        /// PAC the region belongs to (default: the only PAC in the PSOR).
         #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
-        pac: PacName,
+        pac: Option<PacName>,
         /// cold, warm or upgrade.
         #[arg(long, value_enum)]
         start_type: StartType,
@@ -541,9 +552,9 @@ pub enum RegionCommand {
         /// Region name.
         #[arg(value_parser = region_name)]
         region: RegionName,
-        /// PAC the region belongs to.
+        /// PAC the region belongs to (default: the only PAC in the PSOR).
         #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
-        pac: PacName,
+        pac: Option<PacName>,
         /// Past this the stop is forced (clients cut, job in hand reclaimed later).
         #[arg(long, value_parser = duration, default_value = "60s", value_name = "DURATION")]
         timeout: Duration,
@@ -565,9 +576,9 @@ pub enum RegionCommand {
         /// on or off.
         #[arg(value_enum)]
         state: OnOff,
-        /// PAC the region belongs to.
+        /// PAC the region belongs to (default: the only PAC in the PSOR).
         #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
-        pac: PacName,
+        pac: Option<PacName>,
         /// How long to wait for the agent's answer.
         #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
         wait: Duration,
@@ -578,9 +589,9 @@ pub enum RegionCommand {
         /// Region name.
         #[arg(value_parser = region_name)]
         region: RegionName,
-        /// PAC the region belongs to.
+        /// PAC the region belongs to (default: the only PAC in the PSOR).
         #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
-        pac: PacName,
+        pac: Option<PacName>,
         /// How long to wait for the agent's answer.
         #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
         wait: Duration,
@@ -810,9 +821,10 @@ pub struct RegionRunArgs {
     /// Region name (1-32 of A-Z a-z 0-9 _ -).
     #[arg(value_parser = region_name)]
     pub region: RegionName,
-    /// PAC the region belongs to.
+    /// PAC the region belongs to (default: the only PAC in the PSOR; a cold start of a new
+    /// PAC must name it).
     #[arg(long, env = "PACUP_PAC", hide_env_values = true, value_parser = pac_name)]
-    pub pac: PacName,
+    pub pac: Option<PacName>,
     /// Host the region runs on.
     #[arg(long, value_parser = host_name)]
     pub host: HostName,

@@ -432,7 +432,7 @@ impl Drop for Coordinator {
 impl Coordinator {
     /// Takes the PAC's lease (waiting for it with `wait_lock`) and starts renewing it.
     pub async fn acquire(pac: Pac, opts: RunOptions) -> Result<Coordinator> {
-        let holder = format!("{}@{}", opts.by.replace(' ', "_"), std::process::id());
+        let holder = crate::psor::rollout::LeaseHolder::this_process(&opts.by);
         let lease = loop {
             match pac.acquire_lease(&holder, opts.lease_ttl).await {
                 Ok(l) => break l,
@@ -755,15 +755,19 @@ impl Coordinator {
 
     async fn finish(&mut self, plan: &Plan, state: &str, why: &str, action: Action) -> Result<()> {
         let cur = self.pac.rollout_current().await?;
+        let started_ms = cur.get("started_at_ms").and_then(|s| s.parse::<u64>().ok());
+        let finished_ms = now_ms();
         let summary = serde_json::json!({
             "id": self.id,
             "pac": self.pac.name(),
+            "from_version": cur.get("from_version"),
             "target": plan.target.version.to_string(),
             "process": cur.get("process"),
             "result": state,
             "detail": why,
-            "started_at": cur.get("started_at_ms").and_then(|s| s.parse::<u64>().ok()).map(crate::psor::rfc3339),
-            "finished_at": crate::psor::rfc3339(now_ms()),
+            "started_at": started_ms.map(crate::psor::rfc3339),
+            "finished_at": crate::psor::rfc3339(finished_ms),
+            "duration_ms": started_ms.map(|s| finished_ms.saturating_sub(s)),
             "reason": cur.get("reason"),
             "by": cur.get("by"),
             "plan": plan,

@@ -980,6 +980,24 @@ impl Pac {
         Ok(payloads.len())
     }
 
+    /// Whether the PAC exists (its PAC record does).
+    pub async fn exists(&self) -> Result<bool> {
+        self.conn()
+            .exists(self.keys.meta())
+            .await
+            .map_err(|e| self.psor.err(e))
+    }
+
+    /// [`Error::NoSuchPac`] unless the PAC exists: for commands that only read, so that
+    /// a mistyped name is not answered with an empty result.
+    pub async fn require(&self) -> Result<()> {
+        if self.exists().await? {
+            Ok(())
+        } else {
+            Err(Error::NoSuchPac(self.name.to_string()))
+        }
+    }
+
     /// Whether any key of the PAC exists (SCAN until the first hit).
     async fn any_key(&self) -> Result<bool> {
         let mut c = self.conn();
@@ -1064,6 +1082,27 @@ fn unlink_cmd(keys: &Keys, version: &str, batch: &[String]) -> redis::Cmd {
 
 /// Every PAC in the PSOR, by name.
 pub async fn list_pacs(psor: &Psor) -> Result<Vec<PacSummary>> {
+    let mut out = Vec::new();
+    for n in pac_names(psor).await? {
+        let snap = Pac::new(psor.clone(), n.clone()).snapshot().await?;
+        out.push(PacSummary {
+            pac: n.to_string(),
+            stores: snap
+                .stores
+                .iter()
+                .map(|s| StoreSummary {
+                    version: s.version.clone(),
+                    mode: s.mode,
+                })
+                .collect(),
+            live_regions: snap.regions.iter().filter(|r| r.alive).count(),
+        });
+    }
+    Ok(out)
+}
+
+/// The names of the PACs in the PSOR (those with a PAC record), sorted.
+pub async fn pac_names(psor: &Psor) -> Result<Vec<PacName>> {
     let mut c = psor.conn();
     let mut names = Vec::new();
     let mut cursor = 0u64;
@@ -1083,21 +1122,5 @@ pub async fn list_pacs(psor: &Psor) -> Result<Vec<PacSummary>> {
     }
     names.sort();
     names.dedup();
-    let mut out = Vec::new();
-    for n in names {
-        let snap = Pac::new(psor.clone(), n.clone()).snapshot().await?;
-        out.push(PacSummary {
-            pac: n.to_string(),
-            stores: snap
-                .stores
-                .iter()
-                .map(|s| StoreSummary {
-                    version: s.version.clone(),
-                    mode: s.mode,
-                })
-                .collect(),
-            live_regions: snap.regions.iter().filter(|r| r.alive).count(),
-        });
-    }
-    Ok(out)
+    Ok(names)
 }

@@ -1,14 +1,16 @@
 //! The coordinator's PSOR state: lease with fencing epoch, rollout journal, history and
 //! events (docs/rollout.md, docs/reference.md#events).
 //!
-//! The lease (`lock`) is a key with a TTL holding `<holder> <epoch>`; taking it bumps the
-//! PAC's fencing epoch. Every write a coordinator makes afterwards passes that epoch and
+//! The lease (`lock`) is a key with a TTL holding `<holder> <epoch>` (the holder being
+//! `<by> pid=<pid> since_ms=<ms>`, see [`LeaseHolder`]); taking it bumps the PAC's fencing
+//! epoch. Every write a coordinator makes afterwards passes that epoch and
 //! is refused inside the same script when it is no longer current, so a coordinator that
 //! was paused past its lease and wakes up cannot change anything.
 
 use super::{scripts, Pac};
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
+use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -21,16 +23,88 @@ pub struct Lease {
     pub epoch: u64,
 }
 
+/// Who holds a coordinator lease, as written into the lock when it was taken, so that a
+/// refused coordinator can say who is in the way, in which process and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseHolder {
+    /// Who (`user@host`, or what `--by` said).
+    pub by: String,
+    /// The holder's process id (absent in a lock written by an older version).
+    pub pid: Option<u32>,
+    /// When the lease was taken, ms since the Unix epoch by the holder's clock.
+    pub since_ms: Option<u64>,
+}
+
+impl LeaseHolder {
+    /// This process, taking the lease now on behalf of `by`.
+    pub fn this_process(by: &str) -> LeaseHolder {
+        LeaseHolder {
+            by: by.to_string(),
+            pid: Some(std::process::id()),
+            since_ms: Some(super::now_ms()),
+        }
+    }
+
+    /// The holder part of the lock value.
+    pub fn encode(&self) -> String {
+        let mut s = self.by.clone();
+        if let Some(p) = self.pid {
+            s.push_str(&format!(" pid={p}"));
+        }
+        if let Some(t) = self.since_ms {
+            s.push_str(&format!(" since_ms={t}"));
+        }
+        s
+    }
+
+    /// Reads a whole lock value (`<holder> <epoch>`). Anything that does not have the
+    /// current form is kept whole as `by`, so an older lock still names its holder.
+    pub fn from_lock_value(value: &str) -> LeaseHolder {
+        let holder = match value.rsplit_once(' ') {
+            Some((h, epoch)) if epoch.parse::<u64>().is_ok() => h,
+            _ => value,
+        };
+        let mut rest = holder;
+        let mut take = |key: &str| -> Option<u64> {
+            let (head, v) = rest.rsplit_once(key)?;
+            let n = v.parse().ok()?;
+            rest = head;
+            Some(n)
+        };
+        let since_ms = take(" since_ms=");
+        let pid = take(" pid=").and_then(|p| u32::try_from(p).ok());
+        LeaseHolder {
+            by: rest.to_string(),
+            pid,
+            since_ms,
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.by)?;
+        if let Some(p) = self.pid {
+            write!(f, ", pid {p}")?;
+        }
+        if let Some(t) = self.since_ms {
+            write!(f, ", since {}", super::rfc3339(t))?;
+        }
+        Ok(())
+    }
+}
+
 /// One stored event (the rollout event fields, plus the admin events' `by`).
 pub type EventFields = Vec<(String, String)>;
 
 impl Pac {
     /// Takes the coordinator lease; [`Error::LeaseHeld`] (exit 4) when another holds it.
-    pub async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Lease> {
+    pub async fn acquire_lease(&self, holder: &LeaseHolder, ttl: Duration) -> Result<Lease> {
+        let holder = holder.encode();
         let v = self
             .run(
                 &scripts::LEASE_ACQUIRE,
-                &[holder.into(), ttl.as_millis().to_string()],
+                &[holder.clone(), ttl.as_millis().to_string()],
             )
             .await?;
         match v.first().map(String::as_str) {
@@ -41,10 +115,15 @@ impl Pac {
                     epoch,
                 })
             }
-            Some("HELD") => Err(Error::LeaseHeld {
-                pac: self.name.to_string(),
-                holder: v.get(1).cloned().unwrap_or_default(),
-            }),
+            Some("HELD") => {
+                let id = v.get(2).filter(|id| !id.is_empty());
+                let state = v.get(3).filter(|s| is_active_state(s));
+                Err(Error::LeaseHeld {
+                    pac: self.name.to_string(),
+                    rollout: id.zip(state).map(|(i, s)| (i.clone(), s.clone())),
+                    holder: LeaseHolder::from_lock_value(v.get(1).map_or("", |s| s)),
+                })
+            }
             _ => Err(Error::NoSuchPac(self.name.to_string())),
         }
     }
@@ -230,5 +309,34 @@ impl Pac {
                 self.name
             ))),
         }
+    }
+}
+
+/// States in which a rollout is still going (a coordinator may be driving it).
+fn is_active_state(s: &str) -> bool {
+    matches!(s, "running" | "paused" | "held" | "rolling_back")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseHolder;
+
+    #[test]
+    fn lock_values_name_their_holder() {
+        let h = LeaseHolder {
+            by: "alice@host1 (caspac)".into(),
+            pid: Some(42),
+            since_ms: Some(1_700_000_000_000),
+        };
+        let value = format!("{} 7", h.encode());
+        assert_eq!(LeaseHolder::from_lock_value(&value), h);
+        assert_eq!(
+            h.to_string(),
+            "alice@host1 (caspac), pid 42, since 2023-11-14T22:13:20Z"
+        );
+        // A lock written by an older version keeps its whole holder text.
+        let old = LeaseHolder::from_lock_value("operator_(pacup_0.1.0)@29674 5");
+        assert_eq!(old.by, "operator_(pacup_0.1.0)@29674");
+        assert_eq!((old.pid, old.since_ms), (None, None));
     }
 }

@@ -313,10 +313,12 @@ return 1
 
 /// ARGV: count. Appends `count` jobs to the job stream (creating the consumer group),
 /// counts them submitted, and starts the waiting clock if nothing was pending.
-/// Returns `{first id, last id}`.
+/// Returns `{first id, last id}`, or `{0, 0}` with nothing written when the PAC does not
+/// exist.
 pub static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+if redis.call('EXISTS', P .. 'meta') == 0 then return {0, 0} end
 local jobs = P .. 'ds:jobs'
 local st = P .. 'ds:stats'
 local n = tonumber(ARGV[1])
@@ -477,13 +479,17 @@ return {'OK', '0'}
 });
 
 /// ARGV: holder, ttl ms. Takes the coordinator lease if free and bumps the fencing
-/// epoch. Returns `{OK, epoch}`, `{HELD, holder epoch}` or `{NOPAC}`.
+/// epoch. Returns `{OK, epoch}`, `{HELD, holder epoch, rollout id, rollout state}` or
+/// `{NOPAC}`.
 pub static LEASE_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('EXISTS', P .. 'meta') == 0 then return {'NOPAC'} end
 local cur = redis.call('GET', P .. 'lock')
-if cur then return {'HELD', cur} end
+if cur then
+  local r = redis.call('HMGET', P .. 'rollout:current', 'id', 'state')
+  return {'HELD', cur, r[1] or '', r[2] or ''}
+end
 local epoch = redis.call('HINCRBY', P .. 'meta', 'epoch', 1)
 redis.call('SET', P .. 'lock', ARGV[1] .. ' ' .. epoch, 'PX', ARGV[2])
 return {'OK', tostring(epoch)}

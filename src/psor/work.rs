@@ -9,7 +9,7 @@
 //! died (reclaimed once idle past the reclaim time) counts a duplicate instead.
 
 use super::{scripts, Pac};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -59,7 +59,8 @@ fn n(h: &HashMap<String, String>, k: &str) -> u64 {
 }
 
 impl Pac {
-    /// Submits `count` jobs in one atomic step. Returns the first and last job ids.
+    /// Submits `count` jobs in one atomic step. Returns the first and last job ids;
+    /// [`Error::NoSuchPac`] (nothing written) when the PAC does not exist.
     pub async fn submit_jobs(&self, count: u64) -> Result<(u64, u64)> {
         let v: (u64, u64) = scripts::SUBMIT
             .key(self.keys.prefix())
@@ -67,6 +68,9 @@ impl Pac {
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.psor.err(e))?;
+        if count > 0 && v.0 == 0 {
+            return Err(Error::NoSuchPac(self.name().to_string()));
+        }
         Ok(v)
     }
 

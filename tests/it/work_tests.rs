@@ -118,15 +118,6 @@ fn the_completion_gap_measures_time_with_jobs_waiting_and_none_completing() {
 #[test]
 fn jobs_and_clients_print_one_stable_json_document() {
     let server = RedisServer::start();
-    // Before anything was submitted the stats are zeros, not an error.
-    let empty = stats(&server);
-    assert_eq!(
-        empty,
-        serde_json::json!({"pac": PAC, "submitted": 0, "completed": 0, "pending": 0, "duplicates": 0,
-                           "by_region": {}, "max_completion_gap_ms": 0, "transactions": 0,
-                           "transaction_duplicates": 0})
-    );
-
     let _agent = spawn_agent(
         &server,
         "host1",
@@ -134,6 +125,15 @@ fn jobs_and_clients_print_one_stable_json_document() {
         &["REGION1", "REGION1B"],
         "cold",
         &[],
+    );
+    // Before anything was submitted the stats are zeros, not an error (before the PAC
+    // exists they are an error, like every command's on a missing PAC).
+    let empty = stats(&server);
+    assert_eq!(
+        empty,
+        serde_json::json!({"pac": PAC, "submitted": 0, "completed": 0, "pending": 0, "duplicates": 0,
+                           "by_region": {}, "max_completion_gap_ms": 0, "transactions": 0,
+                           "transaction_duplicates": 0})
     );
     let out = run(&server, &["jobs", "submit", PAC, "--count", "7", "--json"]);
     out.success();

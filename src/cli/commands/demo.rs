@@ -230,7 +230,7 @@ async fn run(
     let opts = RunOptions {
         allow_downtime: a.mode_flip == DemoFlip::AfterAllWaves,
         reason: "pacup demo".into(),
-        by: super::actor(),
+        by: super::actor(g),
         wait_lock: false,
         lease_ttl: Duration::from_secs(5),
         psor_url: url.to_string(),

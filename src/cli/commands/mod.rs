@@ -1,6 +1,8 @@
 //! What each command does, and the one place errors become exit codes.
 
 mod demo;
+mod hints;
+mod history;
 mod pac;
 mod region;
 mod rollout;
@@ -12,6 +14,7 @@ use crate::cli::output::outln;
 use crate::conn::{Psor, PsorOptions};
 use crate::error::{Error, ExitCode};
 use crate::metrics::{Metrics, MetricsListener};
+use crate::names::PacName;
 
 /// Sets up `tracing` on stderr from `-v`/`-q` (or `RUST_LOG`).
 pub fn init_tracing(g: &GlobalArgs) {
@@ -39,6 +42,9 @@ pub fn init_tracing(g: &GlobalArgs) {
 /// decides; anything else is a refusal/failure (1).
 pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     for cause in e.chain() {
+        if let Some(h) = cause.downcast_ref::<hints::Hinted>() {
+            return exit_code_of(&h.error);
+        }
         if let Some(err) = cause.downcast_ref::<Error>() {
             return err.exit_code();
         }
@@ -87,9 +93,44 @@ pub(super) async fn connect(g: &GlobalArgs) -> anyhow::Result<Psor> {
     Ok(Psor::connect(&o).await?)
 }
 
-pub(super) fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "operator".into());
-    format!("{user} (pacup {})", env!("CARGO_PKG_VERSION"))
+/// The PAC a command named, else the only PAC in the PSOR (said at `-v`). With several
+/// PACs or none the command is refused (exit 1), listing them and saying how to name one
+/// (`how`, e.g. "--pac").
+pub async fn pac_or_only(
+    psor: &Psor,
+    given: Option<PacName>,
+    how: &str,
+) -> anyhow::Result<PacName> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let names = crate::psor::pac_names(psor).await?;
+    match names.as_slice() {
+        [one] => {
+            tracing::info!("no PAC named: using {one}, the only PAC in the PSOR");
+            Ok(one.clone())
+        }
+        [] => Err(Error::refused(format!("the PSOR holds no PAC; name one with {how}")).into()),
+        many => Err(Error::refused(format!(
+            "the PSOR holds several PACs ({}); name one with {how}",
+            many.iter()
+                .map(PacName::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// Who acts, for the audit fields: `--by`, else `user@host` from the OS; actions that came
+/// through the caspac syntax say so.
+pub(super) fn actor(g: &GlobalArgs) -> String {
+    let who = g.by.clone().unwrap_or_else(crate::names::default_actor);
+    if g.caspac {
+        format!("{who} (caspac)")
+    } else {
+        who
+    }
 }
 
 pub(super) fn print_json(v: &serde_json::Value) {
@@ -119,7 +160,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn dispatch(cli: Cli, m: &Metrics) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
-    match cli.command {
+    let scope = hints::Scope::of(&cli.command);
+    let r = match cli.command {
         Command::Pac(cmd) => pac::pac(g, cmd).await,
         Command::Region(cmd) => region::region(g, cmd, m).await,
         Command::Agent(args) => region::agent(g, args, m).await,
@@ -129,6 +171,10 @@ async fn dispatch(cli: Cli, m: &Metrics) -> anyhow::Result<ExitCode> {
         Command::Rollout(cmd) => rollout::rollout(g, cmd, m).await,
         Command::Events { pac, follow } => rollout::events(g, pac, follow).await,
         Command::Demo(args) => demo::demo(g, args).await,
+    };
+    match r {
+        Err(e) => Err(hints::attach(g, &scope, e).await),
+        ok => ok,
     }
 }
 

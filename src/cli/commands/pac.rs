@@ -42,7 +42,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
         PacCommand::Init { pac, force } => {
             let p = Pac::new(psor, pac.clone());
             let removed = p
-                .init(force, &actor(), None)
+                .init(force, &actor(g), None)
                 .await
                 .with_context(|| format!("cannot initialise PAC {pac}"))?;
             if g.json {
@@ -113,7 +113,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
                 SetModeArg::Quiesce => Mode::Quiesce,
             };
             let changed = Pac::new(psor, pac.clone())
-                .set_mode(m, &actor(), None)
+                .set_mode(m, &actor(g), None)
                 .await
                 .with_context(|| format!("cannot set PAC {pac} to {m}"))?;
             if g.json {
@@ -125,7 +125,7 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
         }
         PacCommand::RemoveOld { pac, force } => {
             let r = Pac::new(psor, pac.clone())
-                .remove_old(force, &actor(), None)
+                .remove_old(force, &actor(g), None)
                 .await
                 .with_context(|| format!("cannot remove old stores of PAC {pac}"))?;
             if g.json {
@@ -145,9 +145,11 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
         }
         PacCommand::Status { pac } => {
             let snap = Pac::new(psor, pac.clone()).snapshot().await?;
+            // --json keeps its one document (`"exists": false`); a person gets the error
+            // once, on stderr, instead of the same sentence on both streams.
             if g.json {
                 print_json(&serde_json::to_value(&snap)?);
-            } else {
+            } else if snap.exists {
                 out!("{}", output::status_text(&snap));
             }
             if !snap.exists {

@@ -138,7 +138,7 @@ pub(super) async fn region(
         } => {
             control(
                 g,
-                &pac,
+                pac,
                 &region,
                 ControlAction::Start {
                     region: region.to_string(),
@@ -162,7 +162,7 @@ pub(super) async fn region(
                 force,
             };
             // The agent needs up to the stop timeout itself; wait a little longer.
-            control(g, &pac, &region, action, timeout + Duration::from_secs(10)).await
+            control(g, pac, &region, action, timeout + Duration::from_secs(10)).await
         }
         RegionCommand::Listener {
             region,
@@ -174,12 +174,12 @@ pub(super) async fn region(
                 region: region.to_string(),
                 on: state == OnOff::On,
             };
-            control(g, &pac, &region, action, wait).await
+            control(g, pac, &region, action, wait).await
         }
         RegionCommand::Crash { region, pac, wait } => {
             control(
                 g,
-                &pac,
+                pac,
                 &region,
                 ControlAction::Crash {
                     region: region.to_string(),
@@ -215,6 +215,9 @@ pub(crate) async fn host_of(pac: &Pac, region: &str) -> crate::Result<String> {
         .or(recorded)
         .or_else(|| listed.first().map(|h| h.name.clone()));
     let Some(host) = host else {
+        if !snap.exists {
+            return Err(Error::NoSuchPac(pac.name().to_string()));
+        }
         return Err(Error::refused(format!(
             "region {region} is not known in PAC {}: no host agent lists it",
             pac.name()
@@ -228,17 +231,24 @@ pub(crate) async fn host_of(pac: &Pac, region: &str) -> crate::Result<String> {
     }
 }
 
+/// `--pac` of the region commands: as given, else the only PAC in the PSOR.
+async fn region_pac(psor: &crate::conn::Psor, given: Option<PacName>) -> anyhow::Result<PacName> {
+    super::pac_or_only(psor, given, "--pac (or env PACUP_PAC)").await
+}
+
 async fn control(
     g: &GlobalArgs,
-    pac: &PacName,
+    pac: Option<PacName>,
     region: &RegionName,
     action: ControlAction,
     wait: Duration,
 ) -> anyhow::Result<ExitCode> {
-    let p = Pac::new(connect(g).await?, pac.clone());
+    let psor = connect(g).await?;
+    let pac = region_pac(&psor, pac).await?;
+    let p = Pac::new(psor, pac.clone());
     let host = host_of(&p, region.as_str()).await?;
     let r = p
-        .control(&host, action, wait, &actor(), None)
+        .control(&host, action, wait, &actor(g), None)
         .await
         .with_context(|| format!("host {host} did not carry out the command"))?;
     if g.json {
@@ -268,6 +278,7 @@ pub(super) async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<Exi
                         Error::refused(format!("the host agent of {host} is not alive")).into(),
                     )
                 }
+                None if !snap.exists => return Err(Error::NoSuchPac(pac.to_string()).into()),
                 None => {
                     return Err(
                         Error::refused(format!("host {host} is not known in PAC {pac}")).into(),
@@ -281,7 +292,7 @@ pub(super) async fn host(g: &GlobalArgs, cmd: HostCommand) -> anyhow::Result<Exi
                         version: product_version.to_string(),
                     },
                     wait,
-                    &actor(),
+                    &actor(g),
                     None,
                 )
                 .await
@@ -309,7 +320,8 @@ async fn region_run(g: &GlobalArgs, a: RegionRunArgs, m: &Metrics) -> anyhow::Re
     }
     cfg.metrics = m.clone();
     let shutdown = Shutdown::register().context("installing signal handlers")?;
-    let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), a.pac.clone());
+    let psor = connect(g).await?.with_metrics(m.clone());
+    let pac = Pac::new(psor.clone(), region_pac(&psor, a.pac).await?);
     let region = Region::start(pac, cfg, printer(g.json, a.host.to_string()))
         .await
         .with_context(|| format!("region {} cannot start", a.region))?;

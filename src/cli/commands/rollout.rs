@@ -1,6 +1,6 @@
 //! `pacup rollout ...` and `pacup events`.
 
-use super::{actor, connect, print_json};
+use super::{actor, connect, hints, print_json};
 use crate::cli::output::{self, outln};
 use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
 use crate::coordinator::plan::Plan;
@@ -88,7 +88,7 @@ fn run_options(
     RunOptions {
         allow_downtime,
         reason,
-        by: actor(),
+        by: actor(g),
         wait_lock: lease.is_some_and(|l| l.wait_lock),
         lease_ttl: lease.map(|l| l.lease_ttl).unwrap_or(Duration::from_secs(5)),
         psor_url: g.psor.clone(),
@@ -170,7 +170,8 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
         Outcome::Paused(w) => format!("Rollout of PAC {pac} paused: {w}"),
         Outcome::Held(w) => format!("Rollout of PAC {pac} held before finalisation: {w}"),
         Outcome::Aborted(w) => format!(
-            "Rollout of PAC {pac} aborted: {w}; `pacup rollout rollback {pac}` goes back to the old version"
+            "Rollout of PAC {pac} aborted: {w}\n{}",
+            hints::rollback_hint(pac, None, None)
         ),
         Outcome::RolledBack(w) => format!("Rollout of PAC {pac} rolled back: {w}"),
         Outcome::RolledBackOnRequest(w) => format!("Rollout of PAC {pac} rolled back: {w}"),
@@ -190,6 +191,14 @@ pub(super) async fn rollout(
     cmd: RolloutCommand,
     m: &Metrics,
 ) -> anyhow::Result<ExitCode> {
+    // A mistyped PAC is an error (exit 1), not "no rollout" or an empty history.
+    if let RolloutCommand::Status { pac, .. }
+    | RolloutCommand::Pause { pac, .. }
+    | RolloutCommand::Abort { pac, .. }
+    | RolloutCommand::History { pac, .. } = &cmd
+    {
+        Pac::new(connect(g).await?, pac.clone()).require().await?;
+    }
     match cmd {
         RolloutCommand::Plan {
             plan,
@@ -339,7 +348,12 @@ pub(super) async fn rollout(
                         &json!({"pac": pac, "rollout": cur.get("id"), "abort_requested": true}),
                     );
                 } else {
-                    outln!("Abort requested: the coordinator stops after its current step");
+                    outln!(
+                        "Abort requested: the coordinator stops after its current step; \
+                         then `pacup rollout rollback {pac}` returns the PAC to {}",
+                        cur.get("from_version")
+                            .map_or("its old version", String::as_str)
+                    );
                 }
                 return Ok(ExitCode::Ok);
             }
@@ -354,8 +368,13 @@ pub(super) async fn rollout(
             let o = Coordinator::acquire(p, opts).await?.abort().await?;
             if !g.json {
                 outln!(
-                    "Rollout {} aborted",
-                    cur.get("id").map(String::as_str).unwrap_or("?")
+                    "Rollout {} aborted\n{}",
+                    cur.get("id").map(String::as_str).unwrap_or("?"),
+                    hints::rollback_hint(
+                        &pac,
+                        cur.get("id").map(String::as_str),
+                        cur.get("from_version").map(String::as_str)
+                    )
                 );
             }
             let _ = o;
@@ -376,37 +395,7 @@ pub(super) async fn rollout(
             });
             super::status::status(g, &pac, &p, w).await
         }
-        RolloutCommand::History { pac } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
-            let h: Vec<serde_json::Value> = p
-                .rollout_history()
-                .await?
-                .iter()
-                .filter_map(|s| serde_json::from_str(s).ok())
-                .collect();
-            if g.json {
-                print_json(&json!({"pac": pac, "rollouts": h}));
-            } else if h.is_empty() {
-                outln!("PAC {pac} has no finished rollout");
-            } else {
-                for r in &h {
-                    outln!(
-                        "{}  {}  -> {}  {}  by {}{}",
-                        r["finished_at"].as_str().unwrap_or("?"),
-                        r["id"].as_str().unwrap_or("?"),
-                        r["target"].as_str().unwrap_or("?"),
-                        r["result"].as_str().unwrap_or("?"),
-                        r["by"].as_str().unwrap_or("?"),
-                        r["reason"]
-                            .as_str()
-                            .filter(|s| !s.is_empty())
-                            .map(|s| format!(" ({s})"))
-                            .unwrap_or_default()
-                    );
-                }
-            }
-            Ok(ExitCode::Ok)
-        }
+        RolloutCommand::History { pac } => super::history::history(g, pac).await,
     }
 }
 
@@ -432,6 +421,7 @@ fn event_json(id: &str, fields: &[(String, String)]) -> serde_json::Value {
 
 pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow::Result<ExitCode> {
     let p = Pac::new(connect(g).await?, pac.clone());
+    p.require().await?;
     let mut conn = p.psor().dedicated().await?;
     let mut after = "0".to_string();
     let mut all = Vec::new();

@@ -47,6 +47,12 @@ pub(crate) fn status_text(d: &RolloutStatus) -> String {
     }
     out.push('\n');
     out.push_str(&detail_text(d));
+    if let (State::Aborted, Ok(pac)) = (state, PacName::new(&d.pac)) {
+        out.push_str(&format!(
+            "next: {}\n",
+            super::hints::rollback_hint(&pac, d.rollout.as_deref(), d.from_version.as_deref())
+        ));
+    }
     for r in &d.regions {
         out.push_str(&format!(
             "  {:<10} on {:<8} {:<8} version {:<8} store {:<8} listener {}\n",

@@ -35,6 +35,7 @@ pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<Exi
         }
         JobsCommand::Stats { pac } => {
             let p = Pac::new(connect(g).await?, pac.clone());
+            p.require().await?;
             let s = p.work_stats().await?;
             if g.json {
                 let mut v = serde_json::to_value(&s)?;
@@ -68,6 +69,7 @@ pub(super) async fn clients(g: &GlobalArgs, cmd: ClientsCommand) -> anyhow::Resu
         tx_timeout,
     } = cmd;
     let p = Pac::new(connect(g).await?, pac.clone());
+    p.require().await?;
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
     let report = load::run_clients(p, rate, count, duration, tx_timeout, stop).await;
     if g.json {
