@@ -19,6 +19,8 @@
 //! - [`coordinator`]: the rollout coordinator (plan file, a step enum dispatching to one
 //!   small type per step, journal, lease and fencing, failure policy, rollback).
 //! - [`load`]: workload drivers (client load balancer, job submitter).
+//! - [`report`]: `rollout report`, a rollout as one self-contained HTML page (reading the
+//!   PSOR, then pure model building and rendering).
 //! - [`cli`]: the command line: clap structs for `pacup`, the legacy `caspac` translator
 //!   into the same structs, and the command implementations with their output.
 
@@ -32,6 +34,7 @@ pub mod load;
 pub mod names;
 pub mod psor;
 pub mod region;
+pub mod report;
 pub mod resources;
 
 pub use error::{Error, ExitCode, Result};

@@ -9,6 +9,7 @@ mod command_driver_tests;
 mod conn_tests;
 mod psor_tests;
 mod region_tests;
+mod report_tests;
 mod rollout_fault_tests;
 mod rollout_tests;
 mod support_smoke;

@@ -255,6 +255,9 @@ async fn run(
     .await;
     let stats = pac.work_stats().await?;
     let snap = pac.snapshot().await?;
+    let written = crate::report::write(&pac, None, &a.report)
+        .await
+        .with_context(|| format!("writing the rollout report {}", a.report.display()))?;
     let lost = stats.submitted.saturating_sub(stats.completed);
     let ok = outcome == Outcome::Done && lost == 0 && stats.duplicates == 0 && report.failed == 0;
     let summary = json!({
@@ -269,6 +272,7 @@ async fn run(
                     "by_region": report.by_region},
         "total_ms": started.elapsed().as_millis() as u64,
         "submitted_by_demo": submitted,
+        "report": written.path,
     });
     if g.json {
         print_json(&summary);
@@ -292,6 +296,10 @@ async fn run(
         println!(
             "  clients:  {} requests, {} ok, {} failed ({} retried on another region)",
             report.sent, report.ok, report.failed, report.retried
+        );
+        println!(
+            "  report:   {} (`pacup rollout report`)",
+            written.path.display()
         );
         println!("  result:   {}", if ok { "nothing lost" } else { "FAILED" });
     }

@@ -3,6 +3,7 @@
 mod demo;
 mod pac;
 mod region;
+mod report;
 mod rollout;
 mod work;
 

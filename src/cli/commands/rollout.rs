@@ -269,6 +269,9 @@ pub(super) async fn rollout(g: &GlobalArgs, cmd: RolloutCommand) -> anyhow::Resu
                 }
             }
         }
+        RolloutCommand::Report { pac, rollout, out } => {
+            super::report::report(g, pac, rollout, out).await
+        }
         RolloutCommand::History { pac } => {
             let p = Pac::new(connect(g).await?, pac.clone());
             let h: Vec<serde_json::Value> = p
