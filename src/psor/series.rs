@@ -82,6 +82,16 @@ impl Pac {
         Ok(out)
     }
 
+    /// The PSOR's clock, ms: the clock of every event and series point (a report on a
+    /// running rollout draws up to this instant).
+    pub async fn server_time_ms(&self) -> Result<u64> {
+        let t: Vec<u64> = redis::cmd("TIME")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(t.first().copied().unwrap_or(0) * 1000 + t.get(1).copied().unwrap_or(0) / 1000)
+    }
+
     /// Whether the PAC's record exists (it does from `pac init` or a cold start on).
     pub async fn has_record(&self) -> Result<bool> {
         self.conn()

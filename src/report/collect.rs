@@ -124,7 +124,7 @@ pub async fn collect(pac: &Pac, id: Option<&str>) -> Result<Inputs> {
         plan,
         steps,
         events,
-        now_ms: now_ms(),
+        now_ms: pac.server_time_ms().await.unwrap_or_else(|_| now_ms()),
     })
 }
 
