@@ -30,7 +30,7 @@
 //!
 //! `pacup rollout report` reconstructs the stores' modes over time from the details of
 //! the `store_created`, `set_mode_*`, `remove_old` and `rollback` events written here
-//! (`src/report/mod.rs` parses them, with a test per wording): change them together.
+//! (`src/report/stores.rs` parses them, with a test per wording): change them together.
 
 use redis::Script;
 use std::sync::LazyLock;
