@@ -21,6 +21,8 @@
 //! - [`load`]: workload drivers (client load balancer, job submitter).
 //! - [`metrics`]: the Prometheus metrics of `--metrics-addr` (every metric name) and
 //!   their HTTP server.
+//! - [`report`]: `rollout report`, a rollout as one self-contained HTML page (reading the
+//!   PSOR, then pure model building and rendering).
 //! - [`cli`]: the command line: clap structs for `pacup`, the legacy `caspac` translator
 //!   into the same structs, and the command implementations with their output.
 
@@ -35,6 +37,7 @@ pub mod metrics;
 pub mod names;
 pub mod psor;
 pub mod region;
+pub mod report;
 pub mod resources;
 
 pub use error::{Error, ExitCode, Result};

@@ -140,8 +140,55 @@ impl Balancer {
     }
 }
 
+/// Client outcomes not yet added to the PSOR's per-second series.
+#[derive(Default)]
+struct Pending {
+    ok: u64,
+    failed: u64,
+}
+
+/// Adds the pending outcomes to the running rollout's `clients` series (one script call);
+/// on a PSOR error they stay pending for the next second, so a blip loses nothing.
+async fn flush(pac: &Pac, pending: &std::sync::Mutex<Pending>) {
+    let (ok, failed) = {
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        (std::mem::take(&mut p.ok), std::mem::take(&mut p.failed))
+    };
+    if ok + failed == 0 {
+        return;
+    }
+    if let Err(e) = pac.record_clients(ok, failed).await {
+        tracing::debug!("recording client requests in the PSOR failed: {e}; retrying next second");
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.ok += ok;
+        p.failed += failed;
+    }
+}
+
+/// Records client outcomes once a second (batched: the request loop only bumps counters)
+/// until `done` turns true, then flushes what is left.
+fn spawn_recorder(
+    pac: Pac,
+    pending: std::sync::Arc<std::sync::Mutex<Pending>>,
+    mut done: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => flush(&pac, &pending).await,
+                _ = crate::until_true(&mut done) => break,
+            }
+        }
+        flush(&pac, &pending).await;
+    })
+}
+
 /// Sends transactions at `rate` per second until `count` are sent, `duration` passed or
-/// `stop` turns true; each is retried on other regions until `tx_timeout`.
+/// `stop` turns true; each is retried on other regions until `tx_timeout`. While a
+/// rollout runs, the outcomes are recorded per second in its `clients` series (for
+/// `pacup rollout report`).
 pub async fn run_clients(
     pac: Pac,
     rate: f64,
@@ -150,6 +197,9 @@ pub async fn run_clients(
     tx_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) -> ClientReport {
+    let pending = std::sync::Arc::new(std::sync::Mutex::new(Pending::default()));
+    let (done_tx, done_rx) = watch::channel(false);
+    let recorder = spawn_recorder(pac.clone(), pending.clone(), done_rx);
     let mut lb = Balancer {
         pac,
         targets: Vec::new(),
@@ -176,13 +226,20 @@ pub async fn run_clients(
         let tx = format!("{run_id}-{}", report.sent);
         report.sent += 1;
         let deadline = Instant::now() + tx_timeout;
-        if lb.serve(&tx, deadline, &mut report).await {
+        let served = lb.serve(&tx, deadline, &mut report).await;
+        let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+        if served {
             report.ok += 1;
+            p.ok += 1;
         } else {
             report.failed += 1;
+            p.failed += 1;
         }
+        drop(p);
     }
     report.elapsed_ms = start.elapsed().as_millis() as u64;
+    let _ = done_tx.send(true);
+    let _ = recorder.await;
     report
 }
 

@@ -234,7 +234,8 @@ pub enum Command {
         follow: bool,
     },
     /// The whole story on this machine: a private Redis, two hosts, a full incompatible
-    /// rollout 1.0.0 -> 2.0.0 under job and client load, a summary. Needs redis-server.
+    /// rollout 1.0.0 -> 2.0.0 under job and client load, a summary and an HTML report of
+    /// the rollout (--report). Needs redis-server.
     #[command(
         after_help = "Examples:\n  pacup demo\n  pacup demo --mode-flip after-all-waves --job-rate 100/s"
     )]
@@ -374,6 +375,19 @@ pub enum RolloutCommand {
         #[arg(value_parser = pac_name)]
         pac: PacName,
     },
+    /// Write a picture of a rollout: one self-contained HTML file (timeline per region,
+    /// the stores' modes, jobs and client requests per second, summary). Exit 2 for an
+    /// id that is not of the form <PAC>-<hex>, 1 when the PAC has no such rollout.
+    Report {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Rollout id, as `rollout history` lists them (default: the latest rollout).
+        rollout: Option<String>,
+        /// HTML file to write (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 /// States `rollout status --watch --until` can stop at.
@@ -402,6 +416,10 @@ pub struct DemoArgs {
     /// Mode flip of the demo plan.
     #[arg(long, value_enum, default_value = "after-first-wave")]
     pub mode_flip: DemoFlip,
+    /// Where to write the rollout's HTML report (`rollout report`); the default is a
+    /// file in the current directory.
+    #[arg(long, value_name = "FILE", default_value = "pacup-demo-report.html")]
+    pub report: PathBuf,
 }
 
 /// `pacup demo --mode-flip`.

@@ -19,6 +19,11 @@ pub const ALL_PAC_META_PATTERN: &str = "pac:{*}:meta";
 /// Consumer group of the job stream: every region reads as its own consumer.
 pub const JOB_GROUP: &str = "regions";
 
+/// How long a rollout's per-second series ([`Keys::series`]) outlive their last write:
+/// long enough to write a report for any recent rollout, short enough that the series
+/// never pile up (they are telemetry, not state: backups leave them out).
+pub const SERIES_TTL_SECS: u64 = 30 * 24 * 3600;
+
 /// Extracts the PAC name from a key matched by [`ALL_PAC_META_PATTERN`].
 pub fn pac_of_meta_key(key: &str) -> Option<&str> {
     key.strip_prefix("pac:{")?.strip_suffix("}:meta")
@@ -143,6 +148,15 @@ impl Keys {
         self.ds("tx")
     }
 
+    /// A per-second series recorded while rollout `rollout` runs (hash, expires
+    /// [`SERIES_TTL_SECS`] after its last write). `name` is `jobs` (fields
+    /// `<unix second>:<store>` -> jobs completed, by `COMPLETE`) or `clients` (fields
+    /// `<unix second>:ok` and `<unix second>:failed` -> client requests that ended, by
+    /// `RECORD_CLIENTS`). Read by `pacup rollout report`.
+    pub fn series(&self, name: &str, rollout: &str) -> String {
+        format!("{}series:{name}:{rollout}", self.prefix)
+    }
+
     /// Control commands for host agent `h` (stream).
     pub fn host_control(&self, h: &str) -> String {
         format!("{}host:{h}:ctl", self.prefix)
@@ -214,6 +228,7 @@ mod tests {
             k.lock(),
             k.rollout("current"),
             k.events(),
+            k.series("jobs", "MyPAC-1a2b"),
         ] {
             assert!(key.starts_with("pac:{MyPAC}:"), "{key}");
         }

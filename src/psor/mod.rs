@@ -8,6 +8,7 @@ pub mod control;
 pub mod keys;
 pub mod rollout;
 pub mod scripts;
+pub mod series;
 pub mod work;
 
 use crate::conn::Psor;

@@ -27,6 +27,10 @@
 //! Writes that a coordinator makes pass its fencing epoch (`fence`); when it is not the
 //! PAC's current epoch the script answers `FENCED` and writes nothing. An empty fence
 //! means an operator's direct action.
+//!
+//! `pacup rollout report` reconstructs the stores' modes over time from the details of
+//! the `store_created`, `set_mode_*`, `remove_old` and `rollback` events written here
+//! (`src/report/stores.rs` parses them, with a test per wording): change them together.
 
 use redis::Script;
 use std::sync::LazyLock;
@@ -68,6 +72,25 @@ end
 
 fn script(body: &str) -> Script {
     Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// The rollout series helper (see [`super::keys::Keys::series`]), for the scripts that
+/// record one: counted only while the rollout runs, so a series is bounded by its
+/// rollout's running time; its TTL is renewed on each write.
+const SERIES: &str = r#"
+local function series_add(name, field, n)
+  local ro = redis.call('HMGET', P .. 'rollout:current', 'id', 'state')
+  if not ro[1] or (ro[2] ~= 'running' and ro[2] ~= 'rolling_back') then return 0 end
+  local k = P .. 'series:' .. name .. ':' .. ro[1]
+  redis.call('HINCRBY', k, field, n)
+  redis.call('EXPIRE', k, SERIES_TTL_SECS)
+  return 1
+end
+"#;
+
+fn series_script(body: &str) -> Script {
+    let helper = SERIES.replace("SERIES_TTL_SECS", &super::keys::SERIES_TTL_SECS.to_string());
+    script(&format!("{helper}\n{body}"))
 }
 
 /// ARGV: fence, force (0/1), actor, why, cold start follows (0/1). Returns `{OK, gen}`, `{ALIVE, region}`, `{FENCED, epoch}`.
@@ -379,8 +402,10 @@ return {'NONE'}
 /// a duplicate instead), acknowledges and deletes the stream entry, and keeps the
 /// completion-gap statistics. Returns 1 for a first completion, 0 for a duplicate run,
 /// 2 for the same completion delivered again (a retry after a lost reply: not counted).
+/// While a rollout runs, a first completion also counts in its `jobs` series (per second
+/// and store).
 pub static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
-    script(
+    series_script(
         r#"
 local R = ARGV[1]
 local jobs = P .. 'ds:jobs'
@@ -402,6 +427,7 @@ redis.call('HSET', P .. 'ds:results', ARGV[3],
   R .. ' ' .. ARGV[4] .. ' ' .. string.format('%.0f', now) .. ' ' .. ARGV[2])
 local comp = redis.call('HINCRBY', st, 'completed', 1)
 redis.call('HINCRBY', P .. 'ds:by_region', R, 1)
+series_add('jobs', string.format('%.0f', math.floor(now / 1000)) .. ':' .. ARGV[4], 1)
 local last = tonumber(redis.call('HGET', st, 'last_completion') or '0')
 local ws = tonumber(redis.call('HGET', st, 'waiting_since') or '0')
 local since = math.max(last, ws)
@@ -434,6 +460,21 @@ else
   redis.call('HINCRBY', P .. 'ds:stats', 'tx_duplicates', 1)
 end
 return first
+"#,
+    )
+});
+
+/// ARGV: ok, failed. Adds client requests that ended (answered, resp. given up) to the
+/// running rollout's `clients` series at the PSOR's current second; nothing when no
+/// rollout runs. Returns 1 when recorded, else 0.
+pub static RECORD_CLIENTS: LazyLock<Script> = LazyLock::new(|| {
+    series_script(
+        r#"
+local sec = redis.call('TIME')[1]
+local r = 0
+if tonumber(ARGV[1]) > 0 then r = series_add('clients', sec .. ':ok', ARGV[1]) end
+if tonumber(ARGV[2]) > 0 then r = series_add('clients', sec .. ':failed', ARGV[2]) end
+return r
 "#,
     )
 });

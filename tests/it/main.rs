@@ -12,6 +12,7 @@ mod messages_tests;
 mod metrics_tests;
 mod psor_tests;
 mod region_tests;
+mod report_tests;
 mod rollout_fault_tests;
 mod rollout_status_tests;
 mod rollout_tests;

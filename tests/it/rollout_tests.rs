@@ -953,9 +953,15 @@ fn hold_finalization_holds_before_each_finalising_step_until_resume() {
 
 #[test]
 fn demo_runs_the_whole_story_and_loses_nothing() {
+    // In a temp dir: the demo writes its report to the current directory.
+    let dir = tempfile::tempdir().expect("temp dir");
     let out = pacup()
         .args(["demo"])
+        .current_dir(dir.path())
         .timeout(Duration::from_secs(180))
         .run();
     out.success().stdout_contains("nothing lost");
+    let report = dir.path().join("pacup-demo-report.html").canonicalize();
+    let report = report.unwrap_or_else(|e| out.fail(&format!("no report written: {e}")));
+    out.stdout_contains(&format!("report:   {}", report.display()));
 }

@@ -258,6 +258,9 @@ async fn run(
     .await;
     let stats = pac.work_stats().await?;
     let snap = pac.snapshot().await?;
+    let written = crate::report::write(&pac, None, &a.report)
+        .await
+        .with_context(|| format!("writing the rollout report {}", a.report.display()))?;
     let lost = stats.submitted.saturating_sub(stats.completed);
     let ok = outcome == Outcome::Done && lost == 0 && stats.duplicates == 0 && report.failed == 0;
     let summary = json!({
@@ -272,6 +275,7 @@ async fn run(
                     "by_region": report.by_region},
         "total_ms": started.elapsed().as_millis() as u64,
         "submitted_by_demo": submitted,
+        "report": written.path,
     });
     if g.json {
         print_json(&summary);
@@ -298,6 +302,10 @@ async fn run(
             report.ok,
             report.failed,
             report.retried
+        );
+        outln!(
+            "  report:   {} (`pacup rollout report`)",
+            written.path.display()
         );
         outln!("  result:   {}", if ok { "nothing lost" } else { "FAILED" });
     }

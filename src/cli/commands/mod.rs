@@ -5,6 +5,7 @@ mod hints;
 mod history;
 mod pac;
 mod region;
+mod report;
 mod rollout;
 mod status;
 mod work;

@@ -395,6 +395,9 @@ pub(super) async fn rollout(
             });
             super::status::status(g, &pac, &p, w).await
         }
+        RolloutCommand::Report { pac, rollout, out } => {
+            super::report::report(g, pac, rollout, out).await
+        }
         RolloutCommand::History { pac } => super::history::history(g, pac).await,
     }
 }
