@@ -952,6 +952,7 @@ fn hold_finalization_holds_before_each_finalising_step_until_resume() {
 
 #[test]
 fn demo_runs_the_whole_story_and_loses_nothing() {
+    crate::support::require_redis();
     let out = pacup()
         .args(["demo"])
         .timeout(Duration::from_secs(180))
