@@ -14,19 +14,23 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
 # Dependencies first, in their own layer: rebuilt only when Cargo.toml or Cargo.lock change.
+# xtask/ (the `cargo xtask` set-up commands) is a workspace member that the image does not
+# build; cargo only needs its manifest and a stub target to load the workspace.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin \
+COPY xtask/Cargo.toml ./xtask/
+RUN mkdir -p src/bin xtask/src \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > src/bin/caspac.rs \
+    && echo 'fn main() {}' > xtask/src/main.rs \
     && touch src/lib.rs \
-    && cargo build --release --locked \
+    && cargo build --release --locked --package pacup \
     && rm -rf src target/release/.fingerprint/pacup-* target/release/deps/pacup-* \
               target/release/deps/libpacup-* target/release/deps/caspac-* \
               target/release/pacup target/release/caspac
 # The sources, and the fixtures they embed (src/resources.rs includes fixtures/resources.json).
 COPY fixtures ./fixtures
 COPY src ./src
-RUN cargo build --release --locked \
+RUN cargo build --release --locked --package pacup \
     && install -m 0755 target/release/pacup target/release/caspac /usr/local/bin/ \
     && pacup --version
 

@@ -953,6 +953,7 @@ fn hold_finalization_holds_before_each_finalising_step_until_resume() {
 
 #[test]
 fn demo_runs_the_whole_story_and_loses_nothing() {
+    crate::support::require_redis();
     // In a temp dir: the demo writes its report to the current directory.
     let dir = tempfile::tempdir().expect("temp dir");
     let out = pacup()

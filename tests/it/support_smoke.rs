@@ -298,3 +298,56 @@ fn cmd_helpers_run_a_process() {
     assert!(std::path::Path::new(env!("CARGO_BIN_EXE_caspac")).exists());
     let _ = (support::pacup(), support::caspac());
 }
+
+/// Re-runs this test binary on `path` with only the named server tests, as a machine
+/// without Redis would run them.
+fn run_smoke_tests_with_path(path: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "support_smoke::plain_server_ping_set_get",
+            "support_smoke::async_connection_works",
+            "support_smoke::port_race_retries_on_another_port",
+            "support_smoke::sentinel_resolves_master",
+        ])
+        .env("PATH", path)
+        .output()
+        .expect("re-run the test binary")
+}
+
+#[test]
+fn without_redis_on_path_the_run_stops_once_with_one_line() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = run_smoke_tests_with_path(empty.path());
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(101), "{stdout}\n{stderr}");
+    assert_eq!(
+        stderr,
+        "error: redis-server and redis-sentinel are not on PATH: the integration tests start \
+         their own redis-server and redis-sentinel; `cargo xtask test` installs them and runs \
+         the tests\n"
+    );
+    // No test got as far as failing on its own.
+    assert!(
+        !stdout.contains("panicked") && !stdout.contains("FAILED"),
+        "{stdout}"
+    );
+
+    // Only the sentinel missing: the line names it alone.
+    let server_only = tempfile::tempdir().unwrap();
+    let fake = server_only.path().join("redis-server");
+    std::fs::write(&fake, "#!/bin/sh\nexit 1\n").unwrap();
+    let mut perms = std::fs::metadata(&fake).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&fake, perms).unwrap();
+    let out = run_smoke_tests_with_path(server_only.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{stderr}");
+    assert!(
+        stderr.starts_with("error: redis-sentinel is not on PATH: ") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+}

@@ -26,6 +26,7 @@ pub use tls::{ensure_crypto_provider, TestPki};
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -112,6 +113,46 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("could not find a free loopback port that was not already handed out");
+}
+
+/// The executables the integration tests start.
+const REDIS_EXECUTABLES: [&str; 2] = ["redis-server", "redis-sentinel"];
+
+/// Ends the test run with one line when `redis-server` or `redis-sentinel` is not on PATH.
+///
+/// Every server start calls this; the check runs once and every other test waits for its
+/// answer, so a machine without Redis gets one line saying what is missing and how to get it,
+/// instead of the same panic from a hundred tests. The process exits before any test has
+/// started a server, so no server is left behind. The line goes to the real stderr: libtest
+/// captures the `eprintln!` of a test and would drop it with the process.
+pub fn require_redis() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let missing: Vec<&str> = REDIS_EXECUTABLES
+            .into_iter()
+            .filter(|exe| !std::env::split_paths(&path).any(|d| is_executable(&d.join(exe))))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let (names, verb) = match missing.as_slice() {
+            [one] => (one.to_string(), "is"),
+            many => (many.join(" and "), "are"),
+        };
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "error: {names} {verb} not on PATH: the integration tests start their own \
+             redis-server and redis-sentinel; `cargo xtask test` installs them and runs the tests"
+        );
+        // libtest's own status for a failed run.
+        std::process::exit(101);
+    });
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// Reads a (log) file as text, tolerating missing files and invalid UTF-8, because it is only

@@ -161,6 +161,7 @@ impl RedisServerBuilder {
     /// Starts the server and waits until it answers; panics (with the server log) if it does not
     /// come up within the ready timeout.
     pub fn start(self) -> RedisServer {
+        super::require_redis();
         let dir = tempfile::Builder::new()
             .prefix("pacup-redis-")
             .tempdir()
