@@ -53,6 +53,9 @@ pub(crate) fn emitter(json_out: bool, total: Option<u64>) -> Emitter {
             )
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
+        // Redraw twice a second, so the elapsed time and the label of a long step (a
+        // health gate, a drain) move while no event arrives.
+        pb.enable_steady_tick(Duration::from_millis(500));
         pb
     });
     Arc::new(move |e: &Event| match &bar {
