@@ -378,6 +378,9 @@ pub enum RolloutCommand {
     /// Write a picture of a rollout: one self-contained HTML file (timeline per region,
     /// the stores' modes, jobs and client requests per second, summary). Exit 2 for an
     /// id that is not of the form <PAC>-<hex>, 1 when the PAC has no such rollout.
+    #[command(
+        after_help = "Examples:\n  pacup rollout report MyPAC --out upgrade.html\n  pacup rollout report MyPAC MyPAC-1a233f22d67 --out old.html --json"
+    )]
     Report {
         /// PAC name.
         #[arg(value_parser = pac_name)]
@@ -883,6 +886,26 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Every command teaches by example, and lists the global options after its own.
+    #[test]
+    fn every_command_has_examples() {
+        fn walk(c: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for sub in c.get_subcommands() {
+                let p = format!("{path} {}", sub.get_name());
+                let ex = sub
+                    .get_after_help()
+                    .is_some_and(|h| h.to_string().contains("Examples:"));
+                if !ex && sub.get_name() != "help" {
+                    missing.push(p.clone());
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "pacup", &mut missing);
+        assert!(missing.is_empty(), "no examples in --help: {missing:?}");
     }
 
     #[test]
