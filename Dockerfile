@@ -1,6 +1,5 @@
 # pacup, caspac and casstart/casstop/casstate in a small runtime image, for the compose
-# rehearsal (compose.yaml,
-# docs/compose.md) on a workstation that can pull images:
+# rehearsal (compose.yaml, docs/compose.md) on a workstation that can pull images:
 #
 #   docker build -t pacup:local .
 #

@@ -18,7 +18,7 @@
 //! running.
 
 use crate::psor::{RegionInfo, Snapshot};
-use serde_json::{json, Value};
+use serde::Serialize;
 
 /// A state word of the `region_state` contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,17 +208,31 @@ impl Probe {
         format!("{} ({}: {})", self.state.as_str(), self.region, self.detail)
     }
 
-    /// The `--json` object.
-    pub fn json(&self) -> Value {
-        json!({
-            "state": self.state.as_str(),
-            "clients": self.clients,
-            "listener": if self.listener_on { "on" } else { "off" },
-            "pac": self.pac,
-            "region": self.region,
-            "host": self.host,
-            "record": self.record,
-            "detail": self.detail,
-        })
+    /// The `--json` object, the contract's fields first.
+    pub fn json(&self) -> String {
+        let j = ProbeJson {
+            state: self.state.as_str(),
+            clients: self.clients,
+            listener: if self.listener_on { "on" } else { "off" },
+            pac: &self.pac,
+            region: &self.region,
+            host: self.host.as_deref(),
+            record: self.record.as_deref(),
+            detail: &self.detail,
+        };
+        serde_json::to_string(&j).expect("serialisable")
     }
+}
+
+/// `casstate --json`, in this field order (a struct keeps it; a map would sort it).
+#[derive(Serialize)]
+struct ProbeJson<'a> {
+    state: &'static str,
+    clients: u64,
+    listener: &'static str,
+    pac: &'a str,
+    region: &'a str,
+    host: Option<&'a str>,
+    record: Option<&'a str>,
+    detail: &'a str,
 }

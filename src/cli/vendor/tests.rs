@@ -246,7 +246,8 @@ fn state_mapping() {
         assert_eq!(pr.listener_on, listener, "{name}: {pr:?}");
         assert_eq!(pr.record.as_deref(), record, "{name}: {pr:?}");
         assert!(pr.line().starts_with(&format!("{} (", state.as_str())));
-        let j = pr.json();
+        let j: serde_json::Value = serde_json::from_str(&pr.json()).unwrap();
+        assert!(pr.json().starts_with("{\"state\":"), "{}", pr.json());
         assert_eq!(j["state"], state.as_str());
         assert_eq!(j["clients"], clients);
         assert_eq!(j["listener"], if listener { "on" } else { "off" });
