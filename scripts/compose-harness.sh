@@ -210,6 +210,8 @@ build_images() {
     mkdir -p "$rootfs"/{bin,usr/local/bin,etc,tmp,data,results,root,lib64}
     chmod 1777 "$rootfs/tmp"
     install -m 0755 "$ROOT/target/release/pacup" "$ROOT/target/release/caspac" "$rootfs/usr/local/bin/"
+    install -m 0755 "$ROOT/target/release/casstart" "$ROOT/target/release/casstop" \
+        "$ROOT/target/release/casstate" "$rootfs/usr/local/bin/"
     # Debian's redis-server is a symlink to redis-check-rdb, which acts on the name it was
     # started by: copy the file under the name redis-server.
     install -m 0755 "$(readlink -f "$(command -v redis-server)")" "$rootfs/usr/local/bin/redis-server"

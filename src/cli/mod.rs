@@ -7,6 +7,7 @@
 pub mod caspac;
 pub mod commands;
 mod output;
+pub mod vendor;
 
 use crate::error::ExitCode;
 use crate::names::{self, HostName, PacName, RegionName};

@@ -58,6 +58,12 @@ const WORDS: &[&str] = &[
     "-sredis,127.0.0.1:1",
     "-sredis_TLS,h:1",
     "-n",
+    "/rREGION1",
+    "-r",
+    "/s:w",
+    "/f",
+    "/j",
+    "/w5",
     "/?",
     "-",
     "",
@@ -103,10 +109,16 @@ proptest! {
     #[test]
     fn arbitrary_argv_never_panics(
         args in proptest::collection::vec(arg(), 0..5),
-        which in any::<bool>(),
+        which in 0usize..5,
     ) {
         let dir = tempfile::tempdir().unwrap();
-        let cmd = if which { pacup() } else { caspac() };
+        let cmd = match which {
+            0 => pacup(),
+            1 => caspac(),
+            2 => Cmd::new(env!("CARGO_BIN_EXE_casstart")),
+            3 => Cmd::new(env!("CARGO_BIN_EXE_casstop")),
+            _ => Cmd::new(env!("CARGO_BIN_EXE_casstate")),
+        };
         check_no_panic(cmd, dir.path(), &args);
     }
 }

@@ -17,4 +17,5 @@ mod rollout_fault_tests;
 mod rollout_status_tests;
 mod rollout_tests;
 mod support_smoke;
+mod vendor_tests;
 mod work_tests;
