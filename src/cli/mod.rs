@@ -10,7 +10,8 @@ mod output;
 
 use crate::error::ExitCode;
 use crate::names::{self, HostName, PacName, RegionName};
-use crate::region::StartType;
+use crate::psor::StartType;
+use crate::region::ListenerStart;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -556,7 +557,7 @@ pub enum RegionCommand {
         pac: Option<PacName>,
         /// cold, warm or upgrade.
         #[arg(long, value_enum)]
-        start_type: StartType,
+        start_type: StartTypeArg,
         /// How long to wait for the agent's answer.
         #[arg(long, value_parser = duration, default_value = "30s", value_name = "DURATION")]
         wait: Duration,
@@ -692,6 +693,48 @@ pub struct AgentArgs {
     pub metrics: MetricsArgs,
 }
 
+/// `--start-type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartTypeArg {
+    /// Wipe and initialise the PAC (becomes warm if another region is alive).
+    Cold,
+    /// Join the running PAC.
+    Warm,
+    /// Start a new store for an incompatible product version beside the old one.
+    Upgrade,
+}
+
+impl From<StartTypeArg> for StartType {
+    fn from(a: StartTypeArg) -> StartType {
+        match a {
+            StartTypeArg::Cold => StartType::Cold,
+            StartTypeArg::Warm => StartType::Warm,
+            StartTypeArg::Upgrade => StartType::Upgrade,
+        }
+    }
+}
+
+/// `--listener` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListenerArg {
+    /// On if the joined store is running, off in upgrade mode.
+    Auto,
+    /// Always on.
+    On,
+    /// Always off (turned on later by `region listener on`).
+    Off,
+}
+
+impl From<ListenerArg> for ListenerStart {
+    fn from(a: ListenerArg) -> ListenerStart {
+        match a {
+            ListenerArg::Auto => ListenerStart::Auto,
+            ListenerArg::On => ListenerStart::On,
+            ListenerArg::Off => ListenerStart::Off,
+        }
+    }
+}
+
 /// `--autostart` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Autostart {
@@ -722,7 +765,7 @@ pub struct RuntimeArgs {
     pub reclaim_idle: Option<Duration>,
     /// Listener state at region start: auto (on unless the store is in upgrade mode), on, off.
     #[arg(long, value_enum, default_value = "auto")]
-    pub listener: crate::region::ListenerStart,
+    pub listener: ListenerArg,
     /// Host name clients use to reach the listeners (published as the endpoint's host),
     /// e.g. a container's name when the listener binds 0.0.0.0.
     #[arg(long, value_parser = advertise, value_name = "HOST")]
@@ -851,7 +894,7 @@ pub struct RegionRunArgs {
     pub product_version: semver::Version,
     /// cold (initialise the PAC), warm (join it), upgrade (new store for an incompatible version).
     #[arg(long, value_enum)]
-    pub start_type: StartType,
+    pub start_type: StartTypeArg,
     /// Product OS (default: this kernel, e.g. linux-6).
     #[arg(long, value_parser = os)]
     pub os: Option<String>,

@@ -112,11 +112,11 @@ pub(super) async fn demo(g: &GlobalArgs, a: DemoArgs) -> anyhow::Result<ExitCode
     kids.0.push(redis);
     let r = run(g, &a, &url, dir.path(), &mut kids, &say).await;
     kids.stop_all().await;
-    if let Err(e) = &r {
+    // The error goes back whole: its chain decides the exit code.
+    if r.is_err() {
         if let Ok(log) = std::fs::read_to_string(dir.path().join("redis.log")) {
             tracing::info!("demo redis log:\n{log}");
         }
-        return Err(anyhow::anyhow!("{e:#}"));
     }
     r
 }

@@ -55,7 +55,7 @@ fn region_config(
     cfg.heartbeat_ttl = rt.heartbeat_ttl;
     cfg.job_time = rt.job_time;
     cfg.reclaim_idle = rt.reclaim_idle.unwrap_or(rt.heartbeat_ttl * 2);
-    cfg.listener_start = rt.listener;
+    cfg.listener_start = rt.listener.into();
     cfg.advertise_host = rt.advertise_host.clone();
     Ok(cfg)
 }
@@ -142,7 +142,7 @@ pub(super) async fn region(
                 &region,
                 ControlAction::Start {
                     region: region.to_string(),
-                    start_type,
+                    start_type: start_type.into(),
                 },
                 wait,
             )
@@ -312,7 +312,7 @@ async fn region_run(g: &GlobalArgs, a: RegionRunArgs, m: &Metrics) -> anyhow::Re
         a.region.clone(),
         a.host.clone(),
         product(&a.product_version, &a.os, a.bitness),
-        a.start_type,
+        a.start_type.into(),
         &a.runtime,
     )?;
     if let Some(l) = a.listen {
