@@ -235,6 +235,11 @@ impl Agent {
             }
         }
         self.lock().closing = true;
+        tracing::info!(
+            "host agent {} shutting down: finishing {} command(s) in hand",
+            self.cfg.host,
+            tasks.len()
+        );
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}
         })
