@@ -7,7 +7,7 @@
 //! store. Re-running finishes an interrupted deletion.
 
 use super::model::RemoveReport;
-use super::scan::{scan_cmd, scan_page};
+use super::scan::scan_cmd;
 use super::scripts::{
     DetachOld, DetachOldReply, DetachStore, DetachStoreReply, FinishRemoval, UnlinkBatch,
     UnlinkReply,
@@ -101,16 +101,19 @@ impl Pac {
             .map_err(|e| self.psor.err(e))?;
         let mut total = 0u64;
         for v in versions {
-            // A version that is a live store again (restored meanwhile) is left alone.
-            let guard = UnlinkBatch {
-                version: &v,
-                keys: &[],
-            };
-            if self.eval(&guard).await? == UnlinkReply::Live {
+            let pattern = self.keys.store_pattern(&v);
+            // A version that is a live store again (restored meanwhile) is left alone. The
+            // check travels with the first SCAN; the script itself is loaded by the
+            // pipelines below, so nothing here relies on it being cached.
+            let (live, (mut cursor, mut batch)): (Option<f64>, (u64, Vec<String>)) = redis::pipe()
+                .zscore(self.keys.stores(), &v)
+                .add_command(scan_cmd(0, &pattern))
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.psor.err(e))?;
+            if live.is_some() {
                 continue;
             }
-            let pattern = self.keys.store_pattern(&v);
-            let (mut cursor, mut batch) = scan_page(&mut c, &self.psor, 0, &pattern).await?;
             loop {
                 if batch.is_empty() && cursor == 0 {
                     break;

@@ -16,5 +16,6 @@ mod report_tests;
 mod rollout_fault_tests;
 mod rollout_status_tests;
 mod rollout_tests;
+mod script_tests;
 mod support_smoke;
 mod work_tests;

@@ -14,12 +14,14 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
+pub mod monitor;
 mod process;
 pub mod sentinel;
 pub mod server;
 pub mod tls;
 
 pub use cmd::{caspac, pacup, Cmd, Output, Running, SIGHUP, SIGINT, SIGKILL, SIGTERM};
+pub use monitor::Monitor;
 pub use sentinel::{Sentinel, SentinelSet, SentinelSetBuilder};
 pub use server::{RedisServer, RedisServerBuilder};
 pub use tls::{ensure_crypto_provider, TestPki};
