@@ -650,52 +650,18 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     );
 
     // Rollback's store changes.
-    let unq = Unquiesce {
-        fence: epoch,
-        version: "1.0.0",
+    let unquiesce = |fence, version| Unquiesce {
+        fence,
+        version,
         actor: "test",
     };
-    expect!(seen, pac, unq.clone(), "OK", StoreReply::Ok);
-    expect!(
-        seen,
-        pac,
-        Unquiesce {
-            version: "9.9.9",
-            ..unq.clone()
-        },
-        "NOSTORE",
-        StoreReply::NoStore
-    );
-    expect!(
-        seen,
-        pac,
-        Unquiesce { fence: 1, ..unq },
-        "FENCED",
-        StoreReply::Fenced { .. }
-    );
-    let srv = SetRunningVersion {
-        fence: epoch,
-        store: "1.0.0",
+    expect_store_change(&mut seen, &pac, epoch, unquiesce).await;
+    let finalise = |fence, store| SetRunningVersion {
+        fence,
+        store,
         version: "1.0.1",
     };
-    expect!(seen, pac, srv.clone(), "OK", StoreReply::Ok);
-    expect!(
-        seen,
-        pac,
-        SetRunningVersion {
-            store: "9.9.9",
-            ..srv.clone()
-        },
-        "NOSTORE",
-        StoreReply::NoStore
-    );
-    expect!(
-        seen,
-        pac,
-        SetRunningVersion { fence: 1, ..srv },
-        "FENCED",
-        StoreReply::Fenced { .. }
-    );
+    expect_store_change(&mut seen, &pac, epoch, finalise).await;
     let detach = DetachStore {
         fence: epoch,
         version: "2.0.0",
@@ -843,6 +809,31 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     assert_eq!(groups.len(), 1);
     assert!(format!("{:?}", groups[0]).contains(JOB_GROUP));
     seen
+}
+
+/// A script that changes one store (made by `call(fence, store)`): the change of 1.0.0,
+/// then of a store that does not exist, then under a stale fence.
+async fn expect_store_change<C: Call<Reply = StoreReply>>(
+    seen: &mut BTreeSet<(&'static str, &'static str)>,
+    pac: &Pac,
+    epoch: u64,
+    call: impl Fn(u64, &'static str) -> C,
+) {
+    expect!(seen, pac, call(epoch, "1.0.0"), "OK", StoreReply::Ok);
+    expect!(
+        seen,
+        pac,
+        call(epoch, "9.9.9"),
+        "NOSTORE",
+        StoreReply::NoStore
+    );
+    expect!(
+        seen,
+        pac,
+        call(1, "1.0.0"),
+        "FENCED",
+        StoreReply::Fenced { .. }
+    );
 }
 
 /// A detached store's keys are deleted even when the server has no script cached: the
