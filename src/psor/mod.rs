@@ -122,9 +122,18 @@ impl Pac {
 
 fn decode<C: Call>(v: Vec<String>) -> Result<C::Reply> {
     let raw = Raw::from_values(v);
-    let shown = format!("{} {}", raw.code, raw.fields.join(" "));
-    C::decode(raw).ok_or_else(|| Error::UnexpectedReply {
-        script: C::lua().name,
-        reply: shown.trim_end().to_string(),
+    let lua = C::lua();
+    if !lua.codes.contains(&raw.code.as_str()) {
+        return Err(Error::UnexpectedReply {
+            script: lua.name,
+            reply: format!("{} {}", raw.code, raw.fields.join(" "))
+                .trim_end()
+                .to_string(),
+        });
+    }
+    let code = raw.code.clone();
+    C::decode(raw).ok_or(Error::UnexpectedReply {
+        script: lua.name,
+        reply: code,
     })
 }

@@ -121,6 +121,14 @@ impl Starter<'_> {
         ) {
             Ok(d) => d,
             Err(_) if self.store_coming(&snap) => return Ok(Attempt::AwaitStore),
+            // The snapshot is pipelined, not atomic: a reset in the middle of it shows its
+            // empty store list beside the PAC record from before. Refuse only what an
+            // unchanged PAC refuses.
+            Err(_) if pac.snapshot().await?.gen != snap.gen => {
+                return Ok(Attempt::Again(
+                    "the PAC changed while the start was decided",
+                ))
+            }
             Err(e) => return Err(e),
         };
         let gen = if decision.reset_first {

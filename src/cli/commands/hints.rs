@@ -101,7 +101,7 @@ fn advice_hint(a: &Advice) -> String {
         } => "use --start-type warm (an upgrade start is for incompatible versions)".into(),
         Advice::StartType {
             start_type: StartType::Upgrade,
-        } => "start a region of the new version with --start-type upgrade: it creates a store \
+        } => "start the region of the new version with --start-type upgrade to create a store \
               for that version"
             .into(),
         Advice::Force { to } => format!("{to} with --force"),
