@@ -375,7 +375,7 @@ impl Keys {
         format!("{}{}", self.prefix, shape.pattern_tail())
     }
 
-    /// `pac:{P}:`, the prefix of every key of the PAC (passed to scripts as KEYS[1]).
+    /// `pac:{P}:`, the prefix of every key of the PAC (passed to scripts as `KEYS[1]`).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }

@@ -10,7 +10,7 @@
 //! A call is a value of a type implementing [`Call`]: it knows its script, its keys and
 //! arguments, and decodes the reply (always a table `{CODE, field...}`) into its own
 //! enum, once, in [`Call::decode`]. [`super::Pac::eval`] is the one path that runs them;
-//! pipelines use [`super::Pac::pipe_call`].
+//! pipelines use `Pac::pipe_call`.
 //!
 //! Writes that a coordinator makes pass its fencing epoch (`fence`); when it is not the
 //! PAC's current epoch the script answers `FENCED` and writes nothing. An empty fence
