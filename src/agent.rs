@@ -3,9 +3,15 @@
 //!
 //! On start it cleans what a previous incarnation may have left (its regions' stale
 //! memberships and liveness), publishes its host record (installed product, regions) with
-//! a liveness TTL, and reads only commands sent after it started. Each command runs in
-//! its own task, so a long graceful stop of one region does not delay a listener change
-//! of another; a command id is taken at most once, even if delivered twice.
+//! a liveness TTL, and reads only commands sent after it started. A command id is taken
+//! at most once, even if delivered twice.
+//!
+//! Each region has its own slot (`Idle`, `Starting`, `Running`): a start holds its
+//! region's slot, not the host, so a start that waits (for another region's cold start,
+//! say) does not delay a listener change or a stop of another region. Commands run in
+//! their own tasks, kept in a `JoinSet`: on shutdown the agent stops taking commands,
+//! lets the ones in hand finish (a start that lands now stops its region again), aborts
+//! what outlives a bound, then stops every region gracefully.
 
 use crate::error::{Error, Result};
 use crate::metrics::RegionState;
@@ -15,9 +21,17 @@ use crate::psor::{now_ms, Pac};
 use crate::region::{Observer, Region, RegionConfig, RegionControl, RegionHandle, StartType};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch, Mutex};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+/// How long a command for a region that is starting waits for the start to end.
+const SETTLE_WAIT: Duration = Duration::from_secs(60);
+
+/// How long a shutdown waits for the commands in hand before aborting them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 /// How a host agent is configured.
 #[derive(Debug, Clone)]
@@ -38,33 +52,56 @@ pub struct AgentConfig {
     pub host_ttl: Duration,
 }
 
+/// Where one hosted region is.
+enum Slot {
+    /// Not running.
+    Idle,
+    /// A start is in progress; only that start changes the slot.
+    Starting,
+    /// Running.
+    Running(RegionHandle),
+}
+
+impl Slot {
+    /// Running, not merely recorded as such (its task ends when it is lost or crashes).
+    fn is_running(&self) -> bool {
+        matches!(self, Slot::Running(h) if !h.task.is_finished())
+    }
+}
+
 struct State {
     product: Product,
-    running: HashMap<String, RegionHandle>,
+    slots: HashMap<String, Slot>,
+    /// Shutdown began: no new start, and a start that lands stops its region again.
+    closing: bool,
 }
 
 /// A running agent.
 pub struct Agent {
     pac: Pac,
     cfg: AgentConfig,
+    /// Never held across an await: every wait happens outside it.
     state: Mutex<State>,
+    /// A slot left `Starting`.
+    settled: Notify,
     observer: Observer,
 }
 
-fn reply(id: &str, r: Result<String>) -> ControlReply {
-    match r {
-        Ok(message) => ControlReply {
-            id: id.into(),
-            ok: true,
-            code: 0,
-            message,
-        },
-        Err(e) => ControlReply {
-            id: id.into(),
-            ok: false,
-            code: e.exit_code().code(),
-            message: e.to_string(),
-        },
+/// Turns a `Starting` slot back to `Idle` unless the start committed it, however the
+/// start ends (refused, failed, or its task aborted).
+struct StartGuard<'a> {
+    agent: &'a Agent,
+    region: &'a str,
+}
+
+impl Drop for StartGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.agent.lock();
+        if let Some(s @ Slot::Starting) = st.slots.get_mut(self.region) {
+            *s = Slot::Idle;
+        }
+        drop(st);
+        self.agent.settled.notify_waiters();
     }
 }
 
@@ -87,15 +124,27 @@ impl Agent {
                 );
             }
         }
+        let slots = cfg
+            .regions
+            .iter()
+            .map(|(r, _)| (r.to_string(), Slot::Idle))
+            .collect();
         Ok(Arc::new(Agent {
             state: Mutex::new(State {
                 product: cfg.product.clone(),
-                running: HashMap::new(),
+                slots,
+                closing: false,
             }),
+            settled: Notify::new(),
             pac,
             cfg,
             observer,
         }))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; the slots stay usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn region_names(&self) -> Vec<String> {
@@ -107,7 +156,7 @@ impl Agent {
     }
 
     async fn publish(&self) -> Result<()> {
-        let product = self.state.lock().await.product.clone();
+        let product = self.lock().product.clone();
         self.pac
             .host_heartbeat(
                 self.cfg.host.as_str(),
@@ -118,7 +167,8 @@ impl Agent {
             .await
     }
 
-    /// Runs until `shutdown`; then stops every region gracefully and withdraws the host.
+    /// Runs until `shutdown`; then finishes the commands in hand, stops every region
+    /// gracefully and withdraws the host.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         self.publish().await?;
         let mut tail = self.pac.control_tail(self.cfg.host.as_str()).await?;
@@ -129,23 +179,15 @@ impl Agent {
                 }
             }
         }
-        let me = self.clone();
-        let mut beat_stop = shutdown.clone();
-        let beats = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(me.cfg.host_ttl / 3);
-            loop {
-                tokio::select! {
-                    _ = crate::until_true(&mut beat_stop) => return,
-                    _ = tick.tick() => {
-                        if let Err(e) = me.publish().await {
-                            tracing::warn!("host heartbeat failed: {e}");
-                        }
-                    }
-                }
-            }
-        });
+        let beats = tokio::spawn(self.clone().host_beats(shutdown.clone()));
+        let mut tasks = JoinSet::new();
         let mut conn: Option<redis::aio::MultiplexedConnection> = None;
         loop {
+            while let Some(done) = tasks.try_join_next() {
+                if let Err(e) = done {
+                    tracing::error!("a control command's task failed: {e}");
+                }
+            }
             if *shutdown.borrow() {
                 break;
             }
@@ -178,8 +220,7 @@ impl Agent {
                         tail = sid;
                         match cmd {
                             Ok(cmd) => {
-                                let me = self.clone();
-                                tokio::spawn(async move { me.handle(cmd).await });
+                                tasks.spawn(self.clone().handle(cmd));
                             }
                             Err(why) => {
                                 tracing::warn!("ignoring malformed control entry {tail}: {why}")
@@ -193,30 +234,65 @@ impl Agent {
                 }
             }
         }
+        self.lock().closing = true;
+        tracing::info!(
+            "host agent {} shutting down: finishing {} command(s) in hand",
+            self.cfg.host,
+            tasks.len()
+        );
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "control commands still running {}s after shutdown began; aborting them",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            tasks.shutdown().await;
+        }
         beats.abort();
         self.stop_all().await;
         let _ = self.pac.host_gone(self.cfg.host.as_str()).await;
         Ok(())
     }
 
+    async fn host_beats(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.cfg.host_ttl / 3);
+        loop {
+            tokio::select! {
+                _ = crate::until_true(&mut stop) => return,
+                _ = tick.tick() => {
+                    if let Err(e) = self.publish().await {
+                        tracing::warn!("host heartbeat failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+
     async fn stop_all(&self) {
-        let handles: Vec<(String, RegionHandle)> =
-            self.state.lock().await.running.drain().collect();
+        let handles: Vec<(String, RegionHandle)> = {
+            let mut st = self.lock();
+            let mut out = Vec::new();
+            for (name, slot) in st.slots.iter_mut() {
+                if let Slot::Running(h) = std::mem::replace(slot, Slot::Idle) {
+                    out.push((name.clone(), h));
+                }
+            }
+            out
+        };
         for (name, h) in handles {
-            let (tx, rx) = oneshot::channel();
-            let _ = h
-                .control
-                .send(RegionControl::Stop {
-                    drain: Duration::from_secs(10),
-                    timeout: Duration::from_secs(30),
-                    force: false,
-                    reply: tx,
-                })
-                .await;
-            if let Ok(Err(e)) = rx.await {
+            let stop = stop_region(
+                &name,
+                h,
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                false,
+            );
+            if let Err(e) = stop.await {
                 tracing::warn!("stopping {name}: {e}");
             }
-            let _ = h.task.await;
         }
     }
 
@@ -236,7 +312,10 @@ impl Agent {
                     "refusing control command {} from a fenced coordinator: {e}",
                     cmd.id
                 );
-                let _ = self.pac.reply_control(&reply(&cmd.id, Err(e))).await;
+                let _ = self
+                    .pac
+                    .reply_control(&ControlReply::of(&cmd.id, &Err(e)))
+                    .await;
                 return;
             }
             Err(e) => {
@@ -253,7 +332,11 @@ impl Agent {
             tracing::info!("control {}: {:?} (by {})", cmd.id, cmd.action, cmd.by);
             self.execute(cmd.action.clone()).await
         };
-        if let Err(e) = self.pac.reply_control(&reply(&cmd.id, outcome)).await {
+        if let Err(e) = self
+            .pac
+            .reply_control(&ControlReply::of(&cmd.id, &outcome))
+            .await
+        {
             tracing::warn!("cannot reply to {}: {e}", cmd.id);
         }
     }
@@ -282,39 +365,20 @@ impl Agent {
                 stop_timeout_ms,
                 force,
             } => {
-                self.hosts_region(&region)?;
                 let h = self.take_running(&region).await?;
-                let (tx, rx) = oneshot::channel();
-                h.control
-                    .send(RegionControl::Stop {
-                        drain: Duration::from_millis(drain_timeout_ms),
-                        timeout: Duration::from_millis(stop_timeout_ms),
-                        force,
-                        reply: tx,
-                    })
-                    .await
-                    .map_err(|_| Error::refused(format!("region {region} is not running")))?;
-                let r = rx.await.map_err(|_| {
-                    Error::refused(format!("region {region} ended during its stop"))
-                })?;
-                let _ = h.task.await;
-                r.map(|m| format!("region {region} {m}"))
+                let drain = Duration::from_millis(drain_timeout_ms);
+                let timeout = Duration::from_millis(stop_timeout_ms);
+                let m = stop_region(&region, h, drain, timeout, force).await?;
+                Ok(format!("region {region} {m}"))
             }
             ControlAction::Listener { region, on } => {
                 self.hosts_region(&region)?;
-                let tx = {
-                    let mut st = self.state.lock().await;
-                    st.running.retain(|_, h| !h.task.is_finished());
-                    st.running
-                        .get(&region)
-                        .map(|h| h.control.clone())
-                        .ok_or_else(|| {
-                            Error::refused(format!(
-                                "region {region} is not running on {}",
-                                self.cfg.host
-                            ))
-                        })?
+                self.settle(&region).await;
+                let tx = match self.lock().slots.get(&region) {
+                    Some(s @ Slot::Running(h)) if s.is_running() => Some(h.control.clone()),
+                    _ => None,
                 };
+                let tx = tx.ok_or_else(|| self.not_running(&region, "on"))?;
                 let (rtx, rrx) = oneshot::channel();
                 tx.send(RegionControl::Listener { on, reply: rtx })
                     .await
@@ -325,25 +389,31 @@ impl Agent {
             }
             ControlAction::ApplyUpdate { version } => {
                 let v = crate::names::parse_version("version", &version)?;
-                let mut st = self.state.lock().await;
-                st.running.retain(|_, h| !h.task.is_finished());
-                if !st.running.is_empty() {
-                    let mut names: Vec<_> = st.running.keys().cloned().collect();
-                    names.sort();
-                    return Err(Error::refused(format!(
-                        "cannot update host {} while regions run: {}; stop them first",
-                        self.cfg.host,
-                        names.join(", ")
-                    )));
-                }
-                let old = st.product.version.clone();
-                st.product.version = v.clone();
-                drop(st);
+                let old = {
+                    let mut st = self.lock();
+                    let mut busy: Vec<&String> = st
+                        .slots
+                        .iter()
+                        .filter(|(_, s)| matches!(s, Slot::Starting) || s.is_running())
+                        .map(|(n, _)| n)
+                        .collect();
+                    if !busy.is_empty() {
+                        busy.sort();
+                        return Err(Error::refused(format!(
+                            "cannot update host {} while regions run: {}; stop them first",
+                            self.cfg.host,
+                            busy.iter()
+                                .map(|n| n.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )));
+                    }
+                    std::mem::replace(&mut st.product.version, v.clone())
+                };
                 self.publish().await?;
                 Ok(format!("host {} updated from {old} to {v}", self.cfg.host))
             }
             ControlAction::Crash { region } => {
-                self.hosts_region(&region)?;
                 let h = self.take_running(&region).await?;
                 let _ = h.control.send(RegionControl::Crash).await;
                 let _ = h.task.await;
@@ -352,15 +422,51 @@ impl Agent {
         }
     }
 
-    async fn take_running(&self, region: &str) -> Result<RegionHandle> {
-        let mut st = self.state.lock().await;
-        st.running.retain(|_, h| !h.task.is_finished());
-        st.running.remove(region).ok_or_else(|| {
-            Error::refused(format!(
-                "region {region} is not running on host {}",
-                self.cfg.host
-            ))
+    /// `on` is how the message names the host (`on host h1` for stops, as documented).
+    fn not_running(&self, region: &str, on: &str) -> Error {
+        let starting = matches!(self.lock().slots.get(region), Some(Slot::Starting));
+        let host = &self.cfg.host;
+        Error::refused(if starting {
+            format!("region {region} is still starting {on} {host}")
+        } else {
+            format!("region {region} is not running {on} {host}")
         })
+    }
+
+    /// Waits (bounded) until `region`'s slot is not `Starting`.
+    async fn settle(&self, region: &str) {
+        let end = Instant::now() + SETTLE_WAIT;
+        loop {
+            let notified = self.settled.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a start ending in between is not missed.
+            notified.as_mut().enable();
+            if !matches!(self.lock().slots.get(region), Some(Slot::Starting)) {
+                return;
+            }
+            if tokio::time::timeout_at(end, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Takes a running region out of its slot (for a stop or a crash).
+    async fn take_running(&self, region: &str) -> Result<RegionHandle> {
+        self.hosts_region(region)?;
+        self.settle(region).await;
+        let mut st = self.lock();
+        let slot = st.slots.get_mut(region).expect("hosted regions have slots");
+        if !slot.is_running() {
+            if matches!(slot, Slot::Running(_)) {
+                *slot = Slot::Idle;
+            }
+            drop(st);
+            return Err(self.not_running(region, "on host"));
+        }
+        match std::mem::replace(slot, Slot::Idle) {
+            Slot::Running(h) => Ok(h),
+            _ => unreachable!("checked running above"),
+        }
     }
 
     async fn start_region(&self, region: &str, start_type: StartType) -> Result<String> {
@@ -372,27 +478,104 @@ impl Agent {
             .find(|(n, _)| n.as_str() == region)
             .cloned()
             .expect("checked above");
-        // Hold the lock across the start so two start commands for one region cannot race.
-        let mut st = self.state.lock().await;
-        st.running.retain(|_, h| !h.task.is_finished());
-        if st.running.contains_key(region) {
-            return Err(Error::refused(format!(
-                "region {region} is already running on {}",
-                self.cfg.host
-            )));
-        }
+        let product = {
+            let mut st = self.lock();
+            if st.closing {
+                return Err(self.closing_error(region));
+            }
+            let slot = st.slots.get_mut(region).expect("hosted regions have slots");
+            match slot {
+                Slot::Starting => {
+                    return Err(Error::refused(format!(
+                        "region {region} is already starting on {}",
+                        self.cfg.host
+                    )))
+                }
+                s if s.is_running() => {
+                    return Err(Error::refused(format!(
+                        "region {region} is already running on {}",
+                        self.cfg.host
+                    )))
+                }
+                s => *s = Slot::Starting,
+            }
+            st.product.clone()
+        };
+        let _guard = StartGuard {
+            agent: self,
+            region,
+        };
         let mut cfg = self.cfg.region_defaults.clone();
         cfg.region = name;
         cfg.host = self.cfg.host.clone();
-        cfg.product = st.product.clone();
+        cfg.product = product;
         cfg.start_type = start_type;
         if let Some(a) = addr {
             cfg.listen = a;
         }
-        let region_obs = self.observer.clone();
-        let r = Region::start(self.pac.clone(), cfg, region_obs).await?;
+        let r = Region::start(self.pac.clone(), cfg, self.observer.clone()).await?;
         let msg = format!("region {region} started in store {}", r.store());
-        st.running.insert(region.to_string(), r.spawn());
+        let handle = r.spawn();
+        let landed_late = {
+            let mut st = self.lock();
+            if st.closing {
+                Some(handle)
+            } else {
+                st.slots.insert(region.to_string(), Slot::Running(handle));
+                None
+            }
+        };
+        if let Some(h) = landed_late {
+            // Shutdown began while this region started: it leaves its store again, so no
+            // region outlives the agent in a store.
+            let stop = stop_region(
+                region,
+                h,
+                Duration::from_secs(10),
+                Duration::from_secs(30),
+                false,
+            );
+            if let Err(e) = stop.await {
+                tracing::warn!("stopping {region}, started during shutdown: {e}");
+            }
+            return Err(Error::refused(format!(
+                "the host agent of {} is shutting down; region {region} was stopped again",
+                self.cfg.host
+            )));
+        }
         Ok(msg)
     }
+
+    fn closing_error(&self, region: &str) -> Error {
+        Error::refused(format!(
+            "the host agent of {} is shutting down; region {region} was not started",
+            self.cfg.host
+        ))
+    }
+}
+
+/// Stops a running region (listener off, drain, finish the job in hand, leave) and
+/// waits for its task.
+async fn stop_region(
+    region: &str,
+    h: RegionHandle,
+    drain: Duration,
+    timeout: Duration,
+    force: bool,
+) -> Result<String> {
+    let (tx, rx) = oneshot::channel();
+    h.control
+        .send(RegionControl::Stop {
+            drain,
+            timeout,
+            force,
+            reply: tx,
+        })
+        .await
+        .map_err(|_| Error::refused(format!("region {region} is not running")))?;
+    let r = rx
+        .await
+        .map_err(|_| Error::refused(format!("region {region} ended during its stop")))?;
+    let _ = h.task.await;
+    r
 }

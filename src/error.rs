@@ -5,6 +5,8 @@
 //! in one place (`Error::exit_code`) instead of matching strings.
 
 use crate::psor::rollout::LeaseHolder;
+use crate::psor::StartType;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// Exit codes shared by both binaries (docs/reference.md#exit-codes).
@@ -136,10 +138,67 @@ pub enum Error {
     /// The action is refused because of the PAC's current state. Nothing was written.
     #[error("{0}")]
     Refused(String),
+    /// Refused because of the PAC's state, with a known next step that the command line
+    /// phrases in its own syntax (a flag of `pacup`, nothing for `caspac`). Nothing was
+    /// written.
+    #[error("{message}")]
+    RefusedWith {
+        /// What is in the way.
+        message: String,
+        /// What would work.
+        advice: Advice,
+    },
     /// The PAC does not exist in the PSOR. (No advice on creating it: the name is more
     /// often a typo than a PAC to create; the CLI lists close names.)
     #[error("PAC {0} does not exist in the PSOR")]
     NoSuchPac(String),
+    /// No host agent of the PAC lists the region, and no record of it names a host.
+    #[error("region {region} is not known in PAC {pac}: no host agent lists it")]
+    NoSuchRegion {
+        /// The PAC.
+        pac: String,
+        /// The region asked for.
+        region: String,
+    },
+    /// The PAC has no host agent of that name.
+    #[error("host {host} is not known in PAC {pac}")]
+    NoSuchHost {
+        /// The PAC.
+        pac: String,
+        /// The host asked for.
+        host: String,
+    },
+    /// The host agent that would carry out a command is not alive.
+    #[error("the host agent of {host}{} is not alive", hosts_part(.region))]
+    AgentDown {
+        /// Its host.
+        host: String,
+        /// The region the command was for, if any.
+        region: Option<String>,
+    },
+    /// A region of the PAC is alive, and the reset asked for (InitPac, the reset that
+    /// opens a cold start) needs every region stopped. Nothing was written; a cold start
+    /// decides again (it becomes warm).
+    #[error("PAC {pac} has a live region ({region}); stop every region first")]
+    RegionAlive {
+        /// The PAC.
+        pac: String,
+        /// A live region.
+        region: String,
+    },
+    /// The command line does not have the accepted form (the legacy `caspac` syntax).
+    /// Nothing was written.
+    #[error("{0}")]
+    Usage(String),
+    /// A PSOR script answered something it is not written to answer (a PSOR changed by
+    /// another program, or a version mismatch).
+    #[error("unexpected reply {reply:?} from PSOR script {script}")]
+    UnexpectedReply {
+        /// The script.
+        script: &'static str,
+        /// What it answered.
+        reply: String,
+    },
     /// Another writer changed the PAC while we decided; the caller may re-read and retry.
     #[error("the PAC changed while this action was being decided; retry")]
     Conflict,
@@ -211,7 +270,9 @@ impl Error {
     /// The exit code this error maps to.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Error::InvalidInput { .. } | Error::BadFile { .. } => ExitCode::InvalidInput,
+            Error::InvalidInput { .. } | Error::BadFile { .. } | Error::Usage(_) => {
+                ExitCode::InvalidInput
+            }
             // Like an unreadable file given by the user: fix the argument and run again.
             Error::CannotListen { .. } => ExitCode::InvalidInput,
             Error::Unreachable { .. } | Error::AuthFailed { .. } | Error::NotRedis { .. } => {
@@ -220,10 +281,32 @@ impl Error {
             Error::LeaseHeld { .. } | Error::Fenced { .. } => ExitCode::LeaseHeld,
             Error::Redis(e) if is_unreachable(e) => ExitCode::Unreachable,
             Error::Refused(_)
+            | Error::RefusedWith { .. }
             | Error::NoSuchPac(_)
+            | Error::NoSuchRegion { .. }
+            | Error::NoSuchHost { .. }
+            | Error::AgentDown { .. }
+            | Error::RegionAlive { .. }
+            | Error::UnexpectedReply { .. }
             | Error::Conflict
             | Error::Redis(_)
             | Error::Io { .. } => ExitCode::Refused,
+        }
+    }
+
+    /// A refusal with a next step.
+    pub fn refused_with(msg: impl Into<String>, advice: Advice) -> Self {
+        Error::RefusedWith {
+            message: msg.into(),
+            advice,
+        }
+    }
+
+    /// The next step a refusal suggests, if it knows one.
+    pub fn advice(&self) -> Option<&Advice> {
+        match self {
+            Error::RefusedWith { advice, .. } => Some(advice),
+            _ => None,
         }
     }
 
@@ -236,6 +319,40 @@ impl Error {
             Error::Redis(e) => is_unreachable(e) || e.is_timeout(),
             _ => false,
         }
+    }
+}
+
+/// What would get a refused action through, independent of any command line's syntax:
+/// `pacup` turns it into a hint naming its flags; it travels in agents' replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "advice", rename_all = "snake_case")]
+pub enum Advice {
+    /// Start the region with this start type instead.
+    StartType {
+        /// The start type that applies.
+        start_type: StartType,
+    },
+    /// Repeat the action forced; `to` says what forcing does ("restore over it").
+    Force {
+        /// What the forced action does, as the start of a sentence.
+        to: String,
+    },
+    /// Finish the deletion of the PAC's detached stores first (RemOldPAC).
+    FinishRemoval {
+        /// The PAC.
+        pac: String,
+    },
+    /// Going back is a rollback, not an upgrade start.
+    Rollback {
+        /// The PAC.
+        pac: String,
+    },
+}
+
+fn hosts_part(r: &Option<String>) -> String {
+    match r {
+        Some(r) => format!(" (which hosts region {r})"),
+        None => String::new(),
     }
 }
 

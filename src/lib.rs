@@ -8,14 +8,15 @@
 //! - [`names`]: validated inputs (PAC, region and host names, versions, OS, bitness,
 //!   durations). Nothing invalid gets past the edge.
 //! - [`conn`]: reaching the PSOR (URLs, credentials, TLS, Sentinel, timeouts).
-//! - [`psor`]: the PSOR layout. `psor::keys` is the only place that spells key names and
-//!   `psor::scripts` holds every Lua script that changes a PAC's state.
+//! - [`psor`]: the PSOR layout. `psor::keys` is the only place that spells key names (the
+//!   Lua scripts get them from a prelude generated there) and `psor::scripts` holds every
+//!   Lua script that changes a PAC's state, each with its typed reply.
 //! - [`compat`]: the compatibility rules (default rule and matrix files).
 //! - [`resources`]: region resource definitions loaded into new stores.
-//! - [`region`]: the region runtime (start-type rules, heartbeat, mode notifications,
-//!   graceful stop).
-//! - [`agent`]: the host agent (several regions in one process, obeying control
-//!   commands sent through the PSOR).
+//! - [`region`]: the region runtime (start-type rules, the start's commit and retries,
+//!   heartbeat, mode notifications, graceful stop).
+//! - [`agent`]: the host agent (several regions in one process, one slot each, obeying
+//!   control commands sent through the PSOR).
 //! - [`coordinator`]: the rollout coordinator (plan file, a step enum dispatching to one
 //!   small type per step, journal, lease and fencing, failure policy, rollback).
 //! - [`load`]: workload drivers (client load balancer, job submitter).

@@ -78,7 +78,7 @@ async fn main() -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let legacy = match caspac::parse(&args, &env) {
         Ok(l) => l,
-        Err(msg) => return usage_error(&msg),
+        Err(e) => return usage_error(&e.to_string()),
     };
     let code = match run(legacy).await {
         Ok(c) => c,

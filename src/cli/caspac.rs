@@ -13,6 +13,7 @@
 //! every rule below is table-tested without a PSOR.
 
 use super::Cli;
+use crate::error::Error;
 use clap::Parser;
 
 /// Usage text shown with every refusal.
@@ -74,8 +75,15 @@ fn pac_arg(action: &str, arg: Option<&str>) -> Result<String, String> {
 }
 
 /// Parses caspac argv (without the program name). `env` looks up environment variables.
-/// Every refusal is a message for exit code 2.
+/// Every refusal is an [`Error::Usage`] (exit code 2).
 pub fn parse<S: AsRef<str>>(
+    args: &[S],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Legacy, Error> {
+    parse_text(args, env).map_err(Error::Usage)
+}
+
+fn parse_text<S: AsRef<str>>(
     args: &[S],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Legacy, String> {
@@ -286,7 +294,10 @@ mod tests {
     }
 
     fn p(args: &[&str]) -> Result<Legacy, String> {
-        parse(args, &no_env)
+        parse(args, &no_env).map_err(|e| {
+            assert!(matches!(e, Error::Usage(_)), "{e:?}");
+            e.to_string()
+        })
     }
 
     #[test]
@@ -439,7 +450,9 @@ mod tests {
             "{e}"
         );
         let env = |k: &str| (k == "PACUP_PRODUCT_VERSION").then(|| "2.0".to_string());
-        let e = parse(&["-aCheckCompat=P", "-sredis,h:1"], &env).unwrap_err();
+        let e = parse(&["-aCheckCompat=P", "-sredis,h:1"], &env)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PACUP_PRODUCT_VERSION"), "{e}");
     }
 

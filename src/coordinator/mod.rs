@@ -13,6 +13,7 @@
 
 pub mod driver;
 pub mod plan;
+pub mod preflight_wait;
 pub mod progress;
 pub mod status;
 pub mod steps;

@@ -6,9 +6,9 @@
 //! deadline is answered `expired` and not run. The reply is pushed to a per-command list
 //! that the sender waits on with BLPOP on a dedicated connection.
 
-use super::{now_ms, Pac};
-use crate::error::{Error, ExitCode, Result};
-use crate::region::StartType;
+use super::scripts::{Fenced, SendControl, TakeControl, TakeReply};
+use super::{now_ms, Pac, StartType};
+use crate::error::{Advice, Error, ExitCode, Result};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -81,6 +81,32 @@ pub struct ControlReply {
     pub code: i32,
     /// What happened.
     pub message: String,
+    /// For a refusal with a known next step: what would work (the sender's command line
+    /// phrases it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<Advice>,
+}
+
+impl ControlReply {
+    /// The reply to command `id` for an outcome.
+    pub fn of(id: &str, r: &Result<String>) -> ControlReply {
+        match r {
+            Ok(message) => ControlReply {
+                id: id.into(),
+                ok: true,
+                code: 0,
+                message: message.clone(),
+                advice: None,
+            },
+            Err(e) => ControlReply {
+                id: id.into(),
+                ok: false,
+                code: e.exit_code().code(),
+                message: e.to_string(),
+                advice: e.advice().cloned(),
+            },
+        }
+    }
 }
 
 fn new_id() -> String {
@@ -114,20 +140,17 @@ impl Pac {
             epoch: fence,
         };
         let body = serde_json::to_string(&cmd).expect("serialisable");
-        let v = self
-            .run(
-                &super::scripts::SEND_CONTROL,
-                &[
-                    fence.map(|f| f.to_string()).unwrap_or_default(),
-                    host.into(),
-                    body,
-                ],
-            )
-            .await?;
-        if v.first().map(String::as_str) == Some("FENCED") {
-            return Err(self.fenced(&v, fence));
+        match self
+            .eval(&SendControl {
+                fence,
+                host,
+                body: &body,
+            })
+            .await?
+        {
+            Fenced::Ok(()) => Ok(cmd.id),
+            Fenced::Stale { epoch } => Err(self.fenced(fence, epoch)),
         }
-        Ok(cmd.id)
     }
 
     /// Waits up to `timeout` for the reply to command `id`. With a `host`, gives up early
@@ -194,6 +217,8 @@ impl Pac {
             Ok(reply)
         } else if reply.code == ExitCode::InvalidInput.code() {
             Err(Error::invalid("control command", &id, reply.message))
+        } else if let Some(advice) = reply.advice {
+            Err(Error::refused_with(reply.message, advice))
         } else {
             Err(Error::refused(reply.message))
         }
@@ -203,20 +228,15 @@ impl Pac {
     /// duplicate delivery), in which case it must not run again; [`Error::Fenced`] when it
     /// was sent under an epoch that is no longer current.
     pub async fn take_control(&self, host: &str, cmd: &ControlCommand) -> Result<bool> {
-        let v = self
-            .run(
-                &super::scripts::TAKE_CONTROL,
-                &[
-                    host.into(),
-                    cmd.id.clone(),
-                    cmd.epoch.map(|e| e.to_string()).unwrap_or_default(),
-                ],
-            )
-            .await?;
-        match v.first().map(String::as_str) {
-            Some("OK") => Ok(true),
-            Some("FENCED") => Err(self.fenced(&v, cmd.epoch)),
-            _ => Ok(false),
+        let call = TakeControl {
+            host,
+            id: &cmd.id,
+            fence: cmd.epoch,
+        };
+        match self.eval(&call).await? {
+            TakeReply::Ok => Ok(true),
+            TakeReply::Taken => Ok(false),
+            TakeReply::Fenced { epoch } => Err(self.fenced(cmd.epoch, epoch)),
         }
     }
 

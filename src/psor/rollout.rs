@@ -7,7 +7,8 @@
 //! is refused inside the same script when it is no longer current, so a coordinator that
 //! was paused past its lease and wakes up cannot change anything.
 
-use super::{scripts, Pac};
+use super::scripts::{AcquireLease, AcquireReply, Fenced, ReleaseLease, RenewLease, RolloutWrite};
+use super::Pac;
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -101,53 +102,44 @@ impl Pac {
     /// Takes the coordinator lease; [`Error::LeaseHeld`] (exit 4) when another holds it.
     pub async fn acquire_lease(&self, holder: &LeaseHolder, ttl: Duration) -> Result<Lease> {
         let holder = holder.encode();
-        let v = self
-            .run(
-                &scripts::LEASE_ACQUIRE,
-                &[holder.clone(), ttl.as_millis().to_string()],
-            )
-            .await?;
-        match v.first().map(String::as_str) {
-            Some("OK") => {
-                let epoch = v.get(1).and_then(|e| e.parse().ok()).unwrap_or(0);
-                Ok(Lease {
-                    value: format!("{holder} {epoch}"),
-                    epoch,
-                })
-            }
-            Some("HELD") => {
-                let id = v.get(2).filter(|id| !id.is_empty());
-                let state = v.get(3).filter(|s| is_active_state(s));
-                Err(Error::LeaseHeld {
-                    pac: self.name.to_string(),
-                    rollout: id.zip(state).map(|(i, s)| (i.clone(), s.clone())),
-                    holder: LeaseHolder::from_lock_value(v.get(1).map_or("", |s| s)),
-                })
-            }
-            _ => Err(Error::NoSuchPac(self.name.to_string())),
+        let call = AcquireLease {
+            holder: &holder,
+            ttl_ms: ttl.as_millis() as u64,
+        };
+        match self.eval(&call).await? {
+            AcquireReply::Ok { epoch } => Ok(Lease {
+                value: format!("{holder} {epoch}"),
+                epoch,
+            }),
+            AcquireReply::Held {
+                lock,
+                rollout,
+                state,
+            } => Err(Error::LeaseHeld {
+                pac: self.name.to_string(),
+                rollout: (!rollout.is_empty() && is_active_state(&state))
+                    .then_some((rollout, state)),
+                holder: LeaseHolder::from_lock_value(&lock),
+            }),
+            AcquireReply::NoPac => Err(Error::NoSuchPac(self.name.to_string())),
         }
     }
 
     /// Extends the lease; false when it was lost (expired and possibly taken).
     pub async fn renew_lease(&self, lease: &Lease, ttl: Duration) -> Result<bool> {
-        let n: i64 = scripts::LEASE_RENEW
-            .key(self.keys.prefix())
-            .arg(&lease.value)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        Ok(n == 1)
+        self.eval(&RenewLease {
+            value: &lease.value,
+            ttl_ms: ttl.as_millis() as u64,
+        })
+        .await
     }
 
     /// Releases the lease if still ours.
     pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        let _: i64 = scripts::LEASE_RELEASE
-            .key(self.keys.prefix())
-            .arg(&lease.value)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor.err(e))?;
+        self.eval(&ReleaseLease {
+            value: &lease.value,
+        })
+        .await?;
         Ok(())
     }
 
@@ -168,22 +160,16 @@ impl Pac {
         event: &[(&str, String)],
         history: Option<&str>,
     ) -> Result<()> {
-        let mut args = vec![
-            epoch.to_string(),
-            history.unwrap_or("").to_string(),
-            state.len().to_string(),
-        ];
-        for (k, v) in state {
-            args.extend([k.to_string(), v.clone()]);
+        let call = RolloutWrite {
+            fence: epoch,
+            state,
+            event,
+            history,
+        };
+        match self.eval(&call).await? {
+            Fenced::Ok(_) => Ok(()),
+            Fenced::Stale { epoch: current } => Err(self.fenced(Some(epoch), current)),
         }
-        for (k, v) in event {
-            args.extend([k.to_string(), v.clone()]);
-        }
-        let v = self.run(&scripts::ROLLOUT_WRITE, &args).await?;
-        if v.first().map(String::as_str) == Some("FENCED") {
-            return Err(self.fenced(&v, Some(epoch)));
-        }
-        Ok(())
     }
 
     /// Sets operator request flags on the current rollout (pause/abort) without the lease:
@@ -191,7 +177,7 @@ impl Pac {
     pub async fn rollout_request(&self, field: &str, value: &str) -> Result<()> {
         let _: () = self
             .conn()
-            .hset(self.keys.rollout("current"), field, value)
+            .hset(self.keys.rollout_current(), field, value)
             .await
             .map_err(|e| self.psor.err(e))?;
         Ok(())
@@ -200,7 +186,7 @@ impl Pac {
     /// The current (or last) rollout's journal.
     pub async fn rollout_current(&self) -> Result<HashMap<String, String>> {
         self.conn()
-            .hgetall(self.keys.rollout("current"))
+            .hgetall(self.keys.rollout_current())
             .await
             .map_err(|e| self.psor.err(e))
     }
@@ -208,7 +194,7 @@ impl Pac {
     /// Past rollouts, newest first (JSON summaries).
     pub async fn rollout_history(&self) -> Result<Vec<String>> {
         self.conn()
-            .lrange(self.keys.rollout("history"), 0, -1)
+            .lrange(self.keys.rollout_history(), 0, -1)
             .await
             .map_err(|e| self.psor.err(e))
     }
@@ -247,68 +233,6 @@ impl Pac {
             }
         }
         Ok(out)
-    }
-
-    /// Rollback: a quiesced store becomes running again.
-    pub async fn unquiesce(&self, version: &str, actor: &str, fence: u64) -> Result<()> {
-        let v = self
-            .run(
-                &scripts::UNQUIESCE,
-                &[fence.to_string(), version.into(), actor.into()],
-            )
-            .await?;
-        match v.first().map(String::as_str) {
-            Some("OK") => Ok(()),
-            Some("FENCED") => Err(self.fenced(&v, Some(fence))),
-            _ => Err(Error::refused(format!(
-                "store {version} of PAC {} does not exist",
-                self.name
-            ))),
-        }
-    }
-
-    /// Rollback: detaches one store and deletes its keys incrementally.
-    pub async fn remove_store(&self, version: &str, actor: &str, fence: u64) -> Result<u64> {
-        let v = self
-            .run(
-                &scripts::DETACH_STORE,
-                &[fence.to_string(), version.into(), actor.into()],
-            )
-            .await?;
-        match v.first().map(String::as_str) {
-            Some("OK") | Some("NONE") => self.gc_removing().await,
-            Some("LIVE") => Err(Error::refused(format!(
-                "store {version} of PAC {} still has live members: {}",
-                self.name,
-                v[1..].join(", ")
-            ))),
-            Some("ONLY") => Err(Error::refused(format!(
-                "store {version} is the only store of PAC {}; it cannot be removed",
-                self.name
-            ))),
-            Some("FENCED") => Err(self.fenced(&v, Some(fence))),
-            other => Err(Error::refused(format!(
-                "unexpected reply {other:?} removing store {version}"
-            ))),
-        }
-    }
-
-    /// Records that every member of `store` now runs `version`.
-    pub async fn set_running_version(&self, store: &str, version: &str, fence: u64) -> Result<()> {
-        let v = self
-            .run(
-                &scripts::SET_RUNNING_VERSION,
-                &[fence.to_string(), store.into(), version.into()],
-            )
-            .await?;
-        match v.first().map(String::as_str) {
-            Some("OK") => Ok(()),
-            Some("FENCED") => Err(self.fenced(&v, Some(fence))),
-            _ => Err(Error::refused(format!(
-                "store {store} of PAC {} does not exist",
-                self.name
-            ))),
-        }
     }
 }
 

@@ -4,10 +4,11 @@
 //! Jobs are counted inside `COMPLETE` (the job's first completion, per store); client
 //! requests by `clients run`, which adds one second's outcomes with one script call per
 //! second. Both only count while a rollout runs, into a hash of that rollout that
-//! expires ([`super::keys::SERIES_TTL_SECS`]); see [`super::keys::Keys::series`].
+//! expires ([`super::keys::SERIES_TTL_SECS`]); see [`super::keys::SERIES`].
 
 use super::rollout::EventFields;
-use super::{scripts, Pac};
+use super::scripts::RecordClients;
+use super::Pac;
 use crate::error::Result;
 use redis::AsyncCommands;
 
@@ -22,14 +23,7 @@ impl Pac {
     /// Adds client requests that ended (`ok` answered, `failed` given up) to the running
     /// rollout's `clients` series. Returns whether a rollout was running to count them.
     pub async fn record_clients(&self, ok: u64, failed: u64) -> Result<bool> {
-        let n: i64 = scripts::RECORD_CLIENTS
-            .key(self.keys.prefix())
-            .arg(ok)
-            .arg(failed)
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor.err(e))?;
-        Ok(n == 1)
+        self.eval(&RecordClients { ok, failed }).await
     }
 
     /// Series `name` of rollout `rollout`, sorted by second then label (empty when none

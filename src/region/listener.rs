@@ -11,9 +11,14 @@ use crate::psor::Pac;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+/// Backoff between failed accepts: first, and at most.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub(super) struct ClientListener {
     addr: SocketAddr,
@@ -86,9 +91,21 @@ impl ClientListener {
         );
         let cut = self.cut.subscribe();
         self.accept = Some(tokio::spawn(async move {
+            let mut backoff = ACCEPT_BACKOFF_MIN;
             loop {
-                let Ok((sock, _)) = l.accept().await else {
-                    continue;
+                let sock = match l.accept().await {
+                    Ok((sock, _)) => {
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        sock
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: retrying at once would
+                        // spin; waiting lets open connections finish and free some.
+                        tracing::warn!("region {region}: accepting a client failed: {e}");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                        continue;
+                    }
                 };
                 clients.fetch_add(1, Ordering::SeqCst);
                 let guard = ClientGuard(clients.clone());

@@ -12,7 +12,7 @@ pub(super) enum StoreChange {
     Set(Vec<(String, Option<String>)>),
 }
 
-/// Parses the store changes the scripts write (`src/psor/scripts.rs`); rollout events
+/// Parses the store changes the scripts write (`src/psor/scripts/`); rollout events
 /// (which carry a rollout id) are not store changes.
 pub(super) fn store_change(e: &Ev) -> Option<StoreChange> {
     if !e.rollout.is_empty() {

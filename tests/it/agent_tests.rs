@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use serde_json::{json, Value};
 
-use crate::region_tests::{
-    in_hand, job_of_entry, job_results, key, members, n, pending_entries, redis_now_ms,
-    region_alive, region_field, run, runs, spawn_agent, stats, submit, wait_all_done, PAC, SOON,
-};
+use crate::support::pac::*;
+use crate::support::work::*;
 use crate::support::{wait_for, wait_until, RedisServer, SIGKILL, SIGTERM};
 
 /// `kill -9` of an agent whose region holds a job: the job stays pending under the dead
@@ -92,8 +90,8 @@ fn restarted_agent_cleans_its_regions_and_can_start_them_again() {
     let server = RedisServer::start();
     let mut conn = server.conn();
     let slow_ttl = ["--heartbeat-interval", "1s", "--heartbeat-ttl", "30s"];
-    let regions = ["REGION1", "REGION1B"];
-    let mut first = spawn_agent(&server, "host1", "1.0.0", &regions, "cold", &slow_ttl);
+    let regions = HOST1_REGIONS;
+    let mut first = spawn_host1(&server, "cold", &slow_ttl);
     assert_eq!(members(&mut conn, "1.0.0"), regions);
     first.signal(SIGKILL);
     let _ = first.wait_with_timeout(Duration::from_secs(5));
@@ -142,12 +140,9 @@ fn restarted_agent_cleans_its_regions_and_can_start_them_again() {
     assert_eq!(v["hosts"][0]["alive"], json!(true), "{v}");
 
     for r in regions {
-        run(
-            &server,
-            &["region", "start", r, "--pac", PAC, "--start-type", "warm"],
-        )
-        .success()
-        .stdout_contains(&format!("region {r} started in store 1.0.0"));
+        start_through_agent(&server, r, "warm")
+            .success()
+            .stdout_contains(&format!("region {r} started in store 1.0.0"));
         assert!(region_alive(&mut conn, r));
     }
     assert_eq!(members(&mut conn, "1.0.0"), regions);
@@ -188,14 +183,7 @@ fn wait_reply(conn: &mut redis::Connection, id: &str) -> Value {
 fn control_commands_run_at_most_once_and_never_late_or_fenced() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let mut agent = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "cold",
-        &["-v"],
-    );
+    let mut agent = spawn_host1(&server, "cold", &["-v"]);
     let deadline = redis_now_ms(&mut conn) + 60_000;
 
     // Twice the same crash: the first crashes REGION1; a second run would answer
@@ -274,12 +262,9 @@ fn control_commands_run_at_most_once_and_never_late_or_fenced() {
 fn a_psor_stall_longer_than_the_ttl_is_survived() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let regions = ["REGION1", "REGION1B"];
-    let mut agent = spawn_agent(
+    let regions = HOST1_REGIONS;
+    let mut agent = spawn_host1(
         &server,
-        "host1",
-        "1.0.0",
-        &regions,
         "cold",
         &["--job-time", "50ms", "--reclaim-idle", "5s"],
     );
@@ -336,15 +321,8 @@ fn a_psor_stall_longer_than_the_ttl_is_survived() {
 fn sigterm_stops_every_region_gracefully_and_leaves_the_rest_of_the_work() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let regions = ["REGION1", "REGION1B"];
-    let mut agent = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &regions,
-        "cold",
-        &["--job-time", "300ms"],
-    );
+    let regions = HOST1_REGIONS;
+    let mut agent = spawn_host1(&server, "cold", &["--job-time", "300ms"]);
     submit(&server, 10);
     let entry = wait_for(SOON, "REGION1 to hold a job", || {
         in_hand(&mut conn, "REGION1").pop()
@@ -394,36 +372,15 @@ fn region_commands_work_right_after_a_cold_start_through_an_agent() {
     let server = RedisServer::start();
     let mut conn = server.conn();
     let beats = ["--heartbeat-interval", "1s", "--heartbeat-ttl", "30s"];
-    let _h1 = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "none",
-        &beats,
-    );
+    let _h1 = spawn_host1(&server, "none", &beats);
     let _h2 = spawn_agent(&server, "host2", "1.0.0", &["REGION2"], "none", &beats);
-    run(
-        &server,
-        &[
-            "region",
-            "start",
-            "REGION1",
-            "--pac",
-            PAC,
-            "--start-type",
-            "cold",
-        ],
-    )
-    .success()
-    .stdout_contains("region REGION1 started in store 1.0.0");
-    for r in ["REGION1B", "REGION2"] {
-        run(
-            &server,
-            &["region", "start", r, "--pac", PAC, "--start-type", "warm"],
-        )
+    start_through_agent(&server, "REGION1", "cold")
         .success()
-        .stdout_contains(&format!("region {r} started in store 1.0.0"));
+        .stdout_contains("region REGION1 started in store 1.0.0");
+    for r in ["REGION1B", "REGION2"] {
+        start_through_agent(&server, r, "warm")
+            .success()
+            .stdout_contains(&format!("region {r} started in store 1.0.0"));
     }
     assert_eq!(
         members(&mut conn, "1.0.0"),
@@ -433,4 +390,131 @@ fn region_commands_work_right_after_a_cold_start_through_an_agent() {
         let alive: bool = conn.exists(key(&format!("host:{h}:alive"))).unwrap();
         assert!(alive, "host {h} looks dead after a cold start");
     }
+}
+
+/// Makes the next start of a region on this PAC wait: the PAC says a cold start elsewhere
+/// has just reset it, so a start the rules refuse waits (up to 30 s) for that cold start's
+/// store instead of refusing.
+fn hold_starts(conn: &mut redis::Connection) {
+    let now = redis_now_ms(conn);
+    let _: () = conn.hset(key("meta"), "resetting", now).unwrap();
+}
+
+fn start_command(conn: &mut redis::Connection, id: &str, region: &str, start_type: &str) -> Value {
+    json!({"id": id, "action": "start", "region": region, "start_type": start_type,
+           "deadline_ms": redis_now_ms(conn) + 60_000, "by": "test", "epoch": null})
+}
+
+/// A start holds its own region, not the host: while REGION1B's start waits, a listener
+/// change of REGION1 on the same host is carried out at once.
+#[test]
+fn a_held_up_start_does_not_delay_a_listener_change_of_another_region() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    let mut agent = spawn_host1(&server, "none", &["-v"]);
+    start_through_agent(&server, "REGION1", "cold").success();
+    // An upgrade start of a compatible version is refused by the rules, so this one waits.
+    hold_starts(&mut conn);
+    let held = start_command(&mut conn, "held-1", "REGION1B", "upgrade");
+    send_raw(&mut conn, "host1", &held);
+    agent.wait_for_stderr_line(|l| l.contains("control held-1:"), SOON);
+
+    let t = Instant::now();
+    run(
+        &server,
+        &["region", "listener", "REGION1", "off", "--pac", PAC],
+    )
+    .success()
+    .stdout_contains("region REGION1: listener off");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the listener change waited {:?} for another region's start",
+        t.elapsed()
+    );
+    let answered: bool = conn.exists(key("reply:held-1")).unwrap();
+    assert!(
+        !answered,
+        "the start was not held up while the listener changed"
+    );
+    assert_eq!(
+        region_field(&mut conn, "REGION1", "listener").as_deref(),
+        Some("off")
+    );
+
+    // Released, the held start gets its refusal; REGION1 kept running throughout.
+    let _: () = conn.hdel(key("meta"), "resetting").unwrap();
+    let reply = wait_reply(&mut conn, "held-1");
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    assert!(
+        reply["message"]
+            .as_str()
+            .unwrap()
+            .contains("is compatible with running store 1.0.0"),
+        "{reply}"
+    );
+    assert_eq!(
+        reply["advice"],
+        json!({"advice": "start_type", "start_type": "warm"}),
+        "{reply}"
+    );
+    assert!(region_alive(&mut conn, "REGION1"));
+    assert!(!region_alive(&mut conn, "REGION1B"));
+}
+
+/// SIGTERM while a start is in progress: the agent finishes the start it had taken, stops
+/// that region again, and exits; no region of the host is left in any store.
+#[test]
+fn a_start_racing_shutdown_leaves_no_region_in_any_store() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    run(&server, &["pac", "init", PAC]).success();
+    let mut agent = spawn_agent(&server, "host1", "1.0.0", &["REGION1"], "none", &["-v"]);
+    // A warm start finds no store yet: it waits for the one a cold start elsewhere creates.
+    hold_starts(&mut conn);
+    let race = start_command(&mut conn, "race-1", "REGION1", "warm");
+    send_raw(&mut conn, "host1", &race);
+    agent.wait_for_stderr_line(|l| l.contains("control race-1:"), SOON);
+    agent.signal(SIGTERM);
+    agent.wait_for_stderr_line(|l| l.contains("host agent host1 shutting down"), SOON);
+
+    // The store comes now, so REGION1's start lands after the shutdown began.
+    let mut r0 = cli(&server)
+        .args([
+            "region",
+            "run",
+            "R0",
+            "--pac",
+            PAC,
+            "--host",
+            "host0",
+            "--product-version",
+            "1.0.0",
+            "--start-type",
+            "cold",
+            "--heartbeat-interval",
+            "200ms",
+            "--heartbeat-ttl",
+            "1s",
+        ])
+        .spawn();
+    r0.wait_for_stdout_line(|l| l.starts_with("Region R0 started"), SOON);
+
+    let out = agent.wait_with_timeout(SOON);
+    out.success()
+        .stdout_contains("Region REGION1 started (warm) in store 1.0.0")
+        .stdout_contains("Region REGION1 stopped");
+    let reply = wait_reply(&mut conn, "race-1");
+    assert_eq!(reply["ok"], json!(false), "{reply}");
+    assert!(
+        reply["message"].as_str().unwrap().contains("shutting down"),
+        "{reply}"
+    );
+    assert_eq!(members(&mut conn, "1.0.0"), ["R0"]);
+    assert_eq!(
+        region_field(&mut conn, "REGION1", "state").as_deref(),
+        Some("stopped")
+    );
+    assert!(!region_alive(&mut conn, "REGION1"));
+    r0.signal(SIGTERM);
+    r0.wait_with_timeout(SOON).success();
 }

@@ -4,16 +4,11 @@
 //! and the usage text.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use redis::Commands;
 
-use crate::support::{
-    caspac, free_port, pacup, wait_for, Cmd, Output, RedisServer, Running, SIGTERM,
-};
-
-const START: Duration = Duration::from_secs(20);
-const STOP: Duration = Duration::from_secs(20);
+use crate::support::region::{region_cmd, spawn_started, stop_gracefully};
+use crate::support::{caspac, free_port, Cmd, Output, RedisServer, Running};
 
 /// The first line of caspac's usage text.
 const USAGE: &str = "usage: caspac -a<Action>[=<arg>] -s<redis|redis_TLS>,<host>:<port>";
@@ -24,37 +19,12 @@ fn sor(s: &RedisServer) -> String {
 
 /// A region (short heartbeats) that has printed its start line.
 fn start_region(s: &RedisServer, pac: &str, region: &str, v: &str, start: &str) -> Running {
-    let mut r = pacup()
-        .args(["--psor", &s.url(), "region", "run", region, "--pac", pac])
-        .args([
-            "--host",
-            "h1",
-            "--product-version",
-            v,
-            "--start-type",
-            start,
-        ])
-        .args(["--heartbeat-interval", "200ms", "--heartbeat-ttl", "1s"])
-        .spawn();
-    let prefix = format!("Region {region} started (");
-    r.wait_for_stdout_line(|l| l.starts_with(&prefix), START);
-    r
+    spawn_started(region_cmd(s, pac, region, "h1", v, start), region).0
 }
 
-/// Graceful stop, once the region has heartbeated twice (it prints its start line before
-/// it handles SIGTERM; see psor_tests::sigterm_right_after_the_start_line_is_a_graceful_stop).
-fn stop_region(s: &RedisServer, pac: &str, region: &str, mut r: Running) -> Output {
-    let mut c = s.conn();
-    let key = format!("pac:{{{pac}}}:region:{region}");
-    let mut beat = || -> Option<String> { c.hget(&key, "heartbeat_at").unwrap() };
-    let first = wait_for(START, "a heartbeat", &mut beat);
-    wait_for(START, "a second heartbeat", || {
-        beat().filter(|b| *b != first).map(|_| ())
-    });
-    r.signal(SIGTERM);
-    let out = r.wait_with_timeout(STOP);
-    out.success();
-    out
+/// Graceful stop, once the region has heartbeated twice.
+fn stop_region(s: &RedisServer, pac: &str, region: &str, r: Running) -> Output {
+    stop_gracefully(&mut s.conn(), pac, region, r)
 }
 
 fn store_mode(c: &mut redis::Connection, pac: &str, v: &str) -> Option<String> {

@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{pacup, wait_for, wait_until, Cmd, Output, RedisServer, Running};
-
-const PAC: &str = "MyPAC";
-const HOST1_REGIONS: [&str; 2] = ["REGION1", "REGION1B"];
-const ALL_REGIONS: [&str; 3] = ["REGION1", "REGION1B", "REGION2"];
+use crate::support::pac::{self, key, ALL_REGIONS, HOST1_REGIONS, PAC};
+use crate::support::rollout::EVENT_FIELDS;
+use crate::support::{pacup, wait_for, wait_until, Cmd, Output, RedisServer};
 /// Bound on one rollout command (they take a few seconds).
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Bound on agents and regions coming up.
@@ -97,115 +95,33 @@ fn set_template(plan: &mut Value, name: &str, tpl: &str) {
     plan["driver"]["templates"][name] = json!(tpl);
 }
 
-fn key(suffix: &str) -> String {
-    format!("pac:{{{PAC}}}:{suffix}")
-}
+/// The shared live PAC (MyPAC at 1.0.0: host1 runs REGION1 and REGION1B, host2 runs
+/// REGION2, each through a `pacup agent`), with the command driver's own ways to run
+/// `pacup`: the built binaries first on PATH, for the coordinator's templates.
+struct LivePac(pac::LivePac);
 
-/// A private PSOR with MyPAC at 1.0.0: host1 runs REGION1 and REGION1B (cold start),
-/// host2 runs REGION2 (warm start), each through a `pacup agent`.
-struct LivePac {
-    /// Dropped first: the agents die before their PSOR.
-    agents: Vec<Running>,
-    server: RedisServer,
-    dir: tempfile::TempDir,
+impl std::ops::Deref for LivePac {
+    type Target = pac::LivePac;
+    fn deref(&self) -> &pac::LivePac {
+        &self.0
+    }
 }
 
 impl LivePac {
     fn start() -> LivePac {
-        let server = RedisServer::start();
-        let dir = tempfile::Builder::new()
-            .prefix("pacup-cmd-driver-")
-            .tempdir()
-            .expect("temp dir");
-        let mut lp = LivePac {
-            agents: Vec::new(),
-            server,
-            dir,
-        };
-        lp.agents
-            .push(lp.agent("host1", &["REGION1", "REGION1B"], "cold"));
-        lp.wait_live(&HOST1_REGIONS);
-        lp.agents.push(lp.agent("host2", &["REGION2"], "warm"));
-        lp.wait_live(&ALL_REGIONS);
-        lp
-    }
-
-    fn url(&self) -> String {
-        self.server.url()
-    }
-
-    fn agent(&self, host: &str, regions: &[&str], autostart: &str) -> Running {
-        let mut args = vec![
-            "agent",
-            "--pac",
-            PAC,
-            "--host",
-            host,
-            "--product-version",
-            "1.0.0",
-        ];
-        for r in regions {
-            args.extend(["--region", r]);
-        }
-        args.extend([
-            "--autostart",
-            autostart,
-            "--heartbeat-interval",
-            "200ms",
-            "--heartbeat-ttl",
-            "1s",
-            "--job-time",
-            "15ms",
-        ]);
-        pacup().args(args).args(["--psor", &self.url()]).spawn()
+        LivePac(pac::LivePac::start())
     }
 
     /// Region record fields, plus `alive` ("1" while its heartbeat key exists).
     fn region(&self, r: &str) -> HashMap<String, String> {
-        let mut conn = self.server.conn();
+        let mut conn = self.conn();
         let mut h: HashMap<String, String> = redis::cmd("HGETALL")
             .arg(key(&format!("region:{r}")))
             .query(&mut conn)
             .unwrap_or_default();
-        let alive: bool = redis::cmd("EXISTS")
-            .arg(key(&format!("region:{r}:alive")))
-            .query(&mut conn)
-            .unwrap_or(false);
+        let alive = self.region_alive(r);
         h.insert("alive".into(), if alive { "1" } else { "0" }.into());
         h
-    }
-
-    fn is_serving(&self, r: &str) -> bool {
-        let h = self.region(r);
-        h["alive"] == "1"
-            && h.get("state").map(String::as_str) == Some("active")
-            && h.get("listener").map(String::as_str) == Some("on")
-    }
-
-    #[track_caller]
-    fn wait_live(&self, regions: &[&str]) {
-        wait_until(
-            UP_TIMEOUT,
-            &format!("regions {regions:?} live with their listener on"),
-            || regions.iter().all(|r| self.is_serving(r)),
-        );
-    }
-
-    /// Every key in the PSOR.
-    fn keys(&self) -> Vec<String> {
-        let mut k: Vec<String> = redis::cmd("KEYS")
-            .arg("*")
-            .query(&mut self.server.conn())
-            .expect("KEYS");
-        k.sort();
-        k
-    }
-
-    fn exists(&self, k: &str) -> bool {
-        redis::cmd("EXISTS")
-            .arg(k)
-            .query(&mut self.server.conn())
-            .expect("EXISTS")
     }
 
     /// `pacup --psor URL ...` with the built binaries first on PATH.
@@ -296,7 +212,7 @@ impl LivePac {
             vec![(version.to_string(), "running".to_string())],
             "{st}"
         );
-        for k in self.keys() {
+        for k in self.keys("*") {
             let other_store =
                 k.starts_with(&key("store:")) && !k.starts_with(&key(&format!("store:{version}:")));
             assert!(!other_store, "key of another store left: {k}");
@@ -317,18 +233,7 @@ fn events(out: &Output) -> Vec<Value> {
         })
         .collect();
     for e in &evs {
-        for k in [
-            "ts",
-            "rollout",
-            "seq",
-            "step",
-            "action",
-            "host",
-            "region",
-            "status",
-            "detail",
-            "elapsed_ms",
-        ] {
+        for k in EVENT_FIELDS {
             assert!(e.get(k).is_some(), "event without {k}: {e}");
         }
     }
@@ -766,7 +671,7 @@ fn failing_template_with_on_failure_abort_exits_1_and_rollback_recovers() {
         "0",
         "abort leaves the rollout where it stood"
     );
-    assert!(lp.is_serving("REGION2"));
+    assert!(lp.region_serving("REGION2"));
     lp.rollout(&["resume", PAC])
         .code(1)
         .stderr_contains("nothing to resume");
@@ -790,7 +695,7 @@ fn failing_template_with_on_failure_abort_exits_1_and_rollback_recovers() {
     }
     let st = lp.status();
     assert_eq!(st["state"], "rolled_back", "{st}");
-    lp.wait_live(&ALL_REGIONS);
+    lp.wait_regions_serving(&ALL_REGIONS);
     lp.assert_all_at("1.0.0");
     let stats = lp.wait_jobs_done();
     assert_eq!(stats["completed"], stats["submitted"], "{stats}");
@@ -858,7 +763,7 @@ fn hanging_template_is_cut_at_the_driver_timeout() {
     );
     // It failed before changing anything.
     for r in ALL_REGIONS {
-        assert!(lp.is_serving(r), "{r}");
+        assert!(lp.region_serving(r), "{r}");
     }
 }
 
@@ -891,13 +796,22 @@ fn asynchronous_stop_command_is_confirmed_before_apply_update() {
         "stop",
         "(sleep 1; pacup --psor {psor} region stop {region} --pac {pac} --timeout 20s) >/dev/null 2>&1 &",
     );
-    let out = lp.run_plan(&plan);
+    upgrades_all_or_fails(
+        &lp,
+        &plan,
+        "the stop step reported done while the region was still live, so the next step failed",
+    );
+}
+
+/// Runs `plan` to the end: every region at 2.0.0; otherwise fails with `why` and the last
+/// event.
+#[track_caller]
+fn upgrades_all_or_fails(lp: &LivePac, plan: &Value, why: &str) {
+    let out = lp.run_plan(plan);
     if out.code != 0 {
         let evs = events(&out);
         let last = evs.last().cloned().unwrap_or_default();
-        out.fail(&format!(
-            "the stop step reported done while the region was still live, so the next step failed: {last}"
-        ));
+        out.fail(&format!("{why}: {last}"));
     }
     lp.assert_all_at("2.0.0");
 }
@@ -917,15 +831,12 @@ fn asynchronous_upgrade_start_is_confirmed_before_the_warm_starts() {
          (sleep 1; pacup --psor {psor} region start {region} --pac {pac} --start-type {start_type}) >/dev/null 2>&1 & \
          else pacup --psor {psor} region start {region} --pac {pac} --start-type {start_type}; fi",
     );
-    let out = lp.run_plan(&plan);
-    if out.code != 0 {
-        let evs = events(&out);
-        let last = evs.last().cloned().unwrap_or_default();
-        out.fail(&format!(
-            "start_upgrade reported done before REGION1 had created store 2.0.0; REGION1B's warm start was refused: {last}"
-        ));
-    }
-    lp.assert_all_at("2.0.0");
+    upgrades_all_or_fails(
+        &lp,
+        &plan,
+        "start_upgrade reported done before REGION1 had created store 2.0.0; REGION1B's warm \
+         start was refused",
+    );
 }
 
 /// Bad templates are refused by `rollout run` and `rollout plan` with exit 2 and a
@@ -1148,7 +1059,7 @@ fn rollback_after_the_mode_flip_restores_the_old_version() {
     );
     out.code(7);
     assert_eq!(lp.status()["state"], "rolled_back");
-    lp.wait_live(&ALL_REGIONS);
+    lp.wait_regions_serving(&ALL_REGIONS);
     lp.assert_all_at("1.0.0");
     let stats = lp.wait_jobs_done();
     assert_eq!(stats["completed"], stats["submitted"], "{stats}");

@@ -8,13 +8,10 @@ use std::time::Duration;
 
 use redis::Commands;
 
+use crate::support::region::{region_run, spawn_started, stop_gracefully, START};
 use crate::support::{
-    caspac, free_port, pacup, wait_for, wait_until, Cmd, Output, RedisServer, Running, SentinelSet,
-    TestPki, SIGTERM,
+    caspac, free_port, pacup, wait_until, Cmd, Output, RedisServer, Running, SentinelSet, TestPki,
 };
-
-const START: Duration = Duration::from_secs(20);
-const STOP: Duration = Duration::from_secs(20);
 
 fn meta_exists(c: &mut redis::Connection, pac: &str) -> bool {
     c.exists(format!("pac:{{{pac}}}:meta")).unwrap()
@@ -47,29 +44,12 @@ fn start_region(conn_args: &[String], pac: &str, region: &str, v: &str, start: &
 }
 
 fn start_region_cmd(cmd: Cmd, pac: &str, region: &str, v: &str, start: &str) -> Running {
-    let mut r = cmd
-        .args(["region", "run", region, "--pac", pac, "--host", "h1"])
-        .args(["--product-version", v, "--start-type", start])
-        .args(["--heartbeat-interval", "200ms", "--heartbeat-ttl", "1s"])
-        .spawn();
-    let prefix = format!("Region {region} started (");
-    r.wait_for_stdout_line(|l| l.starts_with(&prefix), START);
-    r
+    spawn_started(region_run(cmd, pac, region, "h1", v, start), region).0
 }
 
-/// Graceful stop once the region has heartbeated twice (it prints its start line before it
-/// handles SIGTERM; see psor_tests::sigterm_right_after_the_start_line_is_a_graceful_stop).
-fn stop_region(c: &mut redis::Connection, pac: &str, region: &str, mut r: Running) -> Output {
-    let key = format!("pac:{{{pac}}}:region:{region}");
-    let mut beat = || -> Option<String> { c.hget(&key, "heartbeat_at").unwrap() };
-    let first = wait_for(START, "a heartbeat", &mut beat);
-    wait_for(START, "a second heartbeat", || {
-        beat().filter(|b| *b != first).map(|_| ())
-    });
-    r.signal(SIGTERM);
-    let out = r.wait_with_timeout(STOP);
-    out.success();
-    out
+/// Graceful stop once the region has heartbeated twice (read through `c`).
+fn stop_region(c: &mut redis::Connection, pac: &str, region: &str, r: Running) -> Output {
+    stop_gracefully(c, pac, region, r)
 }
 
 fn region_state(c: &mut redis::Connection, pac: &str, region: &str) -> Option<String> {

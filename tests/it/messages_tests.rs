@@ -14,8 +14,8 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::{json, Value};
 
-use crate::region_tests::spawn_agent;
 use crate::rollout_tests::{is_event, key, Env, PAC, RUN_TIMEOUT};
+use crate::support::pac::spawn_agent;
 use crate::support::{caspac, pacup, Cmd, Output, RedisServer};
 
 /// The keys of a `rollout history --json` entry, as documented in docs/rollout.md.

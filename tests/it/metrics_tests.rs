@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::rollout_tests::{Env, PAC, RUN_TIMEOUT, STATE_TIMEOUT};
+use crate::support::pac::{self, HOST1_REGIONS};
 use crate::support::{free_port, pacup, wait_for, Cmd, RedisServer, SIGTERM};
 
 /// A free loopback address for a metrics server.
@@ -99,28 +100,28 @@ fn config_set(server: &RedisServer, key: &str, value: &str) {
         .expect("CONFIG SET");
 }
 
+/// Regions reported active in store 1.0.0.
+fn active_regions(text: &str) -> f64 {
+    sum(
+        text,
+        "pacup_regions",
+        &[("state", "active"), ("store", "1.0.0")],
+    )
+}
+
 fn agent_cmd(url: &str, metrics: &str) -> Cmd {
-    pacup().args([
-        "--psor",
-        url,
-        "agent",
-        "--pac",
-        PAC,
-        "--host",
-        "host1",
-        "--product-version",
-        "1.0.0",
-        "--autostart",
-        "cold",
-        "--region",
-        "REGION1",
-        "--region",
-        "REGION1B",
+    let extra = [
         "--job-time",
         "5ms",
         "--metrics-addr",
         metrics,
-    ])
+        // The default heartbeats: what an agent runs with unless told otherwise.
+        "--heartbeat-interval",
+        "1s",
+        "--heartbeat-ttl",
+        "3s",
+    ];
+    pac::agent_cmd(url, "host1", "1.0.0", &HOST1_REGIONS, "cold", &extra)
 }
 
 fn region_cmd(url: &str, metrics: &str) -> Cmd {
@@ -151,11 +152,7 @@ fn agent_serves_regions_jobs_and_client_requests() {
     let mut agent = agent_cmd(&url, &addr).spawn();
 
     let text = wait_scrape(&addr, "both regions active in store 1.0.0", |t| {
-        sum(
-            t,
-            "pacup_regions",
-            &[("state", "active"), ("store", "1.0.0")],
-        ) == 2.0
+        active_regions(t) == 2.0
     });
     assert_eq!(sum(&text, "pacup_regions", &[]), 2.0, "{text}");
     assert_eq!(
@@ -223,13 +220,7 @@ fn region_run_serves_its_region_and_counts_psor_errors() {
     let url = server.url();
     let addr = metrics_addr();
     let mut region = region_cmd(&url, &addr).spawn();
-    let text = wait_scrape(&addr, "REGION1 active", |t| {
-        sum(
-            t,
-            "pacup_regions",
-            &[("state", "active"), ("store", "1.0.0")],
-        ) == 1.0
-    });
+    let text = wait_scrape(&addr, "REGION1 active", |t| active_regions(t) == 1.0);
     assert_eq!(
         sum(&text, "pacup_info", &[("command", "region run")]),
         1.0,

@@ -12,15 +12,14 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 
+use crate::support::region::{
+    region_cmd, region_run, started_prefix, RegionRun as Region, START, STOP,
+};
 use crate::support::{
     caspac, free_port, pacup, wait_for, wait_until, Cmd, Output, RedisServer, Running, SIGKILL,
     SIGTERM,
 };
 
-/// Bound for a region to print its start line (generous: 2 cores, tests in parallel).
-const START: Duration = Duration::from_secs(20);
-/// Bound for a region to stop after SIGTERM.
-const STOP: Duration = Duration::from_secs(20);
 /// Bound for a heartbeat (TTL 1 s) to expire after a region died.
 const EXPIRY: Duration = Duration::from_secs(10);
 
@@ -33,107 +32,9 @@ fn pac_cmd(s: &RedisServer) -> Cmd {
     pacup().args(["--psor", &s.url()])
 }
 
-/// `pacup region run R --pac P --host H --product-version V --start-type T` with short
-/// heartbeats (200 ms, TTL 1 s).
-fn region_cmd(s: &RedisServer, pac: &str, region: &str, host: &str, v: &str, start: &str) -> Cmd {
-    region_cmd_url(&s.url(), pac, region, host, v, start)
-}
-
 /// [`region_cmd`] against any PSOR URL.
 fn region_cmd_url(url: &str, pac: &str, region: &str, host: &str, v: &str, start: &str) -> Cmd {
-    pacup().args([
-        "--psor",
-        url,
-        "region",
-        "run",
-        region,
-        "--pac",
-        pac,
-        "--host",
-        host,
-        "--product-version",
-        v,
-        "--start-type",
-        start,
-        "--heartbeat-interval",
-        "200ms",
-        "--heartbeat-ttl",
-        "1s",
-    ])
-}
-
-fn started_prefix(region: &str) -> String {
-    format!("Region {region} started (")
-}
-
-/// A region process started by a test, with what is needed to check on it in the PSOR.
-struct Region {
-    proc: Running,
-    client: redis::Client,
-    pac: String,
-    name: String,
-}
-
-impl Region {
-    /// Spawns `cmd` (a `region run` of region `name` in `pac`) and waits for its
-    /// `Region R started (...) in store V, mode M` line.
-    fn spawn(s: &RedisServer, cmd: Cmd, pac: &str, name: &str) -> (Region, String) {
-        let mut proc = cmd.spawn();
-        let prefix = started_prefix(name);
-        let line = proc.wait_for_stdout_line(|l| l.starts_with(&prefix), START);
-        let r = Region {
-            proc,
-            client: s.client(),
-            pac: pac.to_string(),
-            name: name.to_string(),
-        };
-        (r, line)
-    }
-
-    /// Waits until the region has heartbeated twice since the test started watching, i.e.
-    /// it is past its start-up and runs its normal loop. Needed before a SIGTERM: `region
-    /// run` prints its start line before it handles SIGTERM (see
-    /// `sigterm_right_after_the_start_line_is_a_graceful_stop`).
-    fn settle(&self) {
-        let mut c = self
-            .client
-            .get_connection_with_timeout(Duration::from_secs(5))
-            .unwrap();
-        let key = format!("pac:{{{}}}:region:{}", self.pac, self.name);
-        let mut beat = || -> Option<String> { c.hget(&key, "heartbeat_at").unwrap() };
-        let first = wait_for(START, &format!("a heartbeat of {}", self.name), &mut beat);
-        wait_until(
-            START,
-            &format!("a second heartbeat of {}", self.name),
-            || beat().is_some_and(|b| b != first),
-        );
-    }
-
-    /// Graceful stop: SIGTERM once the region is settled; it must exit 0.
-    fn stop(mut self) -> Output {
-        self.settle();
-        self.proc.signal(SIGTERM);
-        let out = self.proc.wait_with_timeout(STOP);
-        out.success();
-        out
-    }
-
-    fn into_running(self) -> Running {
-        self.proc
-    }
-}
-
-impl std::ops::Deref for Region {
-    type Target = Running;
-    fn deref(&self) -> &Running {
-        &self.proc
-    }
-}
-
-impl std::ops::DerefMut for Region {
-    fn deref_mut(&mut self) -> &mut Running {
-        &mut self.proc
-    }
+    region_run(pacup().args(["--psor", url]), pac, region, host, v, start)
 }
 
 /// Spawns a region with short heartbeats and waits for its start line.
@@ -145,7 +46,7 @@ fn start_region(
     v: &str,
     start: &str,
 ) -> (Region, String) {
-    Region::spawn(s, region_cmd(s, pac, region, host, v, start), pac, region)
+    Region::start(s, pac, region, host, v, start)
 }
 
 /// SIGTERM (once settled), and the stop must be graceful (exit 0).
@@ -210,6 +111,28 @@ fn fingerprint(c: &mut redis::Connection, pac: &str) -> String {
     let events: u64 = c.xlen(format!("pac:{{{pac}}}:events")).unwrap();
     out.push_str(&format!("removing {removing:?} events {events}\n"));
     out
+}
+
+/// `caspac -aSetMode=<action>`: store `changed.0` is now in mode `changed.1` and `region`
+/// prints `heard` (the change reached it).
+fn caspac_set_mode(
+    sor: &str,
+    c: &mut redis::Connection,
+    action: &str,
+    changed: (&str, &str),
+    region: &mut Running,
+    heard: &str,
+) {
+    caspac()
+        .args([&format!("-aSetMode={action}"), sor])
+        .run()
+        .success()
+        .stdout_contains(changed.0);
+    assert_eq!(
+        store_mode(c, "MyPAC", changed.0).as_deref(),
+        Some(changed.1)
+    );
+    region.wait_for_stdout_line(|l| l == heard, START);
 }
 
 /// A port nothing listens on.
@@ -298,33 +221,24 @@ fn documented_walkthrough_with_caspac() {
         .unwrap());
 
     // Step 10: SetMode=Running: the new PAC takes batch work; its region hears of it.
-    caspac()
-        .args(["-aSetMode=Running", &sor])
-        .run()
-        .success()
-        .stdout_contains("2.0.0");
-    assert_eq!(
-        store_mode(&mut c, "MyPAC", "2.0.0").as_deref(),
-        Some("running")
+    let heard = "Region REGION1: store mode changed from upgrade to running";
+    caspac_set_mode(
+        &sor,
+        &mut c,
+        "Running",
+        ("2.0.0", "running"),
+        &mut r1,
+        heard,
     );
-    r1.wait_for_stdout_line(
-        |l| l == "Region REGION1: store mode changed from upgrade to running",
-        START,
-    );
-
     // Step 12: SetMode=Quiesce: the old PAC stops taking batch work.
-    caspac()
-        .args(["-aSetMode=Quiesce", &sor])
-        .run()
-        .success()
-        .stdout_contains("1.0.0");
-    assert_eq!(
-        store_mode(&mut c, "MyPAC", "1.0.0").as_deref(),
-        Some("quiesce")
-    );
-    r2.wait_for_stdout_line(
-        |l| l == "Region REGION2: store mode changed from running to quiesce",
-        START,
+    let heard = "Region REGION2: store mode changed from running to quiesce";
+    caspac_set_mode(
+        &sor,
+        &mut c,
+        "Quiesce",
+        ("1.0.0", "quiesce"),
+        &mut r2,
+        heard,
     );
 
     // Step 14 too early: Region 2 still runs in the old store, so RemOldPAC is refused
@@ -476,7 +390,7 @@ fn cold_start_alone_creates_a_running_store_and_loads_resources() {
     let res = dir.path().join("res.json");
     std::fs::write(&res, r#"{"PCT": {"NEWTX": {"program": "NEWPGM"}}}"#).unwrap();
     let (r, line) = Region::spawn(
-        &s,
+        s.client(),
         region_cmd(&s, "MyPAC", "R2", "h2", "3.1.0", "cold")
             .arg("--resources")
             .arg(&res),
@@ -1287,6 +1201,14 @@ fn pacup_exit_codes() {
 /// Every invalid input is exit 2 and writes nothing, whether or not the PSOR is reachable.
 #[test]
 fn invalid_input_exits_2_and_writes_nothing() {
+    // `region run R1 --pac MyPAC --host h1` and the rest.
+    let run_r1 = |rest: &[&str]| -> Vec<String> {
+        ["region", "run", "R1", "--pac", "MyPAC", "--host", "h1"]
+            .iter()
+            .chain(rest)
+            .map(|a| a.to_string())
+            .collect()
+    };
     let s = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let bad_matrix = dir.path().join("matrix.json");
@@ -1410,21 +1332,7 @@ fn invalid_input_exits_2_and_writes_nothing() {
         ),
         (vec!["pac".into(), "frobnicate".into()], "frobnicate"),
         (
-            [
-                "region",
-                "run",
-                "R1",
-                "--pac",
-                "MyPAC",
-                "--host",
-                "h1",
-                "--product-version",
-                "1.0.0",
-                "--start-type",
-                "hot",
-            ]
-            .map(String::from)
-            .to_vec(),
+            run_r1(&["--product-version", "1.0.0", "--start-type", "hot"]),
             "hot",
         ),
         (
@@ -1464,52 +1372,22 @@ fn invalid_input_exits_2_and_writes_nothing() {
             "host name",
         ),
         (
-            [
-                "region",
-                "run",
-                "R1",
-                "--pac",
-                "MyPAC",
-                "--host",
-                "h1",
-                "--product-version",
-                "v1",
-                "--start-type",
-                "cold",
-            ]
-            .map(String::from)
-            .to_vec(),
+            run_r1(&["--product-version", "v1", "--start-type", "cold"]),
             "product version",
         ),
         (
-            [
-                "region",
-                "run",
-                "R1",
-                "--pac",
-                "MyPAC",
-                "--host",
-                "h1",
+            run_r1(&[
                 "--product-version",
                 "1.0.0",
                 "--start-type",
                 "cold",
                 "--heartbeat-interval",
                 "soon",
-            ]
-            .map(String::from)
-            .to_vec(),
+            ]),
             "duration",
         ),
         (
-            [
-                "region",
-                "run",
-                "R1",
-                "--pac",
-                "MyPAC",
-                "--host",
-                "h1",
+            run_r1(&[
                 "--product-version",
                 "1.0.0",
                 "--start-type",
@@ -1518,9 +1396,7 @@ fn invalid_input_exits_2_and_writes_nothing() {
                 "2s",
                 "--heartbeat-ttl",
                 "1s",
-            ]
-            .map(String::from)
-            .to_vec(),
+            ]),
             "--heartbeat-ttl",
         ),
         (

@@ -2,360 +2,19 @@
 //! gating of batch jobs, the whole upgrade story under load, graceful stops under load, the
 //! client listener over real TCP, and refusals that must leave the PSOR untouched.
 //!
-//! The helpers at the top are shared with `agent_tests` and `work_tests`.
+//! The helpers they use live in `support` (`pac`, `work`, `state`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use serde_json::Value;
 
-use crate::support::{pacup, wait_for, wait_until, Cmd, Output, RedisServer, Running};
-
-// ----------------------------------------------------------------------------------------
-// Shared helpers
-// ----------------------------------------------------------------------------------------
-
-/// The PAC every test here uses (each test has its own Redis).
-pub(crate) const PAC: &str = "MyPAC";
-
-/// Bound for "this should happen soon" waits: a ceiling, never a delay.
-pub(crate) const SOON: Duration = Duration::from_secs(15);
-
-/// A PSOR key of [`PAC`]: `key("ds:results")` is `pac:{MyPAC}:ds:results`.
-pub(crate) fn key(suffix: &str) -> String {
-    format!("pac:{{{PAC}}}:{suffix}")
-}
-
-/// `pacup` pointed at `server`.
-pub(crate) fn cli(server: &RedisServer) -> Cmd {
-    pacup().env("PACUP_PSOR", server.url())
-}
-
-/// Runs `pacup <args>` against `server` to completion.
-pub(crate) fn run(server: &RedisServer, args: &[&str]) -> Output {
-    cli(server).args(args).run()
-}
-
-/// Starts `pacup agent` for `host` hosting `regions`, waits for its "ready" line and, unless
-/// `autostart` is `none`, until every region is alive in the PSOR (and its host record is
-/// published). Short heartbeats
-/// (200ms/1s) unless `extra` sets `--heartbeat-interval` itself.
-pub(crate) fn spawn_agent(
-    server: &RedisServer,
-    host: &str,
-    version: &str,
-    regions: &[&str],
-    autostart: &str,
-    extra: &[&str],
-) -> Running {
-    let mut args: Vec<String> = vec![
-        "agent".into(),
-        "--pac".into(),
-        PAC.into(),
-        "--host".into(),
-        host.into(),
-        "--product-version".into(),
-        version.into(),
-        "--autostart".into(),
-        autostart.into(),
-    ];
-    for r in regions {
-        args.extend(["--region".to_string(), r.to_string()]);
-    }
-    if !extra.contains(&"--heartbeat-interval") {
-        args.extend(["--heartbeat-interval", "200ms", "--heartbeat-ttl", "1s"].map(String::from));
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut agent = cli(server).args(&args).spawn();
-    let ready = format!("Host agent {host} ready for PAC {PAC}");
-    agent.wait_for_stdout_line(|l| l.starts_with(&ready), SOON);
-    let mut conn = server.conn();
-    if autostart != "none" {
-        for spec in regions {
-            let r = spec.split('=').next().unwrap();
-            wait_until(SOON, &format!("region {r} to be alive"), || {
-                region_alive(&mut conn, r)
-            });
-        }
-    }
-    // A cold start resets the PAC, host records included; the agent publishes its record
-    // again right after its autostart, so wait for that too.
-    wait_until(SOON, &format!("host {host} to be published"), || {
-        let alive: bool = conn.exists(key(&format!("host:{host}:alive"))).unwrap();
-        let record: bool = conn.exists(key(&format!("host:{host}"))).unwrap();
-        let listed: bool = conn.sismember(key("hosts"), host).unwrap();
-        alive && record && listed
-    });
-    agent
-}
-
-/// Region `r` heartbeats and is recorded active.
-pub(crate) fn region_alive(conn: &mut redis::Connection, r: &str) -> bool {
-    let alive: bool = conn.exists(key(&format!("region:{r}:alive"))).unwrap();
-    let state: Option<String> = conn.hget(key(&format!("region:{r}")), "state").unwrap();
-    alive && state.as_deref() == Some("active")
-}
-
-/// One field of a region's record.
-pub(crate) fn region_field(conn: &mut redis::Connection, r: &str, field: &str) -> Option<String> {
-    conn.hget(key(&format!("region:{r}")), field).unwrap()
-}
-
-/// Members of store `v`, sorted.
-pub(crate) fn members(conn: &mut redis::Connection, v: &str) -> Vec<String> {
-    let mut m: Vec<String> = conn.smembers(key(&format!("store:{v}:members"))).unwrap();
-    m.sort();
-    m
-}
-
-/// `pacup jobs stats P --json`.
-pub(crate) fn stats(server: &RedisServer) -> Value {
-    let out = run(server, &["jobs", "stats", PAC, "--json"]);
-    out.success();
-    out.json()
-}
-
-/// A counter of a stats document (0 when absent).
-pub(crate) fn n(v: &Value, field: &str) -> u64 {
-    v[field].as_u64().unwrap_or(0)
-}
-
-/// Jobs completed by `region` according to `jobs stats`.
-pub(crate) fn by_region(v: &Value, region: &str) -> u64 {
-    v["by_region"][region].as_u64().unwrap_or(0)
-}
-
-/// Submits `count` jobs at once; returns (first, last) job id.
-pub(crate) fn submit(server: &RedisServer, count: u64) -> (u64, u64) {
-    let out = run(
-        server,
-        &[
-            "jobs",
-            "submit",
-            PAC,
-            "--count",
-            &count.to_string(),
-            "--json",
-        ],
-    );
-    out.success();
-    let v = out.json();
-    assert_eq!(n(&v, "submitted"), count, "{out}");
-    (n(&v, "first_job"), n(&v, "last_job"))
-}
-
-/// Waits until `submitted` jobs were submitted and none is pending; returns the stats.
-pub(crate) fn wait_all_done(server: &RedisServer, submitted: u64, timeout: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let last = stats(server);
-        if n(&last, "submitted") == submitted && n(&last, "pending") == 0 {
-            return last;
-        }
-        if start.elapsed() > timeout {
-            panic!("not every one of {submitted} jobs completed within {timeout:?}: {last}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The PSOR's clock (ms), the clock results and idle times are measured with.
-pub(crate) fn redis_now_ms(conn: &mut redis::Connection) -> u64 {
-    let (s, us): (u64, u64) = redis::cmd("TIME").query(conn).unwrap();
-    s * 1000 + us / 1000
-}
-
-/// One recorded job result (`pac:{P}:ds:results`, value `REGION STORE TS_MS STREAM_ID`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct JobResult {
-    pub region: String,
-    pub store: String,
-    pub ts: u64,
-    /// The stream entry the recording region ran.
-    pub entry: String,
-}
-
-/// Every recorded result, by job id.
-pub(crate) fn job_results(conn: &mut redis::Connection) -> BTreeMap<u64, JobResult> {
-    let raw: HashMap<String, String> = conn.hgetall(key("ds:results")).unwrap();
-    raw.into_iter()
-        .map(|(job, v)| {
-            let parts: Vec<&str> = v.split(' ').collect();
-            assert_eq!(parts.len(), 4, "malformed result {job} => {v:?}");
-            let r = JobResult {
-                region: parts[0].to_string(),
-                store: parts[1].to_string(),
-                ts: parts[2].parse().unwrap(),
-                entry: parts[3].to_string(),
-            };
-            (job.parse().unwrap(), r)
-        })
-        .collect()
-}
-
-/// Jobs a region holds (delivered, not yet acknowledged): (stream entry id, idle ms).
-pub(crate) fn in_hand(conn: &mut redis::Connection, region: &str) -> Vec<(String, u64)> {
-    let rows: redis::RedisResult<Vec<(String, String, u64, u64)>> = redis::cmd("XPENDING")
-        .arg(key("ds:jobs"))
-        .arg("regions")
-        .arg("-")
-        .arg("+")
-        .arg(100)
-        .arg(region)
-        .query(conn);
-    match rows {
-        Ok(rows) => rows
-            .into_iter()
-            .map(|(id, _, idle, _)| (id, idle))
-            .collect(),
-        // No job was ever submitted: no stream, no group, nothing in hand.
-        Err(e) if e.code() == Some("NOGROUP") => Vec::new(),
-        Err(e) => panic!("XPENDING: {e}"),
-    }
-}
-
-/// Every job delivered and not acknowledged, whoever holds it.
-pub(crate) fn pending_entries(conn: &mut redis::Connection) -> u64 {
-    let v: redis::Value = redis::cmd("XPENDING")
-        .arg(key("ds:jobs"))
-        .arg("regions")
-        .query(conn)
-        .unwrap();
-    match v {
-        redis::Value::Array(items) => match items.first() {
-            Some(redis::Value::Int(n)) => *n as u64,
-            other => panic!("unexpected XPENDING summary {other:?}"),
-        },
-        other => panic!("unexpected XPENDING summary {other:?}"),
-    }
-}
-
-/// The job id carried by stream entry `entry`.
-pub(crate) fn job_of_entry(conn: &mut redis::Connection, entry: &str) -> u64 {
-    let r: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(key("ds:jobs"))
-        .arg(entry)
-        .arg(entry)
-        .query(conn)
-        .unwrap();
-    let e = r
-        .ids
-        .first()
-        .unwrap_or_else(|| panic!("no stream entry {entry}"));
-    let job: String = e.get("job").expect("entry has a job field");
-    job.parse().unwrap()
-}
-
-/// Sum of `jobs_done` over region records: every run of a job, first or repeated.
-pub(crate) fn runs(conn: &mut redis::Connection, regions: &[&str]) -> u64 {
-    regions
-        .iter()
-        .map(|r| region_field(conn, r, "jobs_done").map_or(0, |v| v.parse::<u64>().unwrap()))
-        .sum()
-}
-
-/// A comparable picture of the PAC's persistent state: every key except heartbeats and the
-/// control plumbing (command streams, taken ids, replies), with heartbeat timestamps left
-/// out of the records. Two pictures are equal when nothing a user cares about changed.
-pub(crate) fn psor_state(conn: &mut redis::Connection) -> BTreeMap<String, String> {
-    let keys: Vec<String> = conn
-        .scan_match(key("*"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let mut out = BTreeMap::new();
-    for k in keys {
-        if k.ends_with(":alive")
-            || k.ends_with(":ctl")
-            || k.ends_with(":done")
-            || k.contains(":reply:")
-        {
-            continue;
-        }
-        let t: String = redis::cmd("TYPE").arg(&k).query(conn).unwrap();
-        let v = match t.as_str() {
-            "hash" => {
-                let h: BTreeMap<String, String> = conn.hgetall(&k).unwrap();
-                let h: BTreeMap<_, _> =
-                    h.into_iter().filter(|(f, _)| f != "heartbeat_at").collect();
-                format!("{h:?}")
-            }
-            "set" => {
-                let mut s: Vec<String> = conn.smembers(&k).unwrap();
-                s.sort();
-                format!("{s:?}")
-            }
-            "zset" => {
-                let z: Vec<(String, f64)> = conn.zrange_withscores(&k, 0, -1).unwrap();
-                format!("{z:?}")
-            }
-            "string" => {
-                let s: String = conn.get(&k).unwrap();
-                s
-            }
-            "list" => {
-                let l: Vec<String> = conn.lrange(&k, 0, -1).unwrap();
-                format!("{l:?}")
-            }
-            "stream" => {
-                let len: u64 = redis::cmd("XLEN").arg(&k).query(conn).unwrap();
-                let last: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-                    .arg(&k)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query(conn)
-                    .unwrap();
-                format!(
-                    "len {len}, last {:?}",
-                    last.ids.first().map(|e| e.id.clone())
-                )
-            }
-            "none" => continue,
-            other => format!("<{other}>"),
-        };
-        out.insert(k, v);
-    }
-    out
-}
-
-/// Asserts the PSOR looks as it did in `before`, naming the keys that differ.
-#[track_caller]
-pub(crate) fn assert_psor_unchanged(
-    conn: &mut redis::Connection,
-    before: &BTreeMap<String, String>,
-    what: &str,
-) {
-    let after = psor_state(conn);
-    if &after != before {
-        let mut diff = Vec::new();
-        for k in before.keys().chain(after.keys()) {
-            if before.get(k) != after.get(k) && !diff.contains(k) {
-                diff.push(k.clone());
-            }
-        }
-        let lines: Vec<String> = diff
-            .iter()
-            .map(|k| format!("  {k}: {:?} -> {:?}", before.get(k), after.get(k)))
-            .collect();
-        panic!("{what} changed the PSOR:\n{}", lines.join("\n"));
-    }
-}
-
-/// Waits for a background `pacup ... --json` to finish with exit 0 and returns its JSON.
-pub(crate) fn finish_json(p: Running, timeout: Duration) -> Value {
-    let out = p.wait_with_timeout(timeout);
-    out.success();
-    out.json()
-}
-
-// ----------------------------------------------------------------------------------------
-// Tests
-// ----------------------------------------------------------------------------------------
+use crate::support::pac::*;
+use crate::support::state::*;
+use crate::support::work::*;
+use crate::support::{wait_for, wait_until, RedisServer};
 
 /// Upgrade mode takes no batch work, running does, quiesce takes no new work; and the mode
 /// change reaches the upgrade region by notification (its heartbeat interval is 60 s, so a
@@ -479,14 +138,7 @@ fn jobs_are_taken_only_by_regions_of_a_running_store() {
 fn upgrade_under_load_completes_every_job_once_and_serves_every_client() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let _h1 = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "cold",
-        &[],
-    );
+    let _h1 = spawn_host1(&server, "cold", &[]);
     let _h2 = spawn_agent(&server, "host2", "1.0.0", &["REGION2"], "warm", &[]);
     let _h3 = spawn_agent(&server, "host3", "2.0.0", &["REGION3"], "upgrade", &[]);
     let old = ["REGION1", "REGION1B", "REGION2"];
@@ -628,14 +280,7 @@ fn upgrade_under_load_completes_every_job_once_and_serves_every_client() {
 fn graceful_stops_under_load_lose_and_duplicate_nothing() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let _h1 = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "cold",
-        &["--job-time", "100ms"],
-    );
+    let _h1 = spawn_host1(&server, "cold", &["--job-time", "100ms"]);
     let _h2 = spawn_agent(
         &server,
         "host2",
@@ -681,12 +326,9 @@ fn graceful_stops_under_load_lose_and_duplicate_nothing() {
     }
     assert_eq!(members(&mut conn, "1.0.0"), ["REGION1B"]);
     for r in ["REGION1", "REGION2"] {
-        run(
-            &server,
-            &["region", "start", r, "--pac", PAC, "--start-type", "warm"],
-        )
-        .success()
-        .stdout_contains(&format!("region {r} started in store 1.0.0"));
+        start_through_agent(&server, r, "warm")
+            .success()
+            .stdout_contains(&format!("region {r} started in store 1.0.0"));
         assert!(region_alive(&mut conn, r));
     }
     assert_eq!(
@@ -824,14 +466,7 @@ fn listener_off_refuses_new_connections_and_on_reopens_the_same_endpoint() {
 fn refused_region_and_host_commands_change_nothing() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let _agent = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "cold",
-        &[],
-    );
+    let _agent = spawn_host1(&server, "cold", &[]);
     run(&server, &["region", "stop", "REGION1B", "--pac", PAC]).success();
     let before = psor_state(&mut conn);
     assert!(before[&key("region:REGION1B")].contains("\"state\": \"stopped\""));
@@ -982,11 +617,8 @@ fn a_lost_mode_notification_is_healed_by_the_heartbeat() {
 fn forced_stops_abandon_the_job_in_hand_to_be_reclaimed() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let _agent = spawn_agent(
+    let _agent = spawn_host1(
         &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
         "cold",
         &["--job-time", "1200ms", "--reclaim-idle", "500ms"],
     );
@@ -1037,19 +669,7 @@ fn forced_stops_abandon_the_job_in_hand_to_be_reclaimed() {
     .success()
     .stdout_contains("region REGION1B stopped (forced)");
     assert_eq!(n(&stats(&server), "pending"), 1);
-    run(
-        &server,
-        &[
-            "region",
-            "start",
-            "REGION1",
-            "--pac",
-            PAC,
-            "--start-type",
-            "warm",
-        ],
-    )
-    .success();
+    start_through_agent(&server, "REGION1", "warm").success();
     let s = wait_all_done(&server, 4, SOON);
     assert_eq!((n(&s, "completed"), n(&s, "duplicates")), (4, 0), "{s}");
     assert_eq!(job_results(&mut conn).len(), 4);
@@ -1125,14 +745,7 @@ fn an_agent_refuses_a_region_alive_elsewhere_and_bad_settings() {
 fn region_start_reaches_the_live_agent_a_region_moved_to() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let mut old = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "cold",
-        &[],
-    );
+    let mut old = spawn_host1(&server, "cold", &[]);
     run(&server, &["region", "stop", "REGION1", "--pac", PAC]).success();
     old.signal(crate::support::SIGTERM);
     old.wait_with_timeout(SOON).success();
@@ -1140,20 +753,9 @@ fn region_start_reaches_the_live_agent_a_region_moved_to() {
     wait_until(SOON, "host1's agent to count as dead", || {
         !conn.exists::<_, bool>(key("host:host1:alive")).unwrap()
     });
-    run(
-        &server,
-        &[
-            "region",
-            "start",
-            "REGION1",
-            "--pac",
-            PAC,
-            "--start-type",
-            "warm",
-        ],
-    )
-    .success()
-    .stdout_contains("region REGION1 started in store 1.0.0");
+    start_through_agent(&server, "REGION1", "warm")
+        .success()
+        .stdout_contains("region REGION1 started in store 1.0.0");
     assert_eq!(
         region_field(&mut conn, "REGION1", "host").as_deref(),
         Some("host2")
@@ -1168,20 +770,9 @@ fn region_start_cold_through_an_agent_creates_a_missing_pac() {
     let server = RedisServer::start();
     let mut conn = server.conn();
     let _agent = spawn_agent(&server, "host1", "1.0.0", &["REGION1"], "none", &[]);
-    run(
-        &server,
-        &[
-            "region",
-            "start",
-            "REGION1",
-            "--pac",
-            PAC,
-            "--start-type",
-            "cold",
-        ],
-    )
-    .success()
-    .stdout_contains("region REGION1 started in store 1.0.0");
+    start_through_agent(&server, "REGION1", "cold")
+        .success()
+        .stdout_contains("region REGION1 started in store 1.0.0");
     assert!(region_alive(&mut conn, "REGION1"));
     assert_eq!(members(&mut conn, "1.0.0"), ["REGION1"]);
 }

@@ -360,68 +360,57 @@ fn assert_rolled_back(env: &Env, out: &crate::support::Output) {
     }
 }
 
-#[test]
-fn a_gate_failure_in_the_first_wave_rolls_back_with_exit_7() {
+/// A region of `wave`'s gate crashes under `on_failure: rollback`: exit 7, nothing lost.
+fn a_gate_failure_rolls_back_with_exit_7(region: &str) {
     let env = Env::start();
     let plan = failure_plan(&env, "rollback", "3s", "5s", "30s");
     let load = Load::start(&env, "6s", true);
-    let out = crash_in_gate(&env, &plan, "REGION1B");
+    let out = crash_in_gate(&env, &plan, region);
     out.code(7);
-    assert_gate_failed_on(&stdout_events(&out.stdout), "REGION1B");
+    assert_gate_failed_on(&stdout_events(&out.stdout), region);
     load.finish(&env);
     assert_rolled_back(&env, &out);
+}
+
+/// A region's gate crashes under `on_failure: pause` (exit 6), then the operator rolls
+/// back: exit 0, the last event says the rollback is done, nothing lost.
+fn rollout_rollback_of_a_paused_rollout_exits_0(region: &str) {
+    let env = Env::start();
+    let plan = failure_plan(&env, "pause", "3s", "5s", "30s");
+    let load = Load::start(&env, "6s", false);
+    let out = crash_in_gate(&env, &plan, region);
+    out.code(6);
+    // The operator asked for the rollback and got it: success, the last event says done.
+    let rb = env.rollout("rollback", &[]);
+    rb.success();
+    let last = stdout_events(&rb.stdout).pop().unwrap();
+    assert_eq!(
+        (&last["action"], &last["status"]),
+        (&json!("rollback"), &json!("done")),
+        "{last}"
+    );
+    load.finish(&env);
+    assert_rolled_back(&env, &rb);
+}
+
+#[test]
+fn a_gate_failure_in_the_first_wave_rolls_back_with_exit_7() {
+    a_gate_failure_rolls_back_with_exit_7("REGION1B");
 }
 
 #[test]
 fn rollout_rollback_of_a_rollout_paused_in_the_first_wave_exits_0() {
-    let env = Env::start();
-    let plan = failure_plan(&env, "pause", "3s", "5s", "30s");
-    let load = Load::start(&env, "6s", false);
-    let out = crash_in_gate(&env, &plan, "REGION1B");
-    out.code(6);
-    // The operator asked for the rollback and got it: success, the last event says done.
-    let rb = env.rollout("rollback", &[]);
-    rb.success();
-    let last = stdout_events(&rb.stdout).pop().unwrap();
-    assert_eq!(
-        (&last["action"], &last["status"]),
-        (&json!("rollback"), &json!("done")),
-        "{last}"
-    );
-    load.finish(&env);
-    assert_rolled_back(&env, &rb);
+    rollout_rollback_of_a_paused_rollout_exits_0("REGION1B");
 }
 
 #[test]
 fn a_gate_failure_in_the_last_wave_rolls_back_with_exit_7() {
-    let env = Env::start();
-    let plan = failure_plan(&env, "rollback", "3s", "5s", "30s");
-    let load = Load::start(&env, "6s", true);
-    let out = crash_in_gate(&env, &plan, "REGION2");
-    out.code(7);
-    assert_gate_failed_on(&stdout_events(&out.stdout), "REGION2");
-    load.finish(&env);
-    assert_rolled_back(&env, &out);
+    a_gate_failure_rolls_back_with_exit_7("REGION2");
 }
 
 #[test]
 fn rollout_rollback_of_a_rollout_paused_in_the_last_wave_exits_0() {
-    let env = Env::start();
-    let plan = failure_plan(&env, "pause", "3s", "5s", "30s");
-    let load = Load::start(&env, "6s", false);
-    let out = crash_in_gate(&env, &plan, "REGION2");
-    out.code(6);
-    // The operator asked for the rollback and got it: success, the last event says done.
-    let rb = env.rollout("rollback", &[]);
-    rb.success();
-    let last = stdout_events(&rb.stdout).pop().unwrap();
-    assert_eq!(
-        (&last["action"], &last["status"]),
-        (&json!("rollback"), &json!("done")),
-        "{last}"
-    );
-    load.finish(&env);
-    assert_rolled_back(&env, &rb);
+    rollout_rollback_of_a_paused_rollout_exits_0("REGION2");
 }
 
 #[test]

@@ -7,10 +7,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::region_tests::{
-    assert_psor_unchanged, job_results, n, pending_entries, psor_state, region_alive, region_field,
-    run, runs, spawn_agent, stats, submit, wait_all_done, PAC, SOON,
-};
+use crate::support::pac::*;
+use crate::support::state::*;
+use crate::support::work::*;
 use crate::support::{wait_until, RedisServer, SIGTERM};
 
 fn keys_of(v: &Value) -> BTreeSet<String> {
@@ -28,12 +27,9 @@ fn set(keys: &[&str]) -> BTreeSet<String> {
 fn a_job_run_twice_records_one_result_and_counts_a_duplicate() {
     let server = RedisServer::start();
     let mut conn = server.conn();
-    let regions = ["REGION1", "REGION1B"];
-    let mut agent = spawn_agent(
+    let regions = HOST1_REGIONS;
+    let mut agent = spawn_host1(
         &server,
-        "host1",
-        "1.0.0",
-        &regions,
         "cold",
         &["--job-time", "600ms", "--reclaim-idle", "150ms"],
     );
@@ -92,19 +88,7 @@ fn the_completion_gap_measures_time_with_jobs_waiting_and_none_completing() {
         let s = stats(&server);
         n(&s, "pending") == 3 && n(&s, "max_completion_gap_ms") >= 800
     });
-    run(
-        &server,
-        &[
-            "region",
-            "start",
-            "REGION1",
-            "--pac",
-            PAC,
-            "--start-type",
-            "warm",
-        ],
-    )
-    .success();
+    start_through_agent(&server, "REGION1", "warm").success();
     assert!(region_alive(&mut conn, "REGION1"));
     let s = wait_all_done(&server, 8, SOON);
     assert!(n(&s, "max_completion_gap_ms") >= 800, "{s}");
@@ -118,14 +102,7 @@ fn the_completion_gap_measures_time_with_jobs_waiting_and_none_completing() {
 #[test]
 fn jobs_and_clients_print_one_stable_json_document() {
     let server = RedisServer::start();
-    let _agent = spawn_agent(
-        &server,
-        "host1",
-        "1.0.0",
-        &["REGION1", "REGION1B"],
-        "cold",
-        &[],
-    );
+    let _agent = spawn_host1(&server, "cold", &[]);
     // Before anything was submitted the stats are zeros, not an error (before the PAC
     // exists they are an error, like every command's on a missing PAC).
     let empty = stats(&server);

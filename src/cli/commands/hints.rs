@@ -6,8 +6,9 @@
 //! facts and the close names, but no pacup flags.
 
 use crate::cli::{Command, GlobalArgs, RolloutCommand};
-use crate::error::Error;
+use crate::error::{Advice, Error};
 use crate::names::{self, PacName};
+use crate::psor::StartType;
 use crate::psor::{self, Pac};
 use std::fmt;
 
@@ -64,8 +65,12 @@ impl Scope {
 
 /// Adds what a person can do next to `e`; `e` itself (and so the exit code) is unchanged.
 pub(super) async fn attach(g: &GlobalArgs, scope: &Scope, e: anyhow::Error) -> anyhow::Error {
-    let hints = match e.chain().find_map(|c| c.downcast_ref::<Error>()) {
+    let err = e.chain().find_map(|c| c.downcast_ref::<Error>());
+    let mut hints: Vec<String> = match err {
         Some(Error::NoSuchPac(name)) => close_pacs(g, name).await.into_iter().collect(),
+        Some(Error::RegionAlive { .. }) if !g.caspac => {
+            vec!["or use --force: its live regions lose their stores and stop".into()]
+        }
         Some(Error::LeaseHeld { pac, rollout, .. }) if !g.caspac => {
             lease_hints(scope, pac, rollout.is_some())
         }
@@ -75,10 +80,35 @@ pub(super) async fn attach(g: &GlobalArgs, scope: &Scope, e: anyhow::Error) -> a
         },
         _ => Vec::new(),
     };
+    if let Some(a) = err.and_then(Error::advice).filter(|_| !g.caspac) {
+        hints.push(advice_hint(a));
+    }
     if hints.is_empty() {
         e
     } else {
         anyhow::Error::new(Hinted { error: e, hints })
+    }
+}
+
+/// A refusal's next step in pacup's syntax.
+fn advice_hint(a: &Advice) -> String {
+    match a {
+        Advice::StartType {
+            start_type: StartType::Cold,
+        } => "cold start a region first (--start-type cold)".into(),
+        Advice::StartType {
+            start_type: StartType::Warm,
+        } => "use --start-type warm (an upgrade start is for incompatible versions)".into(),
+        Advice::StartType {
+            start_type: StartType::Upgrade,
+        } => "start the region of the new version with --start-type upgrade to create a store \
+              for that version"
+            .into(),
+        Advice::Force { to } => format!("{to} with --force"),
+        Advice::FinishRemoval { pac } => {
+            format!("run `pacup pac remove-old {pac}` to finish it")
+        }
+        Advice::Rollback { pac } => format!("to go back, use `pacup rollout rollback {pac}`"),
     }
 }
 

@@ -1,14 +1,26 @@
 //! What each command does, and the one place errors become exit codes.
 
+mod agent;
 mod demo;
+mod events;
 mod hints;
 mod history;
+mod interrupt;
 mod pac;
 mod region;
 mod report;
 mod rollout;
 mod status;
 mod work;
+
+pub use agent::{AgentArgs, Autostart};
+pub use demo::{DemoArgs, DemoFlip};
+pub use pac::{PacCommand, SetModeArg};
+pub use region::{
+    HostCommand, ListenerArg, OnOff, RegionCommand, RegionRunArgs, RuntimeArgs, StartTypeArg,
+};
+pub use rollout::{LeaseArgs, RolloutCommand, UntilArg};
+pub use work::{ClientsCommand, JobsCommand};
 
 use super::{Cli, Command, GlobalArgs};
 use crate::cli::output::outln;
@@ -165,12 +177,12 @@ async fn dispatch(cli: Cli, m: &Metrics) -> anyhow::Result<ExitCode> {
     let r = match cli.command {
         Command::Pac(cmd) => pac::pac(g, cmd).await,
         Command::Region(cmd) => region::region(g, cmd, m).await,
-        Command::Agent(args) => region::agent(g, args, m).await,
+        Command::Agent(args) => agent::agent(g, args, m).await,
         Command::Host(cmd) => region::host(g, cmd).await,
         Command::Jobs(cmd) => work::jobs(g, cmd).await,
         Command::Clients(cmd) => work::clients(g, cmd).await,
         Command::Rollout(cmd) => rollout::rollout(g, cmd, m).await,
-        Command::Events { pac, follow } => rollout::events(g, pac, follow).await,
+        Command::Events { pac, follow } => events::events(g, pac, follow).await,
         Command::Demo(args) => demo::demo(g, args).await,
     };
     match r {

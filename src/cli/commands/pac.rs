@@ -1,15 +1,122 @@
 //! `pacup pac ...`: the admin actions.
 
 use super::{actor, connect, print_json};
+use crate::cli::args::*;
 use crate::cli::output;
 use crate::cli::output::{out, outln};
-use crate::cli::{GlobalArgs, PacCommand, SetModeArg};
+use crate::cli::GlobalArgs;
 use crate::compat::{self, Matrix};
 use crate::error::{Error, ExitCode};
-use crate::names::Product;
+use crate::names::{PacName, Product};
 use crate::psor::{self, Mode, Pac};
 use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
 use serde_json::json;
+use std::path::PathBuf;
+
+/// Store modes an operator may set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SetModeArg {
+    /// The store in upgrade mode starts taking batch work.
+    Running,
+    /// Running stores older than the newest stop taking new batch work.
+    Quiesce,
+}
+
+/// `pacup pac ...`
+#[derive(Debug, Subcommand)]
+pub enum PacCommand {
+    /// Wipe and initialise a PAC (keeps its datastore). Refused while a region is alive.
+    #[command(
+        after_help = "Examples:\n  pacup pac init MyPAC\n  pacup --psor redis://psor1:6379 pac init MyPAC --force"
+    )]
+    Init {
+        /// PAC name (1-8 of A-Z a-z 0-9 _ -).
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Initialise even while regions are alive (they lose their stores and stop).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Is a product compatible with the PAC's newest running store? Exit 0 yes, 3 no.
+    #[command(
+        after_help = "Examples:\n  pacup pac check-compat MyPAC --product-version 2.0.0\n  pacup pac check-compat MyPAC --product-version 2.1.0 --matrix compat.json --json"
+    )]
+    CheckCompat {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Product version to check (semver, e.g. 2.0.0).
+        #[arg(long, value_parser = version)]
+        product_version: semver::Version,
+        /// Product OS (default: this kernel, e.g. linux-6).
+        #[arg(long, value_parser = os)]
+        os: Option<String>,
+        /// Product bitness, 32 or 64 (default: this build's).
+        #[arg(long, value_parser = bitness)]
+        bitness: Option<u8>,
+        /// Compatibility matrix file (JSON list of {from, to, compatible, note}).
+        #[arg(long, value_name = "FILE")]
+        matrix: Option<PathBuf>,
+    },
+    /// Set store modes: `running` flips the upgrade store; `quiesce` quiesces older running stores.
+    #[command(
+        after_help = "Examples:\n  pacup pac set-mode MyPAC running\n  pacup pac set-mode MyPAC quiesce"
+    )]
+    SetMode {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// running or quiesce.
+        #[arg(value_enum)]
+        mode: SetModeArg,
+    },
+    /// Delete every store older than the newest (RemOldPAC). Refused while a live region is in one.
+    #[command(after_help = "Examples:\n  pacup pac remove-old MyPAC")]
+    RemoveOld {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Remove even while live regions are members (they stop when they notice).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Stores, modes, members and regions of a PAC.
+    #[command(after_help = "Examples:\n  pacup pac status MyPAC\n  pacup --json pac status MyPAC")]
+    Status {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+    /// Every PAC in the PSOR.
+    #[command(after_help = "Examples:\n  pacup pac list\n  pacup --json pac list")]
+    List,
+    /// Save every persistent key of a PAC to a file.
+    #[command(after_help = "Examples:\n  pacup pac backup MyPAC --out mypac-before-2.0.json")]
+    Backup {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// File to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a PAC from a backup file (refused over existing data without --force).
+    #[command(
+        after_help = "Examples:\n  pacup pac restore MyPAC --in mypac-before-2.0.json\n  pacup pac restore MyPAC --in mypac-before-2.0.json --force"
+    )]
+    Restore {
+        /// PAC name (keys are renamed if the backup is of another PAC).
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Backup file to read.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Replace the PAC's existing data.
+        #[arg(long)]
+        force: bool,
+    },
+}
 
 pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitCode> {
     // Validate local files before connecting, so bad input is exit 2 even when the

@@ -1,18 +1,184 @@
 //! `pacup rollout ...` and `pacup events`.
 
+use super::interrupt::Interrupts;
 use super::{actor, connect, hints, print_json};
-use crate::cli::output::{self, outln};
-use crate::cli::{GlobalArgs, LeaseArgs, RolloutCommand};
+use crate::cli::args::*;
+use crate::cli::output::outln;
+use crate::cli::{GlobalArgs, MetricsArgs};
 use crate::coordinator::plan::Plan;
 use crate::coordinator::{self, Coordinator, Emitter, Event, Interrupt, Outcome, RunOptions};
 use crate::error::{Error, ExitCode};
 use crate::metrics::Metrics;
 use crate::names::PacName;
-use crate::psor::{self, Pac};
+use crate::psor::Pac;
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Lease options of the commands that take the coordinator lease.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Wait for another coordinator to finish instead of exiting 4.
+    #[arg(long)]
+    pub wait_lock: bool,
+    /// Lease TTL; the coordinator renews it every third of it.
+    #[arg(long, value_parser = duration, default_value = "5s", value_name = "DURATION")]
+    pub lease_ttl: Duration,
+}
+
+/// `pacup rollout ...`
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Print the exact steps and the chosen strategy; writes nothing.
+    #[command(
+        after_help = "Examples:\n  pacup rollout plan plan.json\n  pacup --json rollout plan plan.json"
+    )]
+    Plan {
+        /// Plan file (JSON, see fixtures/plans/).
+        plan: PathBuf,
+        /// Accept waves that leave no batch or client capacity.
+        #[arg(long)]
+        allow_downtime: bool,
+    },
+    /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
+    #[command(
+        after_help = "Examples:\n  pacup rollout run plan.json --reason 'CHG-1234 ES 2.0'\n  pacup rollout run plan.json --preflight-wait 2m --wait-lock"
+    )]
+    Run {
+        /// Plan file (JSON, see fixtures/plans/).
+        plan: PathBuf,
+        /// Accept waves that leave no batch or client capacity.
+        #[arg(long)]
+        allow_downtime: bool,
+        /// Why (kept in the rollout history).
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Retry a failing preflight (agents still starting, regions not yet live) for up
+        /// to this long before refusing; for pipelines that start everything at once.
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        preflight_wait: Option<Duration>,
+        /// Lease options.
+        #[command(flatten)]
+        lease: LeaseArgs,
+        /// Metrics endpoint.
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
+    /// Continue a paused, held or interrupted rollout from its next step.
+    #[command(after_help = "Examples:\n  pacup rollout resume MyPAC")]
+    Resume {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Lease options.
+        #[command(flatten)]
+        lease: LeaseArgs,
+        /// Metrics endpoint.
+        #[command(flatten)]
+        metrics: MetricsArgs,
+    },
+    /// Current step, per-region state, why it is blocked.
+    #[command(
+        after_help = "Examples:\n  pacup rollout status MyPAC\n  pacup rollout status MyPAC --watch --timeout 30m\n  pacup rollout status MyPAC --watch --until held,paused --wait-new\n  pacup --json rollout status MyPAC"
+    )]
+    Status {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Follow the rollout until it ends (through pauses and resumes), then exit with
+        /// its end state's code: 0 done, 1 aborted or failed, 7 rolled back. Waits for a
+        /// rollout to exist first. Redraws in place on a terminal; elsewhere prints one
+        /// line per change (with --json: one document per change).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: also stop at these states (comma-separated), exiting 6 for
+        /// paused, 8 for held, 0 for done.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            requires = "watch",
+            value_name = "STATE"
+        )]
+        until: Vec<UntilArg>,
+        /// With --watch: give up after this long, exiting 9.
+        #[arg(long, value_parser = duration, requires = "watch", value_name = "DURATION")]
+        timeout: Option<Duration>,
+        /// With --watch: if the rollout had already ended when the watch began, wait for
+        /// it to change (the next rollout starts, or this one is rolled back) instead of
+        /// reporting that end at once; for a pipeline that starts `rollout run` and the
+        /// watch at the same time.
+        #[arg(long, requires = "watch")]
+        wait_new: bool,
+    },
+    /// Ask the running coordinator to pause after the current step.
+    #[command(after_help = "Examples:\n  pacup rollout pause MyPAC")]
+    Pause {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+    /// Stop the rollout where it is (after the current step if a coordinator runs it).
+    #[command(
+        after_help = "Examples:\n  pacup rollout abort MyPAC\n  pacup rollout rollback MyPAC   # afterwards, to go back to the old version"
+    )]
+    Abort {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+    /// Roll back to the old version (any time before remove_old).
+    #[command(
+        after_help = "Examples:\n  pacup rollout pause MyPAC && pacup rollout rollback MyPAC --wait-lock\n  pacup rollout rollback MyPAC"
+    )]
+    Rollback {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Lease options.
+        #[command(flatten)]
+        lease: LeaseArgs,
+    },
+    /// Finished rollouts: from and to version, start, duration, result, who and why.
+    #[command(
+        after_help = "Examples:\n  pacup rollout history MyPAC\n  pacup --json rollout history MyPAC"
+    )]
+    History {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+    /// Write a picture of a rollout: one self-contained HTML file (timeline per region,
+    /// the stores' modes, jobs and client requests per second, summary). Exit 2 for an
+    /// id that is not of the form <PAC>-<hex>, 1 when the PAC has no such rollout.
+    #[command(
+        after_help = "Examples:\n  pacup rollout report MyPAC --out upgrade.html\n  pacup rollout report MyPAC MyPAC-1a233f22d67 --out old.html --json"
+    )]
+    Report {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// Rollout id, as `rollout history` lists them (default: the latest rollout).
+        rollout: Option<String>,
+        /// HTML file to write (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+/// States `rollout status --watch --until` can stop at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UntilArg {
+    /// Paused, waiting for an operator (exit 6).
+    Paused,
+    /// Held before finalisation (exit 8).
+    Held,
+    /// Done (exit 0); every end state stops the watch anyway.
+    Done,
+}
 
 /// One readable line per event.
 pub(crate) fn event_line(e: &Event) -> String {
@@ -101,72 +267,6 @@ fn run_options(
     }
 }
 
-/// Ctrl-C (or SIGTERM) on a coordinator: the first asks it to pause after the step in
-/// hand, the second to give the step up now. Both end in a journaled pause and exit 6,
-/// with the command that continues. The handlers are installed only once the lease is
-/// held ([`Interrupts::listen`]): before that a signal ends the process as usual, which
-/// is safe because nothing has been written. The task ends when the guard is dropped.
-pub(crate) struct Interrupts {
-    pub interrupt: Interrupt,
-    tx: Option<tokio::sync::watch::Sender<u32>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Interrupts {
-    pub fn new() -> Interrupts {
-        let (tx, rx) = tokio::sync::watch::channel(0u32);
-        Interrupts {
-            interrupt: Interrupt::new(rx),
-            tx: Some(tx),
-            task: None,
-        }
-    }
-
-    /// Installs the handlers.
-    pub fn listen(&mut self, pac: &PacName) -> anyhow::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let Some(tx) = self.tx.take() else {
-            return Ok(());
-        };
-        let pac = pac.to_string();
-        self.task = Some(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                tx.send_modify(|c| *c += 1);
-                if *tx.borrow() == 1 {
-                    eprintln!(
-                        "pacup: stopping: the rollout pauses once the step in hand is done \
-                         (press Ctrl-C again to stop now)"
-                    );
-                } else {
-                    eprintln!("pacup: stopping now");
-                    // If even the pause cannot be journaled promptly (the PSOR is gone),
-                    // do not hang: the journal still says where to continue.
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    eprintln!(
-                        "Rollout of PAC {pac} interrupted; `pacup rollout resume {pac}` continues"
-                    );
-                    std::process::exit(ExitCode::Paused.code());
-                }
-            }
-        }));
-        Ok(())
-    }
-}
-
-impl Drop for Interrupts {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
-}
-
 fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode> {
     let text = match &o {
         Outcome::Done => format!("Rollout of PAC {pac} finished"),
@@ -248,19 +348,7 @@ pub(super) async fn rollout(
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), plan.pac.clone());
             if let Some(w) = preflight_wait {
-                let end = std::time::Instant::now() + w;
-                loop {
-                    let problems = match coordinator::preview(&pac, &plan, allow_downtime).await {
-                        Ok(pv) => pv.problems,
-                        Err(e @ Error::NoSuchPac(_)) => vec![e.to_string()],
-                        Err(e) => return Err(e.into()),
-                    };
-                    if problems.is_empty() || std::time::Instant::now() >= end {
-                        break;
-                    }
-                    tracing::info!("preflight not yet passing: {}", problems.join("; "));
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                coordinator::preflight_wait::wait_preflight(&pac, &plan, allow_downtime, w).await?;
             }
             let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible)
                 .len() as u64;
@@ -403,82 +491,4 @@ pub(super) async fn rollout(
         }
         RolloutCommand::History { pac } => super::history::history(g, pac).await,
     }
-}
-
-/// Renders a stored event as the documented JSON object (numbers as numbers, empty host and
-/// region as null; admin events carry `by`).
-fn event_json(id: &str, fields: &[(String, String)]) -> serde_json::Value {
-    let mut o = serde_json::Map::new();
-    for (k, v) in fields {
-        let val = match k.as_str() {
-            "ts_ms" => {
-                o.insert("ts".into(), json!(psor::rfc3339(v.parse().unwrap_or(0))));
-                continue;
-            }
-            "seq" | "step" | "elapsed_ms" => json!(v.parse::<u64>().unwrap_or(0)),
-            "host" | "region" if v.is_empty() => serde_json::Value::Null,
-            _ => json!(v),
-        };
-        o.insert(k.clone(), val);
-    }
-    o.insert("id".into(), json!(id));
-    serde_json::Value::Object(o)
-}
-
-pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow::Result<ExitCode> {
-    let p = Pac::new(connect(g).await?, pac.clone());
-    p.require().await?;
-    let mut conn = p.psor().dedicated().await?;
-    let mut after = "0".to_string();
-    let mut all = Vec::new();
-    loop {
-        let block = if follow {
-            Some(Duration::from_secs(1))
-        } else {
-            None
-        };
-        let batch = p.read_events(&mut conn, &after, 500, block).await?;
-        if batch.is_empty() && !follow || output::stdout_closed() {
-            break;
-        }
-        for (id, fields) in batch {
-            let v = event_json(&id, &fields);
-            if follow && g.json {
-                print_json(&v);
-            } else if follow {
-                outln!("{}", human_event(&v));
-            } else {
-                all.push(v);
-            }
-            after = id;
-        }
-    }
-    if g.json {
-        print_json(&json!({"pac": pac, "events": all}));
-    } else {
-        for v in &all {
-            outln!("{}", human_event(v));
-        }
-    }
-    Ok(ExitCode::Ok)
-}
-
-fn human_event(v: &serde_json::Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
-    let mut line = format!("{} {} {}", s("ts"), s("action"), s("status"));
-    if let Some(n) = v["step"].as_u64() {
-        line = format!("{} step {n} {} {}", s("ts"), s("action"), s("status"));
-    }
-    for k in ["region", "host"] {
-        if let Some(x) = v[k].as_str() {
-            line.push_str(&format!(" {k}={x}"));
-        }
-    }
-    if !s("detail").is_empty() {
-        line.push_str(&format!(": {}", s("detail")));
-    }
-    if !s("by").is_empty() {
-        line.push_str(&format!(" [{}]", s("by")));
-    }
-    line
 }

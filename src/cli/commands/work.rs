@@ -1,12 +1,73 @@
 //! `pacup jobs ...` and `pacup clients run`: drive and audit work.
 
 use super::{connect, print_json};
+use crate::cli::args::*;
 use crate::cli::output::outln;
-use crate::cli::{ClientsCommand, GlobalArgs, JobsCommand};
+use crate::cli::GlobalArgs;
 use crate::error::{Error, ExitCode};
 use crate::load;
+use crate::names::PacName;
 use crate::psor::Pac;
+use clap::Subcommand;
 use serde_json::json;
+use std::time::Duration;
+
+/// `pacup jobs ...`
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Submit batch jobs to the PAC's shared datastore.
+    #[command(
+        after_help = "Examples:\n  pacup jobs submit MyPAC --count 500\n  pacup jobs submit MyPAC --rate 20/s --duration 5m"
+    )]
+    Submit {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// How many jobs (with --duration: at most this many).
+        #[arg(long, value_parser = count, required_unless_present = "duration")]
+        count: Option<u64>,
+        /// Jobs per second (R/s or R/m); default: all at once.
+        #[arg(long, value_parser = rate)]
+        rate: Option<f64>,
+        /// Keep submitting at --rate for this long.
+        #[arg(long, value_parser = duration, requires = "rate", value_name = "DURATION")]
+        duration: Option<Duration>,
+    },
+    /// Submitted, completed, pending, duplicates, per region, longest completion gap.
+    #[command(after_help = "Examples:\n  pacup jobs stats MyPAC\n  pacup --json jobs stats MyPAC")]
+    Stats {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+    },
+}
+
+/// `pacup clients ...`
+#[derive(Debug, Subcommand)]
+pub enum ClientsCommand {
+    /// Send transactions to live regions whose listener is on, retrying elsewhere.
+    #[command(
+        after_help = "Examples:\n  pacup clients run MyPAC --count 1000\n  pacup clients run MyPAC --duration 10m --rate 50/s"
+    )]
+    #[command(group(clap::ArgGroup::new("amount").required(true).args(["count", "duration"])))]
+    Run {
+        /// PAC name.
+        #[arg(value_parser = pac_name)]
+        pac: PacName,
+        /// How many transactions (give this or --duration).
+        #[arg(long, value_parser = count, conflicts_with = "duration")]
+        count: Option<u64>,
+        /// Send for this long (give this or --count).
+        #[arg(long, value_parser = duration, value_name = "DURATION")]
+        duration: Option<Duration>,
+        /// Transactions per second (R/s or R/m).
+        #[arg(long, value_parser = rate, default_value = "50/s")]
+        rate: f64,
+        /// A transaction no region could serve within this counts as failed.
+        #[arg(long, value_parser = duration, default_value = "10s", value_name = "DURATION")]
+        tx_timeout: Duration,
+    },
+}
 
 pub(super) async fn jobs(g: &GlobalArgs, cmd: JobsCommand) -> anyhow::Result<ExitCode> {
     match cmd {

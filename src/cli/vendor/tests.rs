@@ -140,7 +140,7 @@ fn translates_into_pacup_region_commands() {
         }) => {
             assert_eq!(region.as_str(), "REGION1");
             assert_eq!(pac.unwrap().as_str(), "MyPAC");
-            assert_eq!(start_type, StartType::Upgrade);
+            assert_eq!(StartType::from(start_type), StartType::Upgrade);
             assert_eq!(wait, Duration::from_secs(90));
         }
         other => panic!("{other:?}"),

@@ -14,12 +14,19 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod cmd;
+pub mod monitor;
+pub mod pac;
 mod process;
+pub mod region;
+pub mod rollout;
 pub mod sentinel;
 pub mod server;
+pub mod state;
 pub mod tls;
+pub mod work;
 
 pub use cmd::{caspac, pacup, Cmd, Output, Running, SIGHUP, SIGINT, SIGKILL, SIGTERM};
+pub use monitor::Monitor;
 pub use sentinel::{Sentinel, SentinelSet, SentinelSetBuilder};
 pub use server::{RedisServer, RedisServerBuilder};
 pub use tls::{ensure_crypto_provider, TestPki};
