@@ -266,6 +266,9 @@ pub enum RolloutCommand {
         /// Accept waves that leave no batch or client capacity.
         #[arg(long)]
         allow_downtime: bool,
+        /// Accept a compatible plan that leaves out live regions of the PAC.
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
     #[command(
@@ -277,6 +280,10 @@ pub enum RolloutCommand {
         /// Accept waves that leave no batch or client capacity.
         #[arg(long)]
         allow_downtime: bool,
+        /// Accept a compatible plan that leaves out live regions of the PAC (the
+        /// incompatible process always moves every region).
+        #[arg(long)]
+        allow_partial: bool,
         /// Why (kept in the rollout history).
         #[arg(long, default_value = "")]
         reason: String,
@@ -356,12 +363,16 @@ pub enum RolloutCommand {
     },
     /// Roll back to the old version (any time before remove_old).
     #[command(
-        after_help = "Examples:\n  pacup rollout pause MyPAC && pacup rollout rollback MyPAC --wait-lock\n  pacup rollout rollback MyPAC"
+        after_help = "Examples:\n  pacup rollout pause MyPAC && pacup rollout rollback MyPAC --wait-lock\n  pacup rollout rollback MyPAC\n  pacup rollout rollback MyPAC --fast   # incident: every host at once"
     )]
     Rollback {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
+        /// Incident mode: every host at once, no min_healthy waits (still fenced,
+        /// listeners still off until the regions are live).
+        #[arg(long)]
+        fast: bool,
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,

@@ -9,6 +9,7 @@ pub mod keys;
 pub mod rollout;
 pub mod scripts;
 pub mod series;
+pub mod views;
 pub mod work;
 
 use crate::conn::Psor;

@@ -420,7 +420,13 @@ impl Region {
         // PAC in that window waits for the store instead of refusing.
         let wait_reset_until = std::time::Instant::now() + Duration::from_secs(30);
         for attempt in 0..u32::MAX {
-            let snap = pac.snapshot().await?;
+            // Only a cold start asks whether other regions are alive: every other start
+            // reads just the stores and its own record (its cost does not grow with the PAC).
+            let snap = if cfg.start_type == StartType::Cold {
+                pac.snapshot().await?
+            } else {
+                pac.start_view(cfg.region.as_str()).await?
+            };
             if !snap.exists && cfg.start_type != StartType::Cold {
                 return Err(Error::NoSuchPac(pac.name().to_string()));
             }

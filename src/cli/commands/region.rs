@@ -143,6 +143,7 @@ pub(super) async fn region(
                 ControlAction::Start {
                     region: region.to_string(),
                     start_type,
+                    listener: None,
                 },
                 wait,
             )

@@ -87,6 +87,7 @@ fn run_options(
 ) -> RunOptions {
     RunOptions {
         allow_downtime,
+        allow_partial: false,
         reason,
         by: actor(g),
         wait_lock: lease.is_some_and(|l| l.wait_lock),
@@ -203,10 +204,15 @@ pub(super) async fn rollout(
         RolloutCommand::Plan {
             plan,
             allow_downtime,
+            allow_partial,
         } => {
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
-            let pv = coordinator::preview(&pac, &plan, allow_downtime).await?;
+            let allow = coordinator::Allow {
+                downtime: allow_downtime,
+                partial: allow_partial,
+            };
+            let pv = coordinator::preview_with(&pac, &plan, allow).await?;
             if g.json {
                 print_json(&serde_json::to_value(&pv)?);
             } else {
@@ -237,6 +243,7 @@ pub(super) async fn rollout(
         RolloutCommand::Run {
             plan,
             allow_downtime,
+            allow_partial,
             reason,
             preflight_wait,
             lease,
@@ -247,7 +254,11 @@ pub(super) async fn rollout(
             if let Some(w) = preflight_wait {
                 let end = std::time::Instant::now() + w;
                 loop {
-                    let problems = match coordinator::preview(&pac, &plan, allow_downtime).await {
+                    let allow = coordinator::Allow {
+                        downtime: allow_downtime,
+                        partial: allow_partial,
+                    };
+                    let problems = match coordinator::preview_with(&pac, &plan, allow).await {
                         Ok(pv) => pv.problems,
                         Err(e @ Error::NoSuchPac(_)) => vec![e.to_string()],
                         Err(e) => return Err(e.into()),
@@ -271,6 +282,7 @@ pub(super) async fn rollout(
                 sig.interrupt.clone(),
             );
             opts.metrics = m.clone();
+            opts.allow_partial = allow_partial;
             let c = Coordinator::acquire(pac, opts).await?;
             sig.listen(&plan.pac)?;
             let name = plan.pac.clone();
@@ -294,23 +306,29 @@ pub(super) async fn rollout(
             let o = c.resume().await?;
             finish(g, &pac, o)
         }
-        RolloutCommand::Rollback { pac, lease } => {
+        RolloutCommand::Rollback { pac, fast, lease } => {
             let p = Pac::new(connect(g).await?, pac.clone());
+            let mut sig = Interrupts::new();
             let opts = run_options(
                 g,
                 Some(&lease),
                 String::new(),
                 emitter(g.json, None),
                 true,
-                Interrupt::never(),
+                sig.interrupt.clone(),
             );
-            let o = Coordinator::acquire(p, opts).await?.rollback().await?;
+            let c = Coordinator::acquire(p, opts).await?;
+            sig.listen(&pac)?;
+            let o = c.rollback(fast).await?;
             finish(g, &pac, o)
         }
         RolloutCommand::Pause { pac } => {
             let p = Pac::new(connect(g).await?, pac.clone());
             let cur = p.rollout_current().await?;
-            if cur.get("state").map(String::as_str) != Some("running") {
+            if !matches!(
+                cur.get("state").map(String::as_str),
+                Some("running" | "rolling_back")
+            ) {
                 return Err(Error::refused(format!(
                     "PAC {pac} has no running rollout (state: {})",
                     cur.get("state").map(String::as_str).unwrap_or("none")
