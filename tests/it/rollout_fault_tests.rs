@@ -29,7 +29,12 @@ fn signal_pid(pid: u32, sig: &str) {
 /// soon as it printed the event `action`/`status` (on `region`), lets its lease expire,
 /// and checks that `rollout resume` re-runs the interrupted step and reaches the right
 /// end state with no job lost and the event sequence unbroken.
-fn kill_then_resume(action: &str, status: &str, region: Option<&str>, bloat_old_store: bool) {
+pub(crate) fn kill_then_resume(
+    action: &str,
+    status: &str,
+    region: Option<&str>,
+    bloat_old_store: bool,
+) {
     let env = Env::start();
     if bloat_old_store {
         // Deleting the old store then takes long enough to be interrupted.
