@@ -4,12 +4,11 @@
 
 use super::driver::Driver;
 use super::plan::Plan;
-use super::progress::{GateProgress, Progress};
-use super::steps::{old_version, GateScope, On, Process, Step, StepKind};
+use super::steps::{old_version, On, Process, Step, StepKind};
 use crate::compat;
 use crate::error::{Error, Result};
 use crate::names::Product;
-use crate::psor::{now_ms, Mode, Pac, RegionInfo};
+use crate::psor::{Mode, Pac, RegionInfo};
 use crate::region::StartType;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -66,7 +65,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn min_healthy(&self) -> Duration {
+    pub(super) fn min_healthy(&self) -> Duration {
         match self.moving {
             Moving::Back { fast: true, .. } => Duration::ZERO,
             _ => self.plan.health.min_healthy,
@@ -97,7 +96,7 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::CheckCompat => check_compat(ctx).await,
         StepKind::StartUpgrade(o) => start(ctx, o, StartType::Upgrade).await,
         StepKind::StartWarm(o) => start(ctx, o, StartType::Warm).await,
-        StepKind::HealthGate(scope) => gate(ctx, *scope).await,
+        StepKind::HealthGate(scope) => super::gate::gate(ctx, *scope).await,
         StepKind::SetModeRunning => set_mode(ctx, Mode::Running).await,
         StepKind::SetModeQuiesce => set_mode(ctx, Mode::Quiesce).await,
         StepKind::Unquiesce { store } => unquiesce(ctx, store).await,
@@ -111,7 +110,7 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
 /// cut off (and the region still running behind the cut) or it crashed. Either way the
 /// coordinator must not treat it as stopped: only its host agent coming back (which
 /// either revives or cleans it) settles which.
-fn unseen(ri: &RegionInfo) -> bool {
+pub(super) fn unseen(ri: &RegionInfo) -> bool {
     !ri.alive && !ri.state.is_empty() && ri.state != "stopped"
 }
 
@@ -129,7 +128,7 @@ fn unseen_error(ri: &RegionInfo, host: &str) -> Error {
 const UNSEEN_GRACE: Duration = Duration::from_secs(20);
 
 /// How often a waiting step re-reads what it waits for.
-const POLL: Duration = Duration::from_millis(100);
+pub(super) const POLL: Duration = Duration::from_millis(100);
 
 /// The region's record once it is not unseen (waiting up to [`UNSEEN_GRACE`], and at
 /// most half the progress deadline, so the failure names the region rather than the
@@ -408,111 +407,6 @@ async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
     Ok(StepOutcome::Done(m))
 }
 
-/// Why region `ri` is not healthy at `version`, if it is not.
-fn region_problem(ri: &RegionInfo, version: &str, stores: &[String]) -> Option<String> {
-    let r = &ri.name;
-    if ri.state.is_empty() && !ri.alive {
-        return Some(format!("{r} has no record"));
-    }
-    if !ri.alive {
-        return Some(format!("{r} is not alive"));
-    }
-    if ri.state != "active" {
-        return Some(format!("{r} is {}", ri.state));
-    }
-    if ri.product_version != version {
-        return Some(format!(
-            "{r} runs {} instead of {version}",
-            ri.product_version
-        ));
-    }
-    if !stores.contains(&ri.store) {
-        return Some(format!("{r} is in no store"));
-    }
-    None
-}
-
-/// `health_gate`: every region of the wave live, active, at its version and in an
-/// existing store, for `health.min_healthy` without interruption (no wait in a fast
-/// rollback), within `health.deadline`. A region that dies during the gate (its
-/// heartbeat expires without a stop) fails it at once.
-async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome> {
-    let regions = match scope {
-        GateScope::Wave(w) => ctx.plan.wave_regions(w),
-        GateScope::All => ctx.plan.all_regions(),
-    };
-    let versions: Vec<String> = regions.iter().map(|(h, _)| ctx.version_of(h)).collect();
-    let names: Vec<&str> = regions.iter().map(|(_, r)| r.as_str()).collect();
-    let (deadline, min_healthy) = (ctx.plan.health.deadline, ctx.min_healthy());
-    let end = Instant::now() + deadline;
-    let mut since: Option<Instant> = None;
-    let mut last_problem = String::from("not checked");
-    // What `rollout status` shows: per region since when it has been healthy. Journaled
-    // only when it changes.
-    let prog = Progress::new(ctx.pac, ctx.epoch);
-    let mut view = GateProgress {
-        started_ms: now_ms(),
-        deadline_ms: deadline.as_millis() as u64,
-        min_healthy_ms: min_healthy.as_millis() as u64,
-        healthy_since: names.iter().map(|r| (r.to_string(), None)).collect(),
-        problem: Some("not checked yet".into()),
-    };
-    let mut shown: Option<GateProgress> = None;
-    loop {
-        let (infos, stores) = ctx.pac.gate_view(&names).await?;
-        let now = now_ms();
-        let mut first = None;
-        for (ri, v) in infos.iter().zip(&versions) {
-            let p = region_problem(ri, v, &stores);
-            let slot = view.healthy_since.get_mut(&ri.name).expect("gate region");
-            match &p {
-                None => {
-                    slot.get_or_insert(now);
-                }
-                Some(_) => *slot = None,
-            }
-            if first.is_none() {
-                first = p;
-            }
-        }
-        view.problem = first;
-        if shown.as_ref() != Some(&view) {
-            prog.gate(&view).await;
-            shown = Some(view.clone());
-        }
-        if let Some(ri) = infos.iter().find(|ri| unseen(ri)) {
-            return Err(Error::refused(format!(
-                "health gate failed: {} is not alive: it died during the gate (its heartbeat \
-                 expired without a stop)",
-                ri.name
-            )));
-        }
-        match view.problem.clone() {
-            None => {
-                let t = *since.get_or_insert_with(Instant::now);
-                if t.elapsed() >= min_healthy {
-                    return Ok(StepOutcome::Done(format!(
-                        "{} healthy for {}",
-                        names.join(", "),
-                        crate::names::format_duration(min_healthy)
-                    )));
-                }
-            }
-            Some(p) => {
-                since = None;
-                last_problem = p;
-            }
-        }
-        if Instant::now() >= end {
-            return Err(Error::refused(format!(
-                "health gate timed out after {}: {last_problem}",
-                crate::names::format_duration(deadline)
-            )));
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
 /// `set_mode_running` / `set_mode_quiesce`: skipped when there is nothing to change.
 async fn set_mode(ctx: &Ctx<'_>, mode: Mode) -> Result<StepOutcome> {
     let target = ctx.target();
@@ -559,7 +453,7 @@ async fn verify(ctx: &Ctx<'_>) -> Result<StepOutcome> {
     for (_, r) in ctx.plan.all_regions() {
         let p = match snap.region(&r) {
             None => Some(format!("{r} has no record")),
-            Some(ri) => region_problem(ri, &target, &stores),
+            Some(ri) => super::gate::region_problem(ri, &target, &stores),
         };
         if let Some(p) = p {
             return Err(Error::refused(format!("verify: {p}")));

@@ -18,6 +18,7 @@
 pub mod actions;
 pub mod driver;
 mod exec;
+mod gate;
 pub mod journal;
 pub mod plan;
 pub mod preflight;
@@ -356,11 +357,12 @@ impl Coordinator {
         if let Some(e) = &event {
             *seq = e.seq;
         }
-        drop(seq);
+        // Still holding the numbering: events reach the caller in the order of `seq`.
         self.opts.metrics.rollout_journaled(&fields, event.as_ref());
         if let Some(e) = event {
             (self.opts.emit)(&e);
         }
+        drop(seq);
         Ok(())
     }
 
