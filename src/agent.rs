@@ -174,7 +174,7 @@ impl Agent {
         let mut tail = self.pac.control_tail(self.cfg.host.as_str()).await?;
         if let Some(t) = self.cfg.autostart {
             for (r, _) in &self.cfg.regions {
-                if let Err(e) = self.start_region(r.as_str(), t).await {
+                if let Err(e) = self.start_region(r.as_str(), t, None).await {
                     tracing::error!("autostart of {r} failed: {e}");
                 }
             }
@@ -356,9 +356,11 @@ impl Agent {
     /// Runs one control action.
     pub async fn execute(&self, action: ControlAction) -> Result<String> {
         match action {
-            ControlAction::Start { region, start_type } => {
-                self.start_region(&region, start_type).await
-            }
+            ControlAction::Start {
+                region,
+                start_type,
+                listener,
+            } => self.start_region(&region, start_type, listener).await,
             ControlAction::Stop {
                 region,
                 drain_timeout_ms,
@@ -469,7 +471,12 @@ impl Agent {
         }
     }
 
-    async fn start_region(&self, region: &str, start_type: StartType) -> Result<String> {
+    async fn start_region(
+        &self,
+        region: &str,
+        start_type: StartType,
+        listener: Option<bool>,
+    ) -> Result<String> {
         self.hosts_region(region)?;
         let (name, addr) = self
             .cfg
@@ -510,6 +517,11 @@ impl Agent {
         cfg.host = self.cfg.host.clone();
         cfg.product = product;
         cfg.start_type = start_type;
+        match listener {
+            Some(true) => cfg.listener_start = crate::region::ListenerStart::On,
+            Some(false) => cfg.listener_start = crate::region::ListenerStart::Off,
+            None => {}
+        }
         if let Some(a) = addr {
             cfg.listen = a;
         }

@@ -9,7 +9,7 @@
 //! Store changes (`set_mode`, `remove_old`) go straight to the PSOR through the fenced
 //! scripts unless the command driver is given a template for them.
 
-use super::progress::{redact_command, CommandProgress, Progress};
+use super::progress::{redact_command, CommandProgress, InHand, Progress};
 use crate::error::{Error, Result};
 use crate::psor::control::ControlAction;
 use crate::psor::{Mode, Pac};
@@ -167,6 +167,8 @@ pub enum Driver {
         timeout: Duration,
         /// PSOR URL for `{psor*}` placeholders (password stripped).
         psor: String,
+        /// The templates running now, shown by `rollout status`.
+        in_hand: InHand,
     },
 }
 
@@ -192,6 +194,7 @@ impl Driver {
             templates,
             timeout,
             psor,
+            ..
         } = self
         else {
             return None;
@@ -202,9 +205,16 @@ impl Driver {
     }
 
     /// Runs template `name`, if the plan has one, journaling it as the command in hand.
+    fn progress<'a>(&self, pac: &'a Pac, epoch: u64) -> Progress<'a> {
+        match self {
+            Driver::Command { in_hand, .. } => Progress::with_commands(pac, epoch, in_hand.clone()),
+            Driver::Agent => Progress::new(pac, epoch),
+        }
+    }
+
     async fn shell(&self, pac: &Pac, epoch: u64, name: &str, vars: &Vars) -> Option<Outcome> {
         let (cmd, timeout) = self.template(name, vars)?;
-        let prog = Progress::new(pac, epoch);
+        let prog = self.progress(pac, epoch);
         let r = run_shell_tracked(&cmd, timeout, Some(&prog)).await;
         Some(r.and_then(|(code, detail)| {
             if code == 0 {
@@ -242,7 +252,7 @@ impl Driver {
     ) -> Option<Result<(i32, String)>> {
         let (cmd, timeout) =
             self.template("check_compat", &Self::vars(pac, "", "", version, None))?;
-        let prog = Progress::new(pac, epoch);
+        let prog = self.progress(pac, epoch);
         Some(run_shell_tracked(&cmd, timeout, Some(&prog)).await)
     }
 
@@ -331,7 +341,8 @@ impl Driver {
         Self::agent(pac, host, action, Duration::from_secs(60), epoch, by).await
     }
 
-    /// Starts a region.
+    /// Starts a region; an agent keeps its listener off (the coordinator turns it on
+    /// after the wave's health gate).
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         &self,
@@ -357,6 +368,7 @@ impl Driver {
         let action = ControlAction::Start {
             region: region.into(),
             start_type: st,
+            listener: Some(false),
         };
         Self::agent(pac, host, action, Duration::from_secs(60), epoch, by).await
     }
@@ -440,17 +452,17 @@ pub async fn run_shell_tracked(
         })?;
     let pgid = child.id();
     if let (Some(p), Some(pid)) = (prog, pgid) {
-        p.command(Some(&CommandProgress {
+        p.command_started(&CommandProgress {
             command: redact_command(cmd),
             pid,
             started_ms: crate::psor::now_ms(),
             timeout_ms: timeout.as_millis() as u64,
-        }))
+        })
         .await;
     }
     let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
-    if let Some(p) = prog {
-        p.command(None).await;
+    if let (Some(p), Some(pid)) = (prog, pgid) {
+        p.command_ended(pid).await;
     }
     let out = match out {
         Ok(r) => r.map_err(|e| Error::Io {

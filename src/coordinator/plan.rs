@@ -136,10 +136,73 @@ pub enum DriverSpec {
     },
 }
 
+/// How many regions may be down at once when `waves` are derived: a count, or a
+/// percentage of the PAC's regions (written `"10%"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxUnavailable {
+    /// At most this many regions.
+    Count(usize),
+    /// At most this share of the PAC's regions (1 to 100), rounded down, at least one.
+    Percent(u8),
+}
+
+impl MaxUnavailable {
+    /// The bound for a PAC of `total` regions.
+    pub fn limit(self, total: usize) -> usize {
+        match self {
+            MaxUnavailable::Count(n) => n,
+            MaxUnavailable::Percent(p) => (total * usize::from(p) / 100).max(1),
+        }
+    }
+}
+
+impl std::fmt::Display for MaxUnavailable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MaxUnavailable::Count(n) => write!(f, "{n}"),
+            MaxUnavailable::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for MaxUnavailable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            MaxUnavailable::Count(n) => s.serialize_u64(*n as u64),
+            MaxUnavailable::Percent(_) => s.serialize_str(&self.to_string()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MaxUnavailable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(u64),
+            Text(String),
+        }
+        let bad = || {
+            serde::de::Error::custom(
+                "invalid max_unavailable: a number of regions (at least 1) or a percentage \
+                 such as \"10%\" (1% to 100%)",
+            )
+        };
+        match Raw::deserialize(d).map_err(|_| bad())? {
+            Raw::Count(n) if n >= 1 => Ok(MaxUnavailable::Count(n as usize)),
+            Raw::Text(t) => match t.trim().strip_suffix('%').map(|n| n.trim().parse::<u8>()) {
+                Some(Ok(p)) if (1..=100).contains(&p) => Ok(MaxUnavailable::Percent(p)),
+                _ => Err(bad()),
+            },
+            Raw::Count(_) => Err(bad()),
+        }
+    }
+}
+
 /// Every field a plan file may hold, nested ones as dotted paths (`hosts[]` is an element
 /// of `hosts`). Anything else is refused by `deny_unknown_fields`; the test module keeps
 /// this list equal to what serde accepts, and docs/plan.md documents exactly these.
-pub const FIELDS: [&str; 21] = [
+pub const FIELDS: [&str; 24] = [
     "pac",
     "target",
     "target.version",
@@ -148,6 +211,9 @@ pub const FIELDS: [&str; 21] = [
     "hosts[].regions",
     "strategy",
     "waves",
+    "max_unavailable",
+    "canary",
+    "max_parallel",
     "mode_flip",
     "drain_timeout",
     "stop_timeout",
@@ -176,9 +242,20 @@ pub struct Plan {
     /// Upgrade process.
     #[serde(default)]
     pub strategy: Strategy,
-    /// Hosts per wave (default: one host per wave, in plan order).
+    /// Hosts per wave (default: derived from `max_unavailable` and `canary`, else one
+    /// host per wave, in plan order).
     #[serde(default)]
     pub waves: Vec<Vec<HostName>>,
+    /// With `waves` left out: how many regions may be down at once; hosts are packed into
+    /// waves in plan order up to this bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<MaxUnavailable>,
+    /// With `waves` left out: the first wave is this many hosts (a canary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<usize>,
+    /// How many steps of a parallel group act at once (default: all of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_parallel: Option<usize>,
     /// When the new store takes batch work.
     #[serde(default)]
     pub mode_flip: ModeFlip,
@@ -203,6 +280,11 @@ pub struct Plan {
     /// How regions are driven.
     #[serde(default)]
     pub driver: DriverSpec,
+    /// The waves were derived from `max_unavailable`/`canary` by the parser; preflight
+    /// derives them again against the PAC's region count (a percentage is of the PAC).
+    /// Not part of the file: a journaled plan carries its waves.
+    #[serde(skip)]
+    pub waves_derived: bool,
 }
 
 impl Plan {
@@ -268,7 +350,32 @@ impl Plan {
                 }
             }
         }
-        if self.waves.is_empty() {
+        let derive = self.max_unavailable.is_some() || self.canary.is_some();
+        if derive && !self.waves.is_empty() {
+            return Err(bad(
+                "waves",
+                "(given with max_unavailable or canary)",
+                "either waves, or max_unavailable and canary to derive them, not both",
+            ));
+        }
+        if let Some(c) = self.canary {
+            if c == 0 || c >= self.hosts.len() {
+                return Err(bad(
+                    "canary",
+                    &c.to_string(),
+                    &format!(
+                        "a number of hosts from 1 to {} (fewer than the plan's hosts)",
+                        self.hosts.len().saturating_sub(1)
+                    ),
+                ));
+            }
+        }
+        if self.max_parallel == Some(0) {
+            return Err(bad("max_parallel", "0", "at least 1"));
+        }
+        if derive {
+            self.derive_waves(regions.len());
+        } else if self.waves.is_empty() {
             self.waves = self.hosts.iter().map(|h| vec![h.name.clone()]).collect();
         }
         let mut seen = HashSet::new();
@@ -313,6 +420,55 @@ impl Plan {
         Ok(())
     }
 
+    /// Derives `waves` from `canary` and `max_unavailable` for a PAC of `total` regions:
+    /// the canary hosts first, then hosts in plan order, each wave as many hosts as fit
+    /// under the bound (a host larger than the bound gets a wave of its own; preflight
+    /// reports it).
+    pub fn derive_waves(&mut self, total: usize) {
+        let limit = self.max_unavailable.map(|m| m.limit(total)).unwrap_or(1);
+        let mut hosts = self.hosts.iter();
+        let mut waves: Vec<Vec<HostName>> = Vec::new();
+        if let Some(c) = self.canary {
+            waves.push(hosts.by_ref().take(c).map(|h| h.name.clone()).collect());
+        }
+        let mut cur: Vec<HostName> = Vec::new();
+        let mut n = 0;
+        for h in hosts {
+            let k = h.regions.len();
+            if !cur.is_empty() && (self.max_unavailable.is_none() || n + k > limit) {
+                waves.push(std::mem::take(&mut cur));
+                n = 0;
+            }
+            cur.push(h.name.clone());
+            n += k;
+        }
+        if !cur.is_empty() {
+            waves.push(cur);
+        }
+        self.waves = waves;
+        self.waves_derived = true;
+    }
+
+    /// Waves holding more regions than `max_unavailable` allows for a PAC of `total`
+    /// regions: (wave index, its region count, the bound).
+    pub fn oversized_waves(&self, total: usize) -> Vec<(usize, usize, usize)> {
+        let Some(m) = self.max_unavailable else {
+            return Vec::new();
+        };
+        let limit = m.limit(total);
+        let first = usize::from(self.canary.is_some());
+        (first..self.waves.len())
+            .map(|w| (w, self.wave_regions(w).len()))
+            .filter(|(_, n)| *n > limit)
+            .map(|(w, n)| (w, n, limit))
+            .collect()
+    }
+
+    /// How many steps of one parallel group act at once.
+    pub fn parallel_bound(&self) -> usize {
+        self.max_parallel.unwrap_or(usize::MAX)
+    }
+
     /// The host plan of `name`.
     pub fn host(&self, name: &str) -> Option<&HostPlan> {
         self.hosts.iter().find(|h| h.name.as_str() == name)
@@ -347,73 +503,4 @@ impl Plan {
 mod doc_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const BASE: &str = r#"{"pac": "MyPAC", "target": {"version": "2.0.0"},
-        "hosts": [{"name": "host1", "regions": ["REGION1", "REGION1B"]},
-                  {"name": "host2", "regions": ["REGION2"]}]"#;
-
-    fn with(extra: &str) -> String {
-        format!("{BASE}{extra}}}")
-    }
-
-    #[test]
-    fn defaults() {
-        let p = Plan::parse(&with("")).unwrap();
-        assert_eq!(p.waves.len(), 2);
-        assert_eq!(p.strategy, Strategy::Auto);
-        assert_eq!(p.mode_flip, ModeFlip::AfterFirstWave);
-        assert_eq!(p.on_failure, OnFailure::Pause);
-        assert_eq!(p.drain_timeout, Duration::from_secs(30));
-        assert_eq!(p.driver, DriverSpec::Agent);
-        assert_eq!(
-            p.wave_regions(0),
-            vec![
-                ("host1".into(), "REGION1".into()),
-                ("host1".into(), "REGION1B".into())
-            ]
-        );
-    }
-
-    #[test]
-    fn the_shipped_fixtures_parse() {
-        for f in [
-            "two-host-incompatible.json",
-            "compatible-patch.json",
-            "enterprise-server.json",
-        ] {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("fixtures/plans")
-                .join(f);
-            Plan::load(&path).unwrap_or_else(|e| panic!("{f}: {e}"));
-        }
-    }
-
-    #[test]
-    fn refusals_are_exit_2_and_name_the_field() {
-        let cases = [
-            (with(r#", "colour": "blue""#), "unknown field"),
-            (with(r#", "waves": [["host1"], ["host3"]]"#), "waves[1]"),
-            (with(r#", "waves": [["host1"], []]"#), "waves[1]"),
-            (with(r#", "waves": [["host1"]]"#), "every host"),
-            (with(r#", "waves": [["host1", "host2"], ["host2"]]"#), "exactly one wave"),
-            (with(r#", "drain_timeout": "soon""#), "duration"),
-            (with(r#", "drain_timeout": "0s""#), "greater than zero"),
-            (with(r#", "strategy": "yolo""#), "unknown variant"),
-            (with(r#", "health": {"min_healthy": "5m", "deadline": "1m"}"#), "health.min_healthy"),
-            (
-                r#"{"pac": "MyPAC", "target": {"version": "2.0.0"}, "hosts": [{"name": "h", "regions": ["R", "R"]}]}"#.to_string(),
-                "each region once",
-            ),
-            (r#"{"pac": "TOOLONGPAC", "target": {"version": "2.0.0"}, "hosts": []}"#.to_string(), "PAC name"),
-            (r#"{"pac": "P", "target": {"version": "2.0"}, "hosts": []}"#.to_string(), "version"),
-            (r#"{"pac": "P", "target": {"version": "2.0.0"}, "hosts": []}"#.to_string(), "hosts"),
-        ];
-        for (text, needle) in cases {
-            let e = Plan::parse(&text).unwrap_err();
-            assert_eq!(e.exit_code().code(), 2, "{text}");
-            assert!(e.to_string().contains(needle), "{needle} not in: {e}");
-        }
-    }
-}
+mod tests;

@@ -3,7 +3,7 @@
 //! preflight then decides, and refuses with the problems that remain).
 
 use super::plan::Plan;
-use super::preview;
+use super::preflight::{preview, Allow};
 use crate::error::{Error, Result};
 use crate::psor::Pac;
 use std::time::Duration;
@@ -18,12 +18,12 @@ const RETRY: Duration = Duration::from_millis(500);
 pub async fn wait_preflight(
     pac: &Pac,
     plan: &Plan,
-    allow_downtime: bool,
+    allow: Allow,
     wait: Duration,
 ) -> Result<Vec<String>> {
     let end = Instant::now() + wait;
     loop {
-        let problems = match preview(pac, plan, allow_downtime).await {
+        let problems = match preview(pac, plan, allow).await {
             Ok(pv) => pv.problems,
             Err(e @ Error::NoSuchPac(_)) => vec![e.to_string()],
             Err(e) => return Err(e),

@@ -10,6 +10,7 @@
 use crate::psor::{now_ms, Pac};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 /// Journal fields written here (the rest of the journal is the coordinator's).
 pub mod field {
@@ -23,11 +24,15 @@ pub mod field {
     pub const COMMAND: &str = "command";
 }
 
-/// The step in hand: what it is, since when, and its bound.
+/// The step in hand (or the parallel group of steps `n..=last`): what it is, since
+/// when, and its bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CurrentStep {
-    /// Step number (rollback steps continue the forward numbering).
+    /// Step number (rollback steps continue the forward numbering); of a group, its first.
     pub n: usize,
+    /// The last step of the parallel group in hand (absent for a single step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<usize>,
     /// Action name.
     pub action: String,
     /// Host, if the step has one.
@@ -70,17 +75,44 @@ pub struct CommandProgress {
     pub timeout_ms: u64,
 }
 
+/// The command templates in hand (several run at once in a parallel group): the journal
+/// shows the oldest still running.
+#[derive(Debug, Clone, Default)]
+pub struct InHand(Arc<Mutex<Vec<CommandProgress>>>);
+
+impl InHand {
+    fn update(&self, f: impl FnOnce(&mut Vec<CommandProgress>)) -> Option<CommandProgress> {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut v);
+        v.first().cloned()
+    }
+}
+
 /// Writes progress fields of one PAC's rollout, fenced by the coordinator's epoch.
 #[derive(Clone)]
 pub struct Progress<'a> {
     pac: &'a Pac,
     epoch: u64,
+    in_hand: InHand,
 }
 
 impl<'a> Progress<'a> {
     /// Progress of the rollout whose coordinator holds `epoch`.
     pub fn new(pac: &'a Pac, epoch: u64) -> Self {
-        Progress { pac, epoch }
+        Progress {
+            pac,
+            epoch,
+            in_hand: InHand::default(),
+        }
+    }
+
+    /// Progress that shares the commands in hand with the other steps of a rollout.
+    pub fn with_commands(pac: &'a Pac, epoch: u64, in_hand: InHand) -> Self {
+        Progress {
+            pac,
+            epoch,
+            in_hand,
+        }
     }
 
     /// Best effort: progress is for people; a write that fails (PSOR gone, lease lost)
@@ -108,10 +140,24 @@ impl<'a> Progress<'a> {
         self.write(&[(field::GATE, to_json(g))]).await
     }
 
-    /// A command template started (`Some`) or ended (`None`).
-    pub async fn command(&self, c: Option<&CommandProgress>) {
-        self.write(&[(field::COMMAND, c.map(to_json).unwrap_or_default())])
-            .await
+    /// A command template started.
+    pub async fn command_started(&self, c: &CommandProgress) {
+        let oldest = self.in_hand.update(|v| v.push(c.clone()));
+        self.write(&[(
+            field::COMMAND,
+            oldest.as_ref().map(to_json).unwrap_or_default(),
+        )])
+        .await
+    }
+
+    /// The command template with process id `pid` ended.
+    pub async fn command_ended(&self, pid: u32) {
+        let oldest = self.in_hand.update(|v| v.retain(|c| c.pid != pid));
+        self.write(&[(
+            field::COMMAND,
+            oldest.as_ref().map(to_json).unwrap_or_default(),
+        )])
+        .await
     }
 }
 

@@ -1,87 +1,14 @@
 //! `rollout status`: what a rollout is doing and why it waits, read from the journal
 //! and the PSOR. This module decides what counts as blocking; the CLI only renders.
 
-use super::plan::Plan;
-use super::progress::{self, CommandProgress, CurrentStep, GateProgress};
-use super::steps::Step;
-use crate::error::{ExitCode, Result};
+use super::journal::Journal;
+pub use super::journal::RolloutState;
+use crate::error::Result;
 use crate::psor::{now_ms, Pac};
 use serde::Serialize;
 
-/// A rollout's lifecycle state as journaled. `Failed` is never written by this version
-/// but appears in journals of rollouts that failed outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// A coordinator runs it (or ran it and crashed: see `blocking`).
-    Running,
-    /// Waiting for an operator.
-    Paused,
-    /// Held before finalisation.
-    Held,
-    /// Rolling back.
-    RollingBack,
-    /// Finished.
-    Done,
-    /// Aborted.
-    Aborted,
-    /// Failed.
-    Failed,
-    /// Rolled back.
-    RolledBack,
-}
-
-impl State {
-    /// Parses a journaled state.
-    pub fn parse(s: &str) -> Option<State> {
-        Some(match s {
-            "running" => State::Running,
-            "paused" => State::Paused,
-            "held" => State::Held,
-            "rolling_back" => State::RollingBack,
-            "done" => State::Done,
-            "aborted" => State::Aborted,
-            "failed" => State::Failed,
-            "rolled_back" => State::RolledBack,
-            _ => return None,
-        })
-    }
-
-    /// The name used in the journal and in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Running => "running",
-            State::Paused => "paused",
-            State::Held => "held",
-            State::RollingBack => "rolling_back",
-            State::Done => "done",
-            State::Aborted => "aborted",
-            State::Failed => "failed",
-            State::RolledBack => "rolled_back",
-        }
-    }
-
-    /// Whether the rollout can change no more (resume refuses it).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            State::Done | State::Aborted | State::Failed | State::RolledBack
-        )
-    }
-
-    /// What `rollout status --watch` exits with when it stops in this state; `None` while
-    /// a coordinator is (or should be) working on it.
-    pub fn exit_code(self) -> Option<ExitCode> {
-        match self {
-            State::Running | State::RollingBack => None,
-            State::Done => Some(ExitCode::Ok),
-            State::Aborted | State::Failed => Some(ExitCode::Refused),
-            State::Paused => Some(ExitCode::Paused),
-            State::Held => Some(ExitCode::Held),
-            State::RolledBack => Some(ExitCode::RolledBack),
-        }
-    }
-}
+/// A rollout's lifecycle state (the typed state of [`super::journal`]).
+pub type State = RolloutState;
 
 /// One region of the plan as the PSOR shows it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -103,8 +30,10 @@ pub struct RegionView {
 /// The step in hand, with how long it has run.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StepView {
-    /// Step number.
+    /// Step number (of a parallel group in hand: its first step).
     pub n: usize,
+    /// The last step of the parallel group in hand (null for a single step).
+    pub last: Option<usize>,
     /// Action name.
     pub action: String,
     /// Host, if any.
@@ -202,20 +131,15 @@ pub struct RolloutStatus {
 
 /// Reads the status of `pac`'s current (or last) rollout.
 pub async fn status(pac: &Pac) -> Result<RolloutStatus> {
-    let cur = pac.rollout_current().await?;
+    let j = Journal::decode(&pac.rollout_current().await?)?;
     let snap = pac.snapshot().await?;
     let holder = pac.lease_holder().await?;
     let now = now_ms();
-    let get = |k: &str| cur.get(k).filter(|v| !v.is_empty()).cloned();
-    let steps: Vec<Step> = cur
-        .get("steps")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .unwrap_or_default();
-    let next: usize = get("next_step").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let plan: Option<Plan> = cur.get("plan").and_then(|s| serde_json::from_str(s).ok());
-    let state = cur.get("state").and_then(|s| State::parse(s));
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let state = j.state;
     let working = matches!(state, Some(State::Running | State::RollingBack));
-    let regions: Vec<RegionView> = plan
+    let regions: Vec<RegionView> = j
+        .plan
         .as_ref()
         .map(|pl| {
             pl.all_regions()
@@ -237,36 +161,34 @@ pub async fn status(pac: &Pac) -> Result<RolloutStatus> {
         })
         .unwrap_or_default();
     let step = working
-        .then(|| progress::read::<CurrentStep>(&cur, progress::field::CURRENT))
+        .then(|| j.current.clone())
         .flatten()
         .map(|c| StepView {
             elapsed_ms: now.saturating_sub(c.started_ms),
             n: c.n,
+            last: c.last,
             action: c.action,
             host: c.host,
             region: c.region,
             rollback: c.rollback,
             bound_ms: c.bound_ms,
         });
-    let gate = working
-        .then(|| progress::read::<GateProgress>(&cur, progress::field::GATE))
-        .flatten()
-        .map(|g| GateView {
-            regions: g
-                .healthy_since
-                .iter()
-                .map(|(r, since)| GateRegion {
-                    region: r.clone(),
-                    healthy_for_ms: since.map(|t| now.saturating_sub(t)),
-                    dead: snap.region(r).is_some_and(|ri| !ri.alive),
-                })
-                .collect(),
-            min_healthy_ms: g.min_healthy_ms,
-            deadline_in_ms: (g.started_ms + g.deadline_ms).saturating_sub(now),
-            problem: g.problem,
-        });
+    let gate = working.then(|| j.gate.clone()).flatten().map(|g| GateView {
+        regions: g
+            .healthy_since
+            .iter()
+            .map(|(r, since)| GateRegion {
+                region: r.clone(),
+                healthy_for_ms: since.map(|t| now.saturating_sub(t)),
+                dead: snap.region(r).is_some_and(|ri| !ri.alive),
+            })
+            .collect(),
+        min_healthy_ms: g.min_healthy_ms,
+        deadline_in_ms: (g.started_ms + g.deadline_ms).saturating_sub(now),
+        problem: g.problem,
+    });
     let command = working
-        .then(|| progress::read::<CommandProgress>(&cur, progress::field::COMMAND))
+        .then(|| j.command.clone())
         .flatten()
         .map(|c| CommandView {
             elapsed_ms: now.saturating_sub(c.started_ms),
@@ -276,9 +198,9 @@ pub async fn status(pac: &Pac) -> Result<RolloutStatus> {
         });
     let pending = if !working {
         None
-    } else if get("abort_requested").is_some() {
+    } else if j.abort_requested {
         Some("abort".to_string())
-    } else if get("pause_requested").is_some() {
+    } else if j.pause_requested {
         Some("pause".to_string())
     } else {
         None
@@ -290,7 +212,11 @@ pub async fn status(pac: &Pac) -> Result<RolloutStatus> {
         .map(|r| r.region.as_str())
         .collect();
     let blocking = match state {
-        Some(State::Paused | State::Held) => get("error"),
+        Some(State::Paused | State::Held) => some(&j.error),
+        // A rollback that stopped (failed, paused, interrupted) says why.
+        Some(State::RollingBack) if holder.is_none() && j.error.starts_with("rollback ") => {
+            some(&j.error)
+        }
         Some(State::Running | State::RollingBack) if holder.is_none() => Some(format!(
             "no coordinator holds the lease (it crashed or was killed); `pacup rollout resume {}` continues",
             pac.name()
@@ -303,22 +229,22 @@ pub async fn status(pac: &Pac) -> Result<RolloutStatus> {
     };
     Ok(RolloutStatus {
         pac: pac.name().to_string(),
-        rollout: get("id"),
+        rollout: some(&j.id),
         state,
-        process: get("process"),
-        from_version: get("from_version"),
-        target: get("target"),
-        next_step: next,
-        steps_total: steps.len(),
-        current: steps.get(next).map(|s| s.to_string().trim().to_string()),
+        process: j.process.map(|p| p.as_str().to_string()),
+        from_version: some(&j.from_version),
+        target: some(&j.target),
+        next_step: j.next_step,
+        steps_total: j.all_steps().last().map_or(0, |s| s.n + 1),
+        current: j.step(j.next_step).map(|s| s.to_string().trim().to_string()),
         step,
         gate,
         command,
         pending,
         blocking,
         lease_holder: holder,
-        reason: get("reason"),
-        by: get("by"),
+        reason: some(&j.reason),
+        by: some(&j.by),
         regions,
         stores: snap
             .stores
@@ -331,28 +257,23 @@ pub async fn status(pac: &Pac) -> Result<RolloutStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ExitCode;
 
     #[test]
     fn states_round_trip_and_map_to_exit_codes() {
-        for s in [
-            State::Running,
-            State::Paused,
-            State::Held,
-            State::RollingBack,
-            State::Done,
-            State::Aborted,
-            State::Failed,
-            State::RolledBack,
-        ] {
+        for s in State::ALL {
             assert_eq!(State::parse(s.as_str()), Some(s));
             assert_eq!(
                 s.is_final(),
-                s.exit_code().is_some() && !matches!(s, State::Paused | State::Held)
+                matches!(s, State::Done | State::Aborted | State::RolledBack),
+                "{s}"
             );
         }
         assert_eq!(State::Held.exit_code(), Some(ExitCode::Held));
         assert_eq!(State::RolledBack.exit_code(), Some(ExitCode::RolledBack));
         assert_eq!(State::Running.exit_code(), None);
         assert_eq!(State::parse("bogus"), None);
+        // Never written by any version: not a state.
+        assert_eq!(State::parse("failed"), None);
     }
 }

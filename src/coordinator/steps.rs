@@ -1,20 +1,20 @@
-//! The rollout's steps: the list a plan expands to, and one small type per step.
+//! The rollout's steps as data: what a plan expands to, what a rollback generates from the
+//! journal and the observed state, and how consecutive steps form parallel groups.
 //!
-//! Every step first observes the real state (regions, stores, modes, hosts) and does only
-//! what is still missing, so a step re-run after a coordinator crash neither repeats an
-//! action nor skips one.
+//! A [`Step`] is a number and a [`StepKind`] whose variant holds exactly what it acts on
+//! (a host, a region, a wave, a store), so nothing is re-checked at run time. In the
+//! journal and in `rollout plan --json` a step keeps the flat record
+//! `{n, action, host, region, wave}` (rollback steps on a store add `store`), so journals
+//! written by earlier versions read back unchanged. Running a step is [`super::actions`].
 
-use super::plan::{ModeFlip, Plan};
-use super::progress::{GateProgress, Progress};
-use super::Ctx;
-use crate::error::{Error, Result};
-use crate::psor::{now_ms, Mode, Snapshot};
-use crate::region::StartType;
+use super::plan::{DriverSpec, ModeFlip, Plan};
+use crate::psor::RegionInfo;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, Instant};
+use std::ops::Range;
 
-/// Step action names, as events carry them (docs/reference.md#events).
+/// Action names, as events carry them (docs/reference.md#events).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -26,7 +26,7 @@ pub enum Action {
     Drain,
     /// Stop a region gracefully.
     Stop,
-    /// Install the target version on a host.
+    /// Install a version on a host.
     ApplyUpdate,
     /// Confirm the target's compatibility verdict against the PSOR.
     CheckCompat,
@@ -34,9 +34,9 @@ pub enum Action {
     StartUpgrade,
     /// Warm start a region.
     StartWarm,
-    /// Wait until every started region of a wave is live and active long enough.
+    /// Wait until every region of a wave is live and active long enough.
     HealthGate,
-    /// The new store takes batch work.
+    /// A store takes batch work.
     SetModeRunning,
     /// Let clients back in to a region.
     ListenerOn,
@@ -44,7 +44,7 @@ pub enum Action {
     SetModeQuiesce,
     /// Check the end state.
     Verify,
-    /// Delete the old store.
+    /// Delete the old store (in a rollback: the new one).
     RemoveOld,
     /// Rolling back (events only).
     Rollback,
@@ -77,6 +77,19 @@ impl Action {
             Action::Done => "done",
         }
     }
+
+    /// Steps of this action that follow each other run as one parallel group.
+    pub fn parallel(self) -> bool {
+        matches!(
+            self,
+            Action::ListenerOff
+                | Action::Drain
+                | Action::Stop
+                | Action::ApplyUpdate
+                | Action::StartWarm
+                | Action::ListenerOn
+        )
+    }
 }
 
 impl fmt::Display for Action {
@@ -85,32 +98,245 @@ impl fmt::Display for Action {
     }
 }
 
-/// One planned step.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A region of the plan and its host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct On {
+    /// Host.
+    pub host: String,
+    /// Region.
+    pub region: String,
+}
+
+/// Which regions a health gate waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateScope {
+    /// The regions of one wave.
+    Wave(usize),
+    /// Every region of the plan (a fast rollback's single gate).
+    All,
+}
+
+/// What a step does, with exactly what it acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepKind {
+    /// Journaled when the rollout starts.
+    Preflight,
+    /// Listener off.
+    ListenerOff(On),
+    /// Wait for the region's clients to leave.
+    Drain(On),
+    /// Graceful stop.
+    Stop(On),
+    /// Install the version on the host.
+    ApplyUpdate {
+        /// Host.
+        host: String,
+    },
+    /// Confirm the target is incompatible.
+    CheckCompat,
+    /// Upgrade start (creates the new store).
+    StartUpgrade(On),
+    /// Warm start.
+    StartWarm(On),
+    /// Health gate.
+    HealthGate(GateScope),
+    /// The target's store runs.
+    SetModeRunning,
+    /// Rollback: a quiesced store runs again.
+    Unquiesce {
+        /// Store version.
+        store: String,
+    },
+    /// Listener on.
+    ListenerOn(On),
+    /// Older running stores quiesce.
+    SetModeQuiesce,
+    /// Check the end state.
+    Verify,
+    /// Delete the old stores.
+    RemoveOld,
+    /// Rollback: delete one store (the new one).
+    RemoveStore {
+        /// Store version.
+        store: String,
+    },
+}
+
+impl StepKind {
+    /// Its action name.
+    pub fn action(&self) -> Action {
+        match self {
+            StepKind::Preflight => Action::Preflight,
+            StepKind::ListenerOff(_) => Action::ListenerOff,
+            StepKind::Drain(_) => Action::Drain,
+            StepKind::Stop(_) => Action::Stop,
+            StepKind::ApplyUpdate { .. } => Action::ApplyUpdate,
+            StepKind::CheckCompat => Action::CheckCompat,
+            StepKind::StartUpgrade(_) => Action::StartUpgrade,
+            StepKind::StartWarm(_) => Action::StartWarm,
+            StepKind::HealthGate(_) => Action::HealthGate,
+            StepKind::SetModeRunning | StepKind::Unquiesce { .. } => Action::SetModeRunning,
+            StepKind::ListenerOn(_) => Action::ListenerOn,
+            StepKind::SetModeQuiesce => Action::SetModeQuiesce,
+            StepKind::Verify => Action::Verify,
+            StepKind::RemoveOld | StepKind::RemoveStore { .. } => Action::RemoveOld,
+        }
+    }
+
+    fn on(&self) -> Option<&On> {
+        match self {
+            StepKind::ListenerOff(o)
+            | StepKind::Drain(o)
+            | StepKind::Stop(o)
+            | StepKind::StartUpgrade(o)
+            | StepKind::StartWarm(o)
+            | StepKind::ListenerOn(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// One step: its number and what it does.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    /// Position (0 = preflight).
+    /// Position (0 = preflight; a rollback's steps follow the plan's).
     pub n: usize,
     /// What.
-    pub action: Action,
-    /// On which host, if any.
-    pub host: Option<String>,
-    /// On which region, if any.
-    pub region: Option<String>,
-    /// Wave index (health gates), if any.
-    pub wave: Option<usize>,
+    pub kind: StepKind,
+}
+
+impl Step {
+    /// Its action name.
+    pub fn action(&self) -> Action {
+        self.kind.action()
+    }
+
+    /// The host it acts on, if any.
+    pub fn host(&self) -> Option<&str> {
+        match &self.kind {
+            StepKind::ApplyUpdate { host } => Some(host),
+            k => k.on().map(|o| o.host.as_str()),
+        }
+    }
+
+    /// The region it acts on, if any.
+    pub fn region(&self) -> Option<&str> {
+        self.kind.on().map(|o| o.region.as_str())
+    }
+
+    /// The wave of a health gate.
+    pub fn wave(&self) -> Option<usize> {
+        match self.kind {
+            StepKind::HealthGate(GateScope::Wave(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// The store a rollback step acts on.
+    pub fn store(&self) -> Option<&str> {
+        match &self.kind {
+            StepKind::Unquiesce { store } | StepKind::RemoveStore { store } => Some(store),
+            _ => None,
+        }
+    }
+
+    /// Whether it may finalise the rollout (held by `hold_finalization`).
+    pub fn finalizing(&self) -> bool {
+        matches!(self.kind, StepKind::SetModeQuiesce | StepKind::RemoveOld)
+    }
+}
+
+/// The journal's flat form of a step.
+#[derive(Serialize, Deserialize)]
+struct Record {
+    n: usize,
+    action: Action,
+    host: Option<String>,
+    region: Option<String>,
+    wave: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    store: Option<String>,
+}
+
+impl Serialize for Step {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Record {
+            n: self.n,
+            action: self.action(),
+            host: self.host().map(String::from),
+            region: self.region().map(String::from),
+            wave: self.wave(),
+            store: self.store().map(String::from),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Step {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = Record::deserialize(d)?;
+        let missing = |what: &str| {
+            serde::de::Error::custom(format!("step {} ({}) has no {what}", r.n, r.action))
+        };
+        let on = || -> Result<On, D::Error> {
+            Ok(On {
+                host: r.host.clone().ok_or_else(|| missing("host"))?,
+                region: r.region.clone().ok_or_else(|| missing("region"))?,
+            })
+        };
+        let kind = match r.action {
+            Action::Preflight => StepKind::Preflight,
+            Action::ListenerOff => StepKind::ListenerOff(on()?),
+            Action::Drain => StepKind::Drain(on()?),
+            Action::Stop => StepKind::Stop(on()?),
+            Action::ApplyUpdate => StepKind::ApplyUpdate {
+                host: r.host.clone().ok_or_else(|| missing("host"))?,
+            },
+            Action::CheckCompat => StepKind::CheckCompat,
+            Action::StartUpgrade => StepKind::StartUpgrade(on()?),
+            Action::StartWarm => StepKind::StartWarm(on()?),
+            Action::HealthGate => StepKind::HealthGate(match r.wave {
+                Some(w) => GateScope::Wave(w),
+                None => GateScope::All,
+            }),
+            Action::SetModeRunning => match r.store.clone() {
+                Some(store) => StepKind::Unquiesce { store },
+                None => StepKind::SetModeRunning,
+            },
+            Action::ListenerOn => StepKind::ListenerOn(on()?),
+            Action::SetModeQuiesce => StepKind::SetModeQuiesce,
+            Action::Verify => StepKind::Verify,
+            Action::RemoveOld => match r.store.clone() {
+                Some(store) => StepKind::RemoveStore { store },
+                None => StepKind::RemoveOld,
+            },
+            a @ (Action::Rollback | Action::Pause | Action::Done) => {
+                return Err(serde::de::Error::custom(format!(
+                    "step {}: {a} is an event, not a step",
+                    r.n
+                )))
+            }
+        };
+        Ok(Step { n: r.n, kind })
+    }
 }
 
 impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:>3}. {}", self.n, self.action)?;
-        if let Some(r) = &self.region {
+        write!(f, "{:>3}. {}", self.n, self.action())?;
+        if let Some(s) = self.store() {
+            write!(f, " store {s}")?;
+        }
+        if let Some(r) = self.region() {
             write!(f, " {r}")?;
         }
-        if let Some(h) = &self.host {
+        if let Some(h) = self.host() {
             write!(f, " on {h}")?;
         }
-        if let Some(w) = self.wave {
-            write!(f, " (wave {})", w + 1)?;
+        match self.kind {
+            StepKind::HealthGate(GateScope::Wave(w)) => write!(f, " (wave {})", w + 1)?,
+            StepKind::HealthGate(GateScope::All) => write!(f, " (every region)")?,
+            _ => {}
         }
         Ok(())
     }
@@ -126,771 +352,244 @@ pub enum Process {
     Incompatible,
 }
 
-struct Builder(Vec<Step>);
-
-impl Builder {
-    fn push(
-        &mut self,
-        action: Action,
-        host: Option<&str>,
-        region: Option<&str>,
-        wave: Option<usize>,
-    ) {
-        let n = self.0.len();
-        self.0.push(Step {
-            n,
-            action,
-            host: host.map(String::from),
-            region: region.map(String::from),
-            wave,
-        });
-    }
-    fn each(&mut self, action: Action, regions: &[(String, String)]) {
-        for (h, r) in regions {
-            self.push(action, Some(h), Some(r), None);
-        }
-    }
-    fn hosts(&mut self, action: Action, plan: &Plan, wave: usize) {
-        for h in &plan.waves[wave] {
-            self.push(action, Some(h.as_str()), None, None);
+impl Process {
+    /// The journal's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Process::Compatible => "compatible",
+            Process::Incompatible => "incompatible",
         }
     }
 }
 
+struct Builder {
+    steps: Vec<Step>,
+    first: usize,
+}
+
+impl Builder {
+    fn new(first: usize) -> Self {
+        Builder {
+            steps: Vec::new(),
+            first,
+        }
+    }
+    fn push(&mut self, kind: StepKind) {
+        let n = self.first + self.steps.len();
+        self.steps.push(Step { n, kind });
+    }
+    fn each(&mut self, regions: &[On], f: impl Fn(On) -> StepKind) {
+        for o in regions {
+            self.push(f(o.clone()));
+        }
+    }
+}
+
+fn ons(pairs: Vec<(String, String)>) -> Vec<On> {
+    pairs
+        .into_iter()
+        .map(|(host, region)| On { host, region })
+        .collect()
+}
+
 /// Expands a plan into its steps.
 pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
-    let mut b = Builder(Vec::new());
-    b.push(Action::Preflight, None, None, None);
+    let mut b = Builder::new(0);
+    b.push(StepKind::Preflight);
     let last = plan.waves.len() - 1;
     for w in 0..plan.waves.len() {
-        let regions = plan.wave_regions(w);
-        b.each(Action::ListenerOff, &regions);
-        b.each(Action::Drain, &regions);
-        b.each(Action::Stop, &regions);
-        b.hosts(Action::ApplyUpdate, plan, w);
+        let regions = ons(plan.wave_regions(w));
+        b.each(&regions, StepKind::ListenerOff);
+        b.each(&regions, StepKind::Drain);
+        b.each(&regions, StepKind::Stop);
+        for h in &plan.waves[w] {
+            b.push(StepKind::ApplyUpdate {
+                host: h.to_string(),
+            });
+        }
         match process {
             Process::Compatible => {
-                b.each(Action::StartWarm, &regions);
-                b.push(Action::HealthGate, None, None, Some(w));
-                b.each(Action::ListenerOn, &regions);
+                b.each(&regions, StepKind::StartWarm);
+                b.push(StepKind::HealthGate(GateScope::Wave(w)));
+                b.each(&regions, StepKind::ListenerOn);
             }
             Process::Incompatible => {
                 if w == 0 {
-                    b.push(Action::CheckCompat, None, None, None);
+                    b.push(StepKind::CheckCompat);
                 }
-                for (i, (h, r)) in regions.iter().enumerate() {
-                    let a = if w == 0 && i == 0 {
-                        Action::StartUpgrade
+                for (i, o) in regions.iter().enumerate() {
+                    b.push(if w == 0 && i == 0 {
+                        StepKind::StartUpgrade(o.clone())
                     } else {
-                        Action::StartWarm
-                    };
-                    b.push(a, Some(h), Some(r), None);
+                        StepKind::StartWarm(o.clone())
+                    });
                 }
-                b.push(Action::HealthGate, None, None, Some(w));
+                b.push(StepKind::HealthGate(GateScope::Wave(w)));
                 match plan.mode_flip {
                     ModeFlip::AfterFirstWave if w == 0 => {
-                        b.push(Action::SetModeRunning, None, None, None);
-                        b.each(Action::ListenerOn, &regions);
-                        b.push(Action::SetModeQuiesce, None, None, None);
+                        b.push(StepKind::SetModeRunning);
+                        b.each(&regions, StepKind::ListenerOn);
+                        b.push(StepKind::SetModeQuiesce);
                     }
-                    ModeFlip::AfterFirstWave => b.each(Action::ListenerOn, &regions),
+                    ModeFlip::AfterFirstWave => b.each(&regions, StepKind::ListenerOn),
                     ModeFlip::AfterAllWaves if w == last => {
-                        b.push(Action::SetModeRunning, None, None, None);
-                        b.each(Action::ListenerOn, &plan.all_regions());
-                        b.push(Action::SetModeQuiesce, None, None, None);
+                        b.push(StepKind::SetModeRunning);
+                        b.each(&ons(plan.all_regions()), StepKind::ListenerOn);
+                        b.push(StepKind::SetModeQuiesce);
                     }
                     ModeFlip::AfterAllWaves => {}
                 }
             }
         }
     }
-    b.push(Action::Verify, None, None, None);
+    b.push(StepKind::Verify);
     if process == Process::Incompatible {
-        b.push(Action::RemoveOld, None, None, None);
+        b.push(StepKind::RemoveOld);
     }
-    b.0
+    b.steps
 }
 
-/// What a step did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepOutcome {
-    /// Did something.
-    Done(String),
-    /// Observed it was already done.
-    Skipped(String),
+/// What a rollback starts from: the rollout's journal and the PSOR as it is now.
+pub struct RollbackInput<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// The process the rollout followed.
+    pub process: Process,
+    /// The version the PAC ran before (the old store's).
+    pub from: &'a str,
+    /// The version it moved to (the new store's, incompatible process).
+    pub target: &'a str,
+    /// Each host's version when the rollout started.
+    pub host_versions: &'a BTreeMap<String, String>,
+    /// The plan's regions as the PSOR shows them now.
+    pub regions: &'a [RegionInfo],
+    /// Each plan host's installed version as its agent publishes it (agent driver).
+    pub hosts: &'a BTreeMap<String, String>,
+    /// Incident mode: every host at once, one gate.
+    pub fast: bool,
+    /// Number of the first rollback step.
+    pub first: usize,
 }
 
-fn need<'a>(s: &'a Step, what: &str) -> Result<&'a str> {
-    match what {
-        "host" => s.host.as_deref(),
-        _ => s.region.as_deref(),
-    }
-    .ok_or_else(|| Error::refused(format!("step {} has no {what}", s.n)))
-}
-
-/// Runs one step.
-pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
-    match step.action {
-        Action::Preflight => Ok(StepOutcome::Skipped(
-            "done before the journal was written".into(),
-        )),
-        Action::ListenerOff => Listener { on: false }.run(ctx, step).await,
-        Action::ListenerOn => Listener { on: true }.run(ctx, step).await,
-        Action::Drain => Drain.run(ctx, step).await,
-        Action::Stop => StopRegion.run(ctx, step).await,
-        Action::ApplyUpdate => ApplyUpdate.run(ctx, step).await,
-        Action::CheckCompat => CheckCompat.run(ctx).await,
-        Action::StartUpgrade => StartRegion(StartType::Upgrade).run(ctx, step).await,
-        Action::StartWarm => StartRegion(StartType::Warm).run(ctx, step).await,
-        Action::HealthGate => HealthGate.run(ctx, step).await,
-        Action::SetModeRunning => SetMode(Mode::Running).run(ctx).await,
-        Action::SetModeQuiesce => SetMode(Mode::Quiesce).run(ctx).await,
-        Action::Verify => Verify.run(ctx).await,
-        Action::RemoveOld => RemoveOld.run(ctx).await,
-        Action::Rollback | Action::Pause | Action::Done => Ok(StepOutcome::Skipped(String::new())),
+impl RollbackInput<'_> {
+    /// The version host `h` goes back to.
+    pub fn version_of(&self, h: &str) -> String {
+        old_version(self.host_versions, self.from, h)
     }
 }
 
-/// `listener_off` / `listener_on`.
-pub struct Listener {
-    /// Direction.
-    pub on: bool,
+/// The version host `h` had when the rollout started (the old store's, if unknown).
+pub fn old_version(host_versions: &BTreeMap<String, String>, from: &str, h: &str) -> String {
+    host_versions
+        .get(h)
+        .filter(|v| !v.is_empty())
+        .cloned()
+        .unwrap_or_else(|| from.to_string())
 }
 
-impl Listener {
-    /// Skipped when the region is not alive (off) or the listener is already as wanted.
-    pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        let (h, r) = (need(s, "host")?, need(s, "region")?);
-        settle(ctx, r).await?;
-        let snap = ctx.pac.snapshot().await?;
-        let want = if self.on { "on" } else { "off" };
-        match snap.region(r) {
-            Some(ri) if ri.alive && ri.listener == want => {
-                return Ok(StepOutcome::Skipped(format!("listener already {want}")))
-            }
-            Some(ri) if unseen(ri) => return Err(unseen_error(ri)),
-            Some(ri) if !ri.alive && !self.on => {
-                return Ok(StepOutcome::Skipped("region not running".into()))
-            }
-            _ => {}
-        }
-        let m = ctx
-            .driver
-            .listener(ctx.pac, h, r, self.on, ctx.epoch, &ctx.actor)
-            .await?;
-        Ok(StepOutcome::Done(m))
+/// The steps that move every host back to the version it had: waves in reverse order
+/// (or, `fast`, every host at once), each as a forward wave is (listeners off, drains,
+/// stops, updates, warm starts with the listener off, one gate, listeners on), only for
+/// the hosts not already back; for the incompatible process the old store runs again
+/// first and the new store goes last. Every step still observes before it acts.
+pub fn rollback_steps(i: &RollbackInput<'_>) -> Vec<Step> {
+    let mut b = Builder::new(i.first);
+    if i.process == Process::Incompatible {
+        b.push(StepKind::Unquiesce {
+            store: i.from.to_string(),
+        });
     }
-}
-
-/// A region whose heartbeat expired without it ever leaving its store: its host may be
-/// cut off (and the region still running behind the cut) or it crashed. Either way the
-/// coordinator must not treat it as stopped: only its host agent coming back (which
-/// either revives or cleans it) settles which.
-fn unseen(ri: &crate::psor::RegionInfo) -> bool {
-    !ri.alive && !ri.state.is_empty() && ri.state != "stopped"
-}
-
-fn unseen_error(ri: &crate::psor::RegionInfo) -> Error {
-    Error::refused(format!(
-        "region {} on {} stopped heartbeating without leaving its store (host cut off, or \
-         crashed); the coordinator does not act on a host it cannot see: bring the host \
-         back or restart its agent (which cleans the region up), then resume",
-        ri.name, ri.host
-    ))
-}
-
-/// How long a step waits for an unseen region to be seen again (its host reconnecting)
-/// before it fails: a few heartbeat intervals of any sane configuration.
-const UNSEEN_GRACE: Duration = Duration::from_secs(20);
-
-/// Waits while `region` is unseen (up to [`UNSEEN_GRACE`], and at most half the progress
-/// deadline, so the failure names the region rather than the deadline); fails naming it
-/// if it stays so.
-async fn settle(ctx: &Ctx<'_>, region: &str) -> Result<()> {
-    let end = Instant::now() + UNSEEN_GRACE.min(ctx.plan.progress_deadline / 2);
-    loop {
-        let snap = ctx.pac.snapshot().await?;
-        match snap.region(region) {
-            Some(ri) if unseen(ri) => {
-                if Instant::now() >= end {
-                    return Err(unseen_error(ri));
-                }
-            }
-            _ => return Ok(()),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// `drain`: wait until the region's clients are gone (bounded by the drain timeout).
-pub struct Drain;
-
-impl Drain {
-    /// Never fails: clients still connected at the timeout are cut by the stop.
-    pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        let r = need(s, "region")?;
-        settle(ctx, r).await?;
-        let end = Instant::now() + ctx.plan.drain_timeout;
-        loop {
-            let snap = ctx.pac.snapshot().await?;
-            if let Some(ri) = snap.region(r).filter(|ri| unseen(ri)) {
-                return Err(unseen_error(ri));
-            }
-            let Some(ri) = snap.region(r).filter(|ri| ri.alive) else {
-                return Ok(StepOutcome::Skipped("region not running".into()));
-            };
-            if ri.clients == 0 {
-                return Ok(StepOutcome::Done("no client connected".into()));
-            }
-            if Instant::now() >= end {
-                return Ok(StepOutcome::Done(format!(
-                    "{} clients still connected after the drain timeout; the stop cuts them",
-                    ri.clients
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
-/// `stop`: graceful stop (forced past the stop timeout).
-pub struct StopRegion;
-
-impl StopRegion {
-    /// Skipped when the region is not alive.
-    pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        let (h, r) = (need(s, "host")?, need(s, "region")?);
-        settle(ctx, r).await?;
-        let snap = ctx.pac.snapshot().await?;
-        match snap.region(r) {
-            Some(ri) if ri.alive && ri.state == "stopping" => {
-                // A stop sent before a coordinator crash is still running: wait for it.
-                let end = Instant::now() + ctx.plan.stop_timeout + Duration::from_secs(5);
-                while Instant::now() < end {
-                    if !ctx
-                        .pac
-                        .snapshot()
-                        .await?
-                        .region(r)
-                        .is_some_and(|ri| ri.alive)
-                    {
-                        return Ok(StepOutcome::Done("an earlier stop finished".into()));
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            Some(ri) if ri.alive => {}
-            Some(ri) if unseen(ri) => return Err(unseen_error(ri)),
-            _ => return Ok(StepOutcome::Skipped("region not running".into())),
-        }
-        match ctx
-            .driver
-            .stop(
-                ctx.pac,
-                h,
-                r,
-                ctx.plan.drain_timeout,
-                ctx.plan.stop_timeout,
-                ctx.epoch,
-                &ctx.actor,
-            )
-            .await
-        {
-            // A template's exit 0 is not proof: the region must be down in the PSOR.
-            Ok(m) => {
-                let bound = ctx.plan.stop_timeout + Duration::from_secs(5);
-                wait_region(ctx, r, bound, |ri| ri.is_none_or(|ri| !ri.alive))
-                    .await
-                    .map_err(|_| Error::refused(format!("{m}; but region {r} is still alive")))?;
-                Ok(StepOutcome::Done(m))
-            }
-            // The stop may have completed through another path (an earlier command):
-            // what counts is that the region is down now.
-            Err(e)
-                if !matches!(e, Error::Fenced { .. })
-                    && !ctx
-                        .pac
-                        .snapshot()
-                        .await?
-                        .region(r)
-                        .is_some_and(|ri| ri.alive) =>
-            {
-                Ok(StepOutcome::Done(format!("region down ({e})")))
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// Waits until `ok` holds for the region's record, or `bound` passes.
-async fn wait_region(
-    ctx: &Ctx<'_>,
-    region: &str,
-    bound: Duration,
-    ok: impl Fn(Option<&crate::psor::RegionInfo>) -> bool,
-) -> Result<()> {
-    let end = Instant::now() + bound;
-    loop {
-        if ok(ctx.pac.snapshot().await?.region(region)) {
-            return Ok(());
-        }
-        if Instant::now() >= end {
-            return Err(Error::refused(format!(
-                "region {region} did not reach the expected state"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// `apply_update`: install a version on a host (target, or the old one in a rollback).
-pub struct ApplyUpdate;
-
-impl ApplyUpdate {
-    /// Skipped when the host already runs the version.
-    pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        let h = need(s, "host")?;
-        // A region of this host that came back to life since its stop step (its host was
-        // cut off and reconnected) must stop first: an update is refused while it runs.
-        for r in ctx
-            .plan
-            .host(h)
-            .map(|hp| hp.regions.clone())
-            .unwrap_or_default()
-        {
-            settle(ctx, r.as_str()).await?;
-        }
-        let snap = ctx.pac.snapshot().await?;
-        for r in ctx
-            .plan
-            .host(h)
-            .map(|hp| hp.regions.clone())
-            .unwrap_or_default()
-        {
-            let Some(ri) = snap.region(r.as_str()) else {
-                continue;
-            };
-            if unseen(ri) {
-                return Err(unseen_error(ri));
-            }
-            if ri.alive && ri.product_version != ctx.version {
-                let step = Step {
-                    n: s.n,
-                    action: Action::Stop,
-                    host: Some(h.to_string()),
-                    region: Some(r.to_string()),
-                    wave: None,
-                };
-                Listener { on: false }.run(ctx, &step).await?;
-                StopRegion.run(ctx, &step).await?;
-            }
-        }
-        apply(ctx, h, &ctx.version).await
-    }
-}
-
-pub(super) async fn apply(ctx: &Ctx<'_>, host: &str, version: &str) -> Result<StepOutcome> {
-    let snap = ctx.pac.snapshot().await?;
-    if snap
-        .hosts
-        .iter()
-        .any(|hi| hi.name == host && hi.product_version == version)
-    {
-        return Ok(StepOutcome::Skipped(format!("host already at {version}")));
-    }
-    let m = ctx
-        .driver
-        .apply_update(ctx.pac, host, version, ctx.epoch, &ctx.actor)
-        .await?;
-    Ok(StepOutcome::Done(m))
-}
-
-/// `check_compat`: the target must still be incompatible with the running store.
-pub struct CheckCompat;
-
-impl CheckCompat {
-    /// Fails if the running store is now compatible (someone changed the PAC).
-    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<StepOutcome> {
-        let snap = ctx.pac.snapshot().await?;
-        if snap.store(&ctx.version).is_some() {
-            return Ok(StepOutcome::Skipped(format!(
-                "store {} exists already",
-                ctx.version
-            )));
-        }
-        if let Some(r) = ctx
-            .driver
-            .check_compat(ctx.pac, &ctx.version, ctx.epoch)
-            .await
-        {
-            let (code, detail) = r?;
-            return match code {
-                3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
-                0 => Err(Error::refused(format!(
-                    "target {} is compatible with the running store; the incompatible process does not apply ({detail})",
-                    ctx.version
-                ))),
-                _ => Err(Error::refused(format!("check_compat failed: {detail}"))),
-            };
-        }
-        let v = super::verdict(&snap, &ctx.target_product(&snap))?;
-        if v.compatible {
-            return Err(Error::refused(format!(
-                "target {} is compatible with the running store; the incompatible process does not apply",
-                ctx.version
-            )));
-        }
-        Ok(StepOutcome::Done(v.reasons.join("; ")))
-    }
-}
-
-/// `start_upgrade` / `start_warm`.
-pub struct StartRegion(pub StartType);
-
-impl StartRegion {
-    /// Skipped when the region already runs at the wanted version.
-    pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        let (h, r) = (need(s, "host")?, need(s, "region")?);
-        let snap = ctx.pac.snapshot().await?;
-        if let Some(ri) = snap.region(r).filter(|ri| ri.alive) {
-            if ri.product_version == ctx.version {
-                return Ok(StepOutcome::Skipped(format!(
-                    "already running {} in store {}",
-                    ri.product_version, ri.store
-                )));
-            }
-            return Err(Error::refused(format!(
-                "region {r} is running {} but should run {}; it was not stopped",
-                ri.product_version, ctx.version
-            )));
-        }
-        // A host whose agent restarted (or was reinstalled) since apply_update may be
-        // back at the old version: install the wanted one first (skipped when it is).
-        if ctx.driver.observes_hosts() {
-            apply(ctx, h, &ctx.version).await?;
-        }
-        match ctx
-            .driver
-            .start(ctx.pac, h, r, &ctx.version, self.0, ctx.epoch, &ctx.actor)
-            .await
-        {
-            // A template's exit 0 is not proof: the region must have joined a store.
-            Ok(m) => {
-                let v = ctx.version.clone();
-                wait_region(ctx, r, ctx.plan.health.deadline, |ri| {
-                    ri.is_some_and(|ri| ri.alive && ri.product_version == v && !ri.store.is_empty())
-                })
-                .await
-                .map_err(|_| {
-                    Error::refused(format!(
-                        "{m}; but region {r} did not come up at {}",
-                        ctx.version
-                    ))
-                })?;
-                Ok(StepOutcome::Done(m))
-            }
-            Err(e)
-                if !matches!(e, Error::Fenced { .. })
-                    && ctx
-                        .pac
-                        .snapshot()
-                        .await?
-                        .region(r)
-                        .is_some_and(|ri| ri.alive && ri.product_version == ctx.version) =>
-            {
-                Ok(StepOutcome::Done(format!("region up ({e})")))
-            }
-            Err(e) => Err(e),
-        }
-    }
-}
-
-/// `health_gate`: every region of the wave live, active, at the wanted version, for
-/// `health.min_healthy` without interruption, within `health.deadline`.
-pub struct HealthGate;
-
-/// Why region `r` is not healthy at `version`, if it is not.
-fn region_problem(snap: &Snapshot, r: &str, version: &str) -> Option<String> {
-    match snap.region(r) {
-        None => Some(format!("{r} has no record")),
-        Some(ri) if !ri.alive => Some(format!("{r} is not alive")),
-        Some(ri) if ri.state != "active" => Some(format!("{r} is {}", ri.state)),
-        Some(ri) if ri.product_version != version => Some(format!(
-            "{r} runs {} instead of {version}",
-            ri.product_version
-        )),
-        Some(ri) if snap.store(&ri.store).is_none() => Some(format!("{r} is in no store")),
-        _ => None,
-    }
-}
-
-fn unhealthy(snap: &Snapshot, regions: &[(String, String)], version: &str) -> Option<String> {
-    regions
-        .iter()
-        .find_map(|(_, r)| region_problem(snap, r, version))
-}
-
-impl HealthGate {
-    /// Fails at the deadline naming the unhealthy region.
-    pub async fn run(&self, ctx: &Ctx<'_>, s: &Step) -> Result<StepOutcome> {
-        let wave = s.wave.unwrap_or(0);
-        let regions = ctx.gate_regions(wave);
-        gate(ctx, &regions, &ctx.version).await
-    }
-}
-
-pub(super) async fn gate(
-    ctx: &Ctx<'_>,
-    regions: &[(String, String)],
-    version: &str,
-) -> Result<StepOutcome> {
-    let h = ctx.plan.health;
-    let end = Instant::now() + h.deadline;
-    let mut since: Option<Instant> = None;
-    let mut last_problem = String::from("not checked");
-    // What `rollout status` shows: per region since when it has been healthy. Journaled
-    // only when it changes.
-    let prog = Progress::new(ctx.pac, ctx.epoch);
-    let mut view = GateProgress {
-        started_ms: now_ms(),
-        deadline_ms: h.deadline.as_millis() as u64,
-        min_healthy_ms: h.min_healthy.as_millis() as u64,
-        healthy_since: regions.iter().map(|(_, r)| (r.clone(), None)).collect(),
-        problem: Some("not checked yet".into()),
+    let waves: Vec<(GateScope, Vec<String>)> = if i.fast {
+        let all = i.plan.waves.iter().flatten().map(|h| h.to_string());
+        vec![(GateScope::All, all.collect())]
+    } else {
+        (0..i.plan.waves.len())
+            .rev()
+            .map(|w| {
+                let hosts = i.plan.waves[w].iter().map(|h| h.to_string()).collect();
+                (GateScope::Wave(w), hosts)
+            })
+            .collect()
     };
-    let mut shown: Option<GateProgress> = None;
-    loop {
-        let snap = ctx.pac.snapshot().await?;
-        let now = now_ms();
-        for (r, since) in view.healthy_since.iter_mut() {
-            match region_problem(&snap, r, version) {
-                None => {
-                    since.get_or_insert(now);
-                }
-                Some(_) => *since = None,
+    let agent = i.plan.driver == DriverSpec::Agent;
+    for (scope, hosts) in waves {
+        let mut stop = Vec::new();
+        let mut update = Vec::new();
+        let mut start = Vec::new();
+        let mut back_on = Vec::new();
+        for h in &hosts {
+            let old = i.version_of(h);
+            let on_host: Vec<On> = i
+                .plan
+                .host(h)
+                .map(|hp| {
+                    hp.regions
+                        .iter()
+                        .map(|r| On {
+                            host: h.clone(),
+                            region: r.to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let info = |r: &str| i.regions.iter().find(|x| x.name == r);
+            let at_old =
+                |o: &On| info(&o.region).is_some_and(|x| x.alive && x.product_version == old);
+            let host_old = !agent || i.hosts.get(h).is_some_and(|v| *v == old);
+            if host_old && on_host.iter().all(at_old) {
+                continue;
             }
-        }
-        view.problem = unhealthy(&snap, regions, version);
-        if shown.as_ref() != Some(&view) {
-            prog.gate(&view).await;
-            shown = Some(view.clone());
-        }
-        match view.problem.clone() {
-            None => {
-                let t = *since.get_or_insert_with(Instant::now);
-                if t.elapsed() >= h.min_healthy {
-                    return Ok(StepOutcome::Done(format!(
-                        "{} healthy for {}",
-                        regions
-                            .iter()
-                            .map(|(_, r)| r.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        crate::names::format_duration(h.min_healthy)
-                    )));
-                }
+            let elsewhere: Vec<On> = on_host
+                .iter()
+                .filter(|o| info(&o.region).is_some_and(|x| x.alive && x.product_version != old))
+                .cloned()
+                .collect();
+            if !host_old || !elsewhere.is_empty() {
+                update.push(h.clone());
             }
-            Some(p) => {
-                since = None;
-                last_problem = p;
-            }
+            stop.extend(elsewhere);
+            start.extend(on_host.iter().filter(|o| !at_old(o)).cloned());
+            back_on.extend(on_host);
         }
-        if Instant::now() >= end {
-            return Err(Error::refused(format!(
-                "health gate timed out after {}: {last_problem}",
-                crate::names::format_duration(h.deadline)
-            )));
+        if back_on.is_empty() {
+            continue;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.each(&stop, StepKind::ListenerOff);
+        b.each(&stop, StepKind::Drain);
+        b.each(&stop, StepKind::Stop);
+        for host in update {
+            b.push(StepKind::ApplyUpdate { host });
+        }
+        b.each(&start, StepKind::StartWarm);
+        b.push(StepKind::HealthGate(scope));
+        b.each(&back_on, StepKind::ListenerOn);
     }
+    if i.process == Process::Incompatible {
+        b.push(StepKind::RemoveStore {
+            store: i.target.to_string(),
+        });
+    }
+    b.steps
 }
 
-/// `set_mode_running` / `set_mode_quiesce`.
-pub struct SetMode(pub Mode);
-
-impl SetMode {
-    /// Skipped when there is nothing to change.
-    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<StepOutcome> {
-        let snap = ctx.pac.snapshot().await?;
-        let nothing = match self.0 {
-            Mode::Running => snap
-                .store(&ctx.version)
-                .is_some_and(|s| s.mode == Mode::Running),
-            _ => {
-                let n = snap.stores.len();
-                n < 2 || snap.stores[..n - 1].iter().all(|s| s.mode != Mode::Running)
+/// The parallel groups of a step list, as ranges of indices: consecutive steps of one
+/// parallel action (listeners, drains, stops, updates, warm starts) form one group; every
+/// other step is a group of its own.
+pub fn groups(steps: &[Step]) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        match out.last_mut() {
+            Some(g)
+                if s.action().parallel() && steps[g.start].action() == s.action() && g.end == i =>
+            {
+                g.end = i + 1
             }
-        };
-        if nothing {
-            return Ok(StepOutcome::Skipped(format!("nothing to set {}", self.0)));
-        }
-        let m = ctx
-            .driver
-            .set_mode(ctx.pac, self.0, &ctx.version, ctx.epoch, &ctx.actor)
-            .await?;
-        Ok(StepOutcome::Done(m))
-    }
-}
-
-/// `verify`: the end state before the old store goes.
-pub struct Verify;
-
-impl Verify {
-    /// Fails naming what is not as it should be.
-    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<StepOutcome> {
-        let snap = ctx.pac.snapshot().await?;
-        let all = ctx.plan.all_regions();
-        if let Some(p) = unhealthy(&snap, &all, &ctx.version) {
-            return Err(Error::refused(format!("verify: {p}")));
-        }
-        match ctx.process {
-            Process::Incompatible => {
-                let newest = snap.newest().map(|s| s.version.clone()).unwrap_or_default();
-                if newest != ctx.version {
-                    return Err(Error::refused(format!(
-                        "verify: newest store is {newest}, not {}",
-                        ctx.version
-                    )));
-                }
-                let old_live: Vec<String> = snap
-                    .stores
-                    .iter()
-                    .filter(|s| s.version != newest)
-                    .flat_map(|s| {
-                        s.live_members
-                            .iter()
-                            .map(move |m| format!("{m} in {}", s.version))
-                    })
-                    .collect();
-                if !old_live.is_empty() {
-                    return Err(Error::refused(format!(
-                        "verify: live regions remain in old stores: {}",
-                        old_live.join(", ")
-                    )));
-                }
-                Ok(StepOutcome::Done(format!(
-                    "every region runs {} in store {newest}",
-                    ctx.version
-                )))
-            }
-            Process::Compatible => {
-                let store = snap
-                    .newest_running()
-                    .map(|s| s.version.clone())
-                    .ok_or_else(|| Error::refused("verify: no running store"))?;
-                ctx.pac
-                    .set_running_version(&store, &ctx.version, ctx.epoch)
-                    .await?;
-                Ok(StepOutcome::Done(format!(
-                    "every region runs {}; store {store} now records version {}",
-                    ctx.version, ctx.version
-                )))
-            }
+            _ => out.push(i..i + 1),
         }
     }
-}
-
-/// `remove_old`: delete the old store (incremental, idempotent).
-pub struct RemoveOld;
-
-impl RemoveOld {
-    /// Skipped when no old store is left.
-    pub async fn run(&self, ctx: &Ctx<'_>) -> Result<StepOutcome> {
-        let snap = ctx.pac.snapshot().await?;
-        if snap.stores.len() < 2 && snap.removing.is_empty() {
-            return Ok(StepOutcome::Skipped("no old store left".into()));
-        }
-        let m = ctx
-            .driver
-            .remove_old(ctx.pac, ctx.epoch, &ctx.actor)
-            .await?;
-        Ok(StepOutcome::Done(m))
-    }
+    out
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(extra: &str) -> Plan {
-        Plan::parse(&format!(
-            r#"{{"pac": "MyPAC", "target": {{"version": "2.0.0"}},
-               "hosts": [{{"name": "host1", "regions": ["REGION1", "REGION1B"]}},
-                         {{"name": "host2", "regions": ["REGION2"]}}]{extra}}}"#
-        ))
-        .unwrap()
-    }
-
-    fn names(s: &[Step]) -> Vec<String> {
-        s.iter()
-            .map(|s| {
-                format!(
-                    "{}{}",
-                    s.action,
-                    s.region
-                        .as_ref()
-                        .map(|r| format!(":{r}"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect()
-    }
-
-    #[test]
-    fn incompatible_after_first_wave_follows_the_documented_process_with_an_early_flip() {
-        let s = steps(&plan(""), Process::Incompatible);
-        assert_eq!(
-            names(&s),
-            [
-                "preflight",
-                "listener_off:REGION1",
-                "listener_off:REGION1B",
-                "drain:REGION1",
-                "drain:REGION1B",
-                "stop:REGION1",
-                "stop:REGION1B",
-                "apply_update",
-                "check_compat",
-                "start_upgrade:REGION1",
-                "start_warm:REGION1B",
-                "health_gate",
-                "set_mode_running",
-                "listener_on:REGION1",
-                "listener_on:REGION1B",
-                "set_mode_quiesce",
-                "listener_off:REGION2",
-                "drain:REGION2",
-                "stop:REGION2",
-                "apply_update",
-                "start_warm:REGION2",
-                "health_gate",
-                "listener_on:REGION2",
-                "verify",
-                "remove_old",
-            ]
-        );
-        assert!(s.iter().enumerate().all(|(i, st)| st.n == i));
-    }
-
-    #[test]
-    fn after_all_waves_flips_at_the_end() {
-        let s = names(&steps(
-            &plan(r#", "mode_flip": "after_all_waves""#),
-            Process::Incompatible,
-        ));
-        let flip = s.iter().position(|a| a == "set_mode_running").unwrap();
-        let last_start = s.iter().rposition(|a| a.starts_with("start_warm")).unwrap();
-        assert!(flip > last_start);
-        assert_eq!(s.iter().filter(|a| a.starts_with("listener_on")).count(), 3);
-    }
-
-    #[test]
-    fn compatible_is_a_rolling_restart() {
-        let s = names(&steps(&plan(""), Process::Compatible));
-        assert!(!s.iter().any(|a| a.starts_with("start_upgrade")
-            || a == "remove_old"
-            || a.starts_with("set_mode")));
-        assert_eq!(s.last().unwrap(), "verify");
-        assert_eq!(s.iter().filter(|a| *a == "health_gate").count(), 2);
-    }
-}
+#[path = "steps_tests.rs"]
+mod tests;

@@ -22,6 +22,11 @@ pub enum ControlAction {
         region: String,
         /// Start type.
         start_type: StartType,
+        /// Listener at start: `Some(false)` keeps it off whatever the store's mode (the
+        /// coordinator turns it on after the wave's health gate); `None`: the agent's
+        /// configured behaviour.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        listener: Option<bool>,
     },
     /// Stop a region: listener off, drain clients, finish the job in hand, leave.
     Stop {

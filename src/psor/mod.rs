@@ -26,6 +26,7 @@ pub mod scripts;
 pub mod series;
 mod snapshot;
 mod store_ops;
+pub mod views;
 pub mod work;
 
 pub use backup::{Backup, BackupKey};

@@ -100,7 +100,13 @@ impl Region {
 impl Starter<'_> {
     async fn attempt(&self) -> Result<Attempt> {
         let (pac, cfg) = (self.pac, self.cfg);
-        let snap = pac.snapshot().await?;
+        // Only a cold start asks whether other regions are alive: every other start reads
+        // just the stores and its own record (its cost does not grow with the PAC).
+        let snap = if cfg.start_type == StartType::Cold {
+            pac.snapshot().await?
+        } else {
+            pac.start_view(cfg.region.as_str()).await?
+        };
         if !snap.exists && cfg.start_type != StartType::Cold {
             return Err(Error::NoSuchPac(pac.name().to_string()));
         }

@@ -202,8 +202,8 @@ fn lanes_for(e: &Ev, inp: &Inputs, lanes: &mut Vec<Lane>) -> Vec<usize> {
     let wave = inp
         .steps
         .get(e.step)
-        .filter(|s| s.n == e.step && s.action.name() == e.action)
-        .and_then(|s| s.wave);
+        .filter(|s| s.n == e.step && s.action().name() == e.action)
+        .and_then(|s| s.wave());
     if let (Some(w), Some(plan)) = (wave, &inp.plan) {
         let regions = plan.wave_regions(w);
         if !regions.is_empty() {

@@ -8,6 +8,7 @@ mod caspac_tests;
 mod cli_tests;
 mod command_driver_tests;
 mod conn_tests;
+mod executor_tests;
 mod messages_tests;
 mod metrics_tests;
 mod psor_tests;

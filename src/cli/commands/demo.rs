@@ -262,6 +262,7 @@ async fn run(
     let t0 = Instant::now();
     let opts = RunOptions {
         allow_downtime: a.mode_flip == DemoFlip::AfterAllWaves,
+        allow_partial: false,
         reason: "pacup demo".into(),
         by: super::actor(g),
         wait_lock: false,

@@ -377,6 +377,7 @@ pub(super) async fn region(
                 ControlAction::Start {
                     region: region.to_string(),
                     start_type: start_type.into(),
+                    listener: None,
                 },
                 wait,
             )

@@ -42,6 +42,9 @@ pub enum RolloutCommand {
         /// Accept waves that leave no batch or client capacity.
         #[arg(long)]
         allow_downtime: bool,
+        /// Accept a compatible plan that leaves out live regions of the PAC.
+        #[arg(long)]
+        allow_partial: bool,
     },
     /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
     #[command(
@@ -53,6 +56,10 @@ pub enum RolloutCommand {
         /// Accept waves that leave no batch or client capacity.
         #[arg(long)]
         allow_downtime: bool,
+        /// Accept a compatible plan that leaves out live regions of the PAC (the
+        /// incompatible process always moves every region).
+        #[arg(long)]
+        allow_partial: bool,
         /// Why (kept in the rollout history).
         #[arg(long, default_value = "")]
         reason: String,
@@ -132,12 +139,16 @@ pub enum RolloutCommand {
     },
     /// Roll back to the old version (any time before remove_old).
     #[command(
-        after_help = "Examples:\n  pacup rollout pause MyPAC && pacup rollout rollback MyPAC --wait-lock\n  pacup rollout rollback MyPAC"
+        after_help = "Examples:\n  pacup rollout pause MyPAC && pacup rollout rollback MyPAC --wait-lock\n  pacup rollout rollback MyPAC\n  pacup rollout rollback MyPAC --fast   # incident: every host at once"
     )]
     Rollback {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
+        /// Incident mode: every host at once, no min_healthy waits (still fenced,
+        /// listeners still off until the regions are live).
+        #[arg(long)]
+        fast: bool,
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,
@@ -256,6 +267,7 @@ fn run_options(
 ) -> RunOptions {
     RunOptions {
         allow_downtime,
+        allow_partial: false,
         reason,
         by: actor(g),
         wait_lock: lease.is_some_and(|l| l.wait_lock),
@@ -306,10 +318,15 @@ pub(super) async fn rollout(
         RolloutCommand::Plan {
             plan,
             allow_downtime,
+            allow_partial,
         } => {
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
-            let pv = coordinator::preview(&pac, &plan, allow_downtime).await?;
+            let allow = coordinator::Allow {
+                downtime: allow_downtime,
+                partial: allow_partial,
+            };
+            let pv = coordinator::preview_with(&pac, &plan, allow).await?;
             if g.json {
                 print_json(&serde_json::to_value(&pv)?);
             } else {
@@ -340,6 +357,7 @@ pub(super) async fn rollout(
         RolloutCommand::Run {
             plan,
             allow_downtime,
+            allow_partial,
             reason,
             preflight_wait,
             lease,
@@ -348,7 +366,16 @@ pub(super) async fn rollout(
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), plan.pac.clone());
             if let Some(w) = preflight_wait {
-                coordinator::preflight_wait::wait_preflight(&pac, &plan, allow_downtime, w).await?;
+                coordinator::preflight_wait::wait_preflight(
+                    &pac,
+                    &plan,
+                    coordinator::Allow {
+                        downtime: allow_downtime,
+                        partial: allow_partial,
+                    },
+                    w,
+                )
+                .await?;
             }
             let total = coordinator::steps::steps(&plan, coordinator::steps::Process::Incompatible)
                 .len() as u64;
@@ -362,6 +389,7 @@ pub(super) async fn rollout(
                 sig.interrupt.clone(),
             );
             opts.metrics = m.clone();
+            opts.allow_partial = allow_partial;
             let c = Coordinator::acquire(pac, opts).await?;
             sig.listen(&plan.pac)?;
             let name = plan.pac.clone();
@@ -385,23 +413,29 @@ pub(super) async fn rollout(
             let o = c.resume().await?;
             finish(g, &pac, o)
         }
-        RolloutCommand::Rollback { pac, lease } => {
+        RolloutCommand::Rollback { pac, fast, lease } => {
             let p = Pac::new(connect(g).await?, pac.clone());
+            let mut sig = Interrupts::new();
             let opts = run_options(
                 g,
                 Some(&lease),
                 String::new(),
                 emitter(g.json, None),
                 true,
-                Interrupt::never(),
+                sig.interrupt.clone(),
             );
-            let o = Coordinator::acquire(p, opts).await?.rollback().await?;
+            let c = Coordinator::acquire(p, opts).await?;
+            sig.listen(&pac)?;
+            let o = c.rollback(fast).await?;
             finish(g, &pac, o)
         }
         RolloutCommand::Pause { pac } => {
             let p = Pac::new(connect(g).await?, pac.clone());
             let cur = p.rollout_current().await?;
-            if cur.get("state").map(String::as_str) != Some("running") {
+            if !matches!(
+                cur.get("state").map(String::as_str),
+                Some("running" | "rolling_back")
+            ) {
                 return Err(Error::refused(format!(
                     "PAC {pac} has no running rollout (state: {})",
                     cur.get("state").map(String::as_str).unwrap_or("none")

@@ -311,7 +311,6 @@ mod tests {
     fn watch_stops_at_end_states_and_at_what_it_was_asked() {
         assert_eq!(stops_at(State::Done, &[]), Some(ExitCode::Ok));
         assert_eq!(stops_at(State::Aborted, &[]), Some(ExitCode::Refused));
-        assert_eq!(stops_at(State::Failed, &[]), Some(ExitCode::Refused));
         assert_eq!(stops_at(State::RolledBack, &[]), Some(ExitCode::RolledBack));
         assert_eq!(stops_at(State::Paused, &[]), None);
         assert_eq!(stops_at(State::Held, &[]), None);

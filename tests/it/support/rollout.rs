@@ -370,30 +370,31 @@ pub(crate) fn pos(events: &[Value], action: &str, status: &str, region: Option<&
 }
 
 /// Every step event: each step's `started` is followed by its `done`/`skipped` (never
-/// `failed`), and the rollout ends with `done`.
+/// `failed`); steps in hand at the same time are of one action (a parallel group); the
+/// rollout ends with `done`.
 #[track_caller]
 pub(crate) fn assert_clean_run(events: &[Value]) {
-    let mut open: Option<&Value> = None;
+    let mut open: std::collections::BTreeMap<u64, &Value> = std::collections::BTreeMap::new();
     for e in events {
         assert_ne!(e["status"], "failed", "a step failed: {e}");
+        let n = e["step"].as_u64().unwrap();
         match e["status"].as_str().unwrap() {
             "started" => {
-                assert!(open.is_none(), "{e} started while {open:?} was running");
-                open = Some(e);
+                if let Some(o) = open.values().find(|o| o["action"] != e["action"]) {
+                    panic!("{e} started while {o} was running");
+                }
+                assert!(open.insert(n, e).is_none(), "{e} started twice");
             }
             _ if e["action"] == "preflight" || e["action"] == "done" => {}
             _ => {
                 let s = open
-                    .take()
+                    .remove(&n)
                     .unwrap_or_else(|| panic!("{e} ended a step never started"));
-                assert_eq!(
-                    (&s["step"], &s["action"]),
-                    (&e["step"], &e["action"]),
-                    "{e}"
-                );
+                assert_eq!(s["action"], e["action"], "{e}");
             }
         }
     }
+    assert!(open.is_empty(), "steps never ended: {open:?}");
     let last = events.last().expect("events");
     assert_eq!(
         (&last["action"], &last["status"]),
