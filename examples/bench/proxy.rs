@@ -102,7 +102,10 @@ async fn relay(client: TcpStream, server: TcpStream, stats: Arc<Mutex<Stats>>) {
                     parser.drain(..used);
                     st.advance(now);
                     st.commands += 1;
-                    let name = args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_default();
+                    let name = args
+                        .first()
+                        .map(|a| a.to_ascii_uppercase())
+                        .unwrap_or_default();
                     let blocking = matches!(name.as_slice(), b"BLPOP" | b"BRPOP" | b"BLMOVE");
                     let mut close_step = None;
                     if let Some((step, status)) = event_of(&args) {
@@ -173,7 +176,10 @@ fn event_of(args: &[Vec<u8>]) -> Option<(u64, String)> {
         return None;
     }
     let pos = |k: &[u8]| args.windows(2).rposition(|w| w[0] == k).map(|i| i + 1);
-    let step = std::str::from_utf8(&args[pos(b"step")?]).ok()?.parse().ok()?;
+    let step = std::str::from_utf8(&args[pos(b"step")?])
+        .ok()?
+        .parse()
+        .ok()?;
     let status = String::from_utf8(args[pos(b"status")?].clone()).ok()?;
     // The coordinator's events carry `rollout` and `seq`; admin events do not.
     pos(b"seq")?;

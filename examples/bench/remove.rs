@@ -86,7 +86,15 @@ pub async fn run(o: &Opts) {
             t,
         );
         let p = pac.clone();
-        async move { Region::start(p, cfg, Arc::new(|_: &str, _: &pacup::region::RegionEvent| {})).await.expect("start") }
+        async move {
+            Region::start(
+                p,
+                cfg,
+                Arc::new(|_: &str, _: &pacup::region::RegionEvent| {}),
+            )
+            .await
+            .expect("start")
+        }
     };
     let old = start("OLD", "1.0.0", StartType::Cold).await;
     let new = start("NEW", "2.0.0", StartType::Upgrade).await;
@@ -111,7 +119,10 @@ pub async fn run(o: &Opts) {
                 quick: false,
                 only: Vec::new(),
             };
-            let (out, _, _) = pacup(&opts, &["--psor", &o2.1, "--json", "pac", "remove-old", PAC]);
+            let (out, _, _) = pacup(
+                &opts,
+                &["--psor", &o2.1, "--json", "pac", "remove-old", PAC],
+            );
             serde_json::from_str::<serde_json::Value>(&out)
                 .ok()
                 .and_then(|v| v["keys_removed"].as_u64())
@@ -120,34 +131,41 @@ pub async fn run(o: &Opts) {
     };
     // The limit: the same keys again, deleted by name (1000 per UNLINK, 10 in flight).
     populate(&server, store_keys, &prefix);
-    let limit_row = measure(&server, "pipelined UNLINK by name (the limit)", store_keys, || {
-        let mut c = server.conn().unwrap();
-        let mut deleted = 0u64;
-        let mut i = 0u64;
-        while i < store_keys {
-            let mut p = redis::pipe();
-            for _ in 0..10 {
-                if i >= store_keys {
-                    break;
+    let limit_row = measure(
+        &server,
+        "pipelined UNLINK by name (the limit)",
+        store_keys,
+        || {
+            let mut c = server.conn().unwrap();
+            let mut deleted = 0u64;
+            let mut i = 0u64;
+            while i < store_keys {
+                let mut p = redis::pipe();
+                for _ in 0..10 {
+                    if i >= store_keys {
+                        break;
+                    }
+                    let end = (i + 1000).min(store_keys);
+                    let mut cmd = redis::cmd("UNLINK");
+                    for k in i..end {
+                        cmd.arg(format!("{prefix}:{k}"));
+                    }
+                    p.add_command(cmd);
+                    i = end;
                 }
-                let end = (i + 1000).min(store_keys);
-                let mut cmd = redis::cmd("UNLINK");
-                for k in i..end {
-                    cmd.arg(format!("{prefix}:{k}"));
-                }
-                p.add_command(cmd);
-                i = end;
+                let n: Vec<u64> = p.query(&mut c).unwrap();
+                deleted += n.iter().sum::<u64>();
             }
-            let n: Vec<u64> = p.query(&mut c).unwrap();
-            deleted += n.iter().sum::<u64>();
-        }
-        deleted
-    });
+            deleted
+        },
+    );
     new_task.abort();
     println!(
         "(c) Deleting a store of {store_keys} keys with {foreign} keys of another PAC in the same Redis\n"
     );
-    println!("| how | keys | time | keys/s | share of the limit | other client's PING p99.9 | max |");
+    println!(
+        "| how | keys | time | keys/s | share of the limit | other client's PING p99.9 | max |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let limit = limit_row.keys as f64 / limit_row.secs;
     for r in [&pacup_row, &limit_row] {

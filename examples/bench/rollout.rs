@@ -121,9 +121,15 @@ async fn build(o: &Opts, server: &Server, hosts: usize, per: usize) -> (Fleet, M
         max: quantile(&mut lat, 1.0),
     };
     // The old store goes: one store, every region in it, serving.
-    control.set_mode(Mode::Quiesce, "bench", None).await.expect("quiesce");
+    control
+        .set_mode(Mode::Quiesce, "bench", None)
+        .await
+        .expect("quiesce");
     seed.shutdown().await;
-    control.remove_old(false, "bench", None).await.expect("remove-old");
+    control
+        .remove_old(false, "bench", None)
+        .await
+        .expect("remove-old");
     let mut ons = Vec::new();
     for h in 0..hosts {
         for r in 0..per {
@@ -177,30 +183,54 @@ async fn rollout(o: &Opts, server: &Server, fleet: &Fleet, hosts: usize, per: us
         only: o.only.clone(),
     };
     let (out, wall, cpu) = tokio::task::spawn_blocking(move || {
-        pacup(&o2, &["--psor", &url, "rollout", "run", &p, "--json", "--lease-ttl", "5s"])
+        pacup(
+            &o2,
+            &[
+                "--psor",
+                &url,
+                "rollout",
+                "run",
+                &p,
+                "--json",
+                "--lease-ttl",
+                "5s",
+            ],
+        )
     })
     .await
     .expect("coordinator");
     let all1 = server.commands();
+    if let Ok(dir) = std::env::var("BENCH_EVENTS_DIR") {
+        let _ = std::fs::write(format!("{dir}/events-{hosts}x{per}.jsonl"), &out);
+    }
     let lr = load.finish(&fleet.pac).await;
     let events: Vec<Value> = out
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let last = events.last().cloned().unwrap_or_default();
-    let outcome = format!("{} {}", last["action"].as_str().unwrap_or("?"), last["status"].as_str().unwrap_or("?"));
+    let outcome = format!(
+        "{} {}",
+        last["action"].as_str().unwrap_or("?"),
+        last["status"].as_str().unwrap_or("?")
+    );
     // The inherent lower bound: per wave, its longest drain plus min_healthy.
     let wave_of: BTreeMap<String, usize> = (0..hosts)
         .map(|h| (host_name(h), h / HOSTS_PER_WAVE))
         .collect();
     let mut longest: BTreeMap<usize, u64> = BTreeMap::new();
-    for e in events.iter().filter(|e| e["action"] == "drain" && e["status"] != "started") {
+    for e in events
+        .iter()
+        .filter(|e| e["action"] == "drain" && e["status"] != "started")
+    {
         let w = wave_of[e["host"].as_str().unwrap_or("")];
         let d = longest.entry(w).or_default();
         *d = (*d).max(e["elapsed_ms"].as_u64().unwrap_or(0));
     }
     let waves = hosts.div_ceil(HOSTS_PER_WAVE);
-    let bound_ms: u64 = (0..waves).map(|w| longest.get(&w).copied().unwrap_or(0) + MIN_HEALTHY_MS).sum();
+    let bound_ms: u64 = (0..waves)
+        .map(|w| longest.get(&w).copied().unwrap_or(0) + MIN_HEALTHY_MS)
+        .sum();
     let steps: BTreeSet<u64> = events
         .iter()
         .filter(|e| e["status"] == "started")
@@ -233,10 +263,12 @@ async fn rollout(o: &Opts, server: &Server, fleet: &Fleet, hosts: usize, per: us
 }
 
 pub async fn run(o: &Opts) {
+    // Waves of 5 hosts: 100 regions as 10 x 10 (two waves: one wave would leave no
+    // capacity), 500 and 1000 as hosts of 20 regions.
     let sizes: &[(usize, usize)] = if o.quick {
-        &[(5, 4), (5, 20)]
+        &[(10, 2), (10, 10)]
     } else {
-        &[(5, 20), (25, 20), (50, 20)]
+        &[(10, 10), (25, 20), (50, 20)]
     };
     let (mut rows, mut modes, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
     for &(hosts, per) in sizes {
@@ -267,20 +299,31 @@ pub async fn run(o: &Opts) {
                 r.client_failed, r.client_sent, r.outcome
             );
         }
-        let outside: Vec<String> = rows.iter().map(|r| format!("{:.0} ms", r.outside_ms)).collect();
-        println!("\nCoordinator PSOR time outside any step (preflight, markers): {}.\n", outside.join(", "));
+        let outside: Vec<String> = rows
+            .iter()
+            .map(|r| format!("{:.0} ms", r.outside_ms))
+            .collect();
+        println!(
+            "\nCoordinator PSOR time outside any step (preflight, markers): {}.\n",
+            outside.join(", ")
+        );
     }
     if o.only.contains(&'b') {
         println!("(b) A mode change (store flipped to running) reaching every region: from the write to each region's reaction\n");
         println!("| regions | p50 | p99 | max |");
         println!("|---|---|---|---|");
         for m in &modes {
-            println!("| {} | {:.1} ms | {:.1} ms | {:.1} ms |", m.regions, m.p50, m.p99, m.max);
+            println!(
+                "| {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+                m.regions, m.p50, m.p99, m.max
+            );
         }
         println!();
     }
     if o.only.contains(&'d') {
-        println!("(d) `pacup pac status --json` (the whole command, process start included; 7 runs)\n");
+        println!(
+            "(d) `pacup pac status --json` (the whole command, process start included; 7 runs)\n"
+        );
         println!("| regions | median | max |");
         println!("|---|---|---|");
         for s in &statuses {
