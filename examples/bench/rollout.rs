@@ -200,6 +200,9 @@ async fn rollout(o: &Opts, server: &Server, fleet: &Fleet, hosts: usize, per: us
     .await
     .expect("coordinator");
     let all1 = server.commands();
+    if let Ok(dir) = std::env::var("BENCH_EVENTS_DIR") {
+        let _ = std::fs::write(format!("{dir}/events-{hosts}x{per}.jsonl"), &out);
+    }
     let lr = load.finish(&fleet.pac).await;
     let events: Vec<Value> = out
         .lines()
@@ -260,10 +263,12 @@ async fn rollout(o: &Opts, server: &Server, fleet: &Fleet, hosts: usize, per: us
 }
 
 pub async fn run(o: &Opts) {
+    // Waves of 5 hosts: 100 regions as 10 x 10 (two waves: one wave would leave no
+    // capacity), 500 and 1000 as hosts of 20 regions.
     let sizes: &[(usize, usize)] = if o.quick {
-        &[(5, 4), (5, 20)]
+        &[(10, 2), (10, 10)]
     } else {
-        &[(5, 20), (25, 20), (50, 20)]
+        &[(10, 10), (25, 20), (50, 20)]
     };
     let (mut rows, mut modes, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
     for &(hosts, per) in sizes {

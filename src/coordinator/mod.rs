@@ -182,9 +182,11 @@ pub struct Coordinator {
     id: String,
     /// Its state as this coordinator last journaled or read it.
     state: Option<RolloutState>,
-    /// Event numbers: held across each journal write, so events are numbered in the
-    /// order they are written, also when concurrent steps write.
+    /// Event numbers, held by the one writer of the journal at a time, so events are
+    /// numbered in the order they are written, also when concurrent steps write.
     seq: tokio::sync::Mutex<u64>,
+    /// Journal writes waiting for the writer (see [`Coordinator::journal`]).
+    queue: std::sync::Mutex<Vec<Queued>>,
     started: Instant,
 }
 
@@ -192,6 +194,49 @@ impl Drop for Coordinator {
     fn drop(&mut self) {
         self.renew.abort();
     }
+}
+
+/// The error of a failed batch, for each of its writers (the PSOR errors that fail a
+/// whole pipeline keep their kind, and so their exit code).
+fn same_error(e: &Error) -> Error {
+    match e {
+        Error::Unreachable { target, reason } => Error::Unreachable {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        Error::NotRedis { target } => Error::NotRedis {
+            target: target.clone(),
+        },
+        Error::AuthFailed { target, reason } => Error::AuthFailed {
+            target: target.clone(),
+            reason: reason.clone(),
+        },
+        Error::Redis(r) => Error::Redis(r.clone()),
+        Error::Fenced { ours, current } => Error::Fenced {
+            ours: *ours,
+            current: *current,
+        },
+        other => Error::refused(other.to_string()),
+    }
+}
+
+/// An event before it is numbered.
+struct Draft {
+    step: usize,
+    action: Action,
+    host: Option<String>,
+    region: Option<String>,
+    status: String,
+    detail: String,
+    elapsed_ms: u64,
+}
+
+/// A journal write waiting for the writer.
+struct Queued {
+    fields: Vec<(String, String)>,
+    event: Option<Draft>,
+    history: Option<String>,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
 /// The head of an event: which step (or marker) it is about.
@@ -260,6 +305,7 @@ impl Coordinator {
             id: String::new(),
             state: None,
             seq: tokio::sync::Mutex::new(0),
+            queue: std::sync::Mutex::new(Vec::new()),
             started: Instant::now(),
         })
     }
@@ -311,60 +357,117 @@ impl Coordinator {
         Ok(to)
     }
 
-    /// Journals fields and emits an event, atomically and fenced.
+    /// Journals fields and emits an event, atomically and fenced. Writes that arrive
+    /// while another is in flight (the steps of a parallel group) are sent together in
+    /// one pipeline, in order: events are numbered, journaled and emitted in that order.
     async fn journal(
         &self,
         w: Write,
         ev: Option<(Head<'_>, &str, &str, u64)>,
         history: Option<&str>,
     ) -> Result<()> {
-        let mut fields = w.fields();
-        fields.push(("updated_at_ms", now_ms().to_string()));
-        let mut seq = self.seq.lock().await;
-        let mut event_fields = Vec::new();
-        let mut event = None;
-        if let Some((head, status, detail, elapsed)) = ev {
-            let n = *seq + 1;
-            fields.push((journal::field::SEQ, n.to_string()));
-            let e = Event {
-                ts: crate::psor::rfc3339(now_ms()),
-                rollout: self.id.clone(),
-                seq: n,
-                step: head.n,
-                action: head.action.name().into(),
-                host: head.host.map(String::from),
-                region: head.region.map(String::from),
-                status: status.into(),
-                detail: detail.into(),
-                elapsed_ms: elapsed,
-            };
-            event_fields = vec![
-                ("rollout", e.rollout.clone()),
-                ("seq", e.seq.to_string()),
-                ("step", e.step.to_string()),
-                ("action", e.action.clone()),
-                ("host", e.host.clone().unwrap_or_default()),
-                ("region", e.region.clone().unwrap_or_default()),
-                ("status", e.status.clone()),
-                ("detail", e.detail.clone()),
-                ("elapsed_ms", e.elapsed_ms.to_string()),
-                ("by", self.opts.by.clone()),
-            ];
-            event = Some(e);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let draft = ev.map(|(head, status, detail, elapsed)| Draft {
+            step: head.n,
+            action: head.action,
+            host: head.host.map(String::from),
+            region: head.region.map(String::from),
+            status: status.into(),
+            detail: detail.into(),
+            elapsed_ms: elapsed,
+        });
+        self.queued().push(Queued {
+            fields: w.0,
+            event: draft,
+            history: history.map(String::from),
+            done: tx,
+        });
+        {
+            // Whoever holds the numbering writes everything queued so far.
+            let mut seq = self.seq.lock().await;
+            let batch = std::mem::take(&mut *self.queued());
+            if !batch.is_empty() {
+                self.write_batch(&mut seq, batch).await;
+            }
         }
-        self.pac
-            .rollout_write(self.lease.epoch, &fields, &event_fields, history)
-            .await?;
-        if let Some(e) = &event {
-            *seq = e.seq;
+        rx.await
+            .unwrap_or_else(|_| Err(Error::refused("the journal write was lost")))
+    }
+
+    fn queued(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes `batch` (one round trip), numbering its events after `seq`.
+    async fn write_batch(&self, seq: &mut u64, batch: Vec<Queued>) {
+        let now = now_ms();
+        let mut n = *seq;
+        let mut events: Vec<Option<Event>> = Vec::with_capacity(batch.len());
+        let mut writes = Vec::with_capacity(batch.len());
+        for q in &batch {
+            let mut fields: Vec<(&str, String)> = q
+                .fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            fields.push(("updated_at_ms", now.to_string()));
+            let mut event_fields = Vec::new();
+            let event = q.event.as_ref().map(|d| {
+                n += 1;
+                Event {
+                    ts: crate::psor::rfc3339(now_ms()),
+                    rollout: self.id.clone(),
+                    seq: n,
+                    step: d.step,
+                    action: d.action.name().into(),
+                    host: d.host.clone(),
+                    region: d.region.clone(),
+                    status: d.status.clone(),
+                    detail: d.detail.clone(),
+                    elapsed_ms: d.elapsed_ms,
+                }
+            });
+            if let Some(e) = &event {
+                fields.push((journal::field::SEQ, e.seq.to_string()));
+                event_fields = vec![
+                    ("rollout", e.rollout.clone()),
+                    ("seq", e.seq.to_string()),
+                    ("step", e.step.to_string()),
+                    ("action", e.action.clone()),
+                    ("host", e.host.clone().unwrap_or_default()),
+                    ("region", e.region.clone().unwrap_or_default()),
+                    ("status", e.status.clone()),
+                    ("detail", e.detail.clone()),
+                    ("elapsed_ms", e.elapsed_ms.to_string()),
+                    ("by", self.opts.by.clone()),
+                ];
+            }
+            events.push(event);
+            writes.push((fields, event_fields, q.history.clone()));
         }
-        // Still holding the numbering: events reach the caller in the order of `seq`.
-        self.opts.metrics.rollout_journaled(&fields, event.as_ref());
-        if let Some(e) = event {
-            (self.opts.emit)(&e);
+        let results = match self
+            .pac
+            .rollout_write_batch(self.lease.epoch, &writes)
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => batch.iter().map(|_| Err(same_error(&e))).collect(),
+        };
+        for ((event, (fields, _, _)), r) in events.iter().zip(&writes).zip(&results) {
+            if r.is_ok() {
+                if let Some(e) = event {
+                    *seq = e.seq;
+                }
+                self.opts.metrics.rollout_journaled(fields, event.as_ref());
+                if let Some(e) = event {
+                    (self.opts.emit)(e);
+                }
+            }
         }
-        drop(seq);
-        Ok(())
+        drop(writes);
+        for (q, r) in batch.into_iter().zip(results) {
+            let _ = q.done.send(r);
+        }
     }
 
     /// Reads the journal and takes over its rollout's id, state and event numbering.

@@ -98,6 +98,13 @@ impl std::fmt::Display for LeaseHolder {
 /// One stored event (the rollout event fields, plus the admin events' `by`).
 pub type EventFields = Vec<(String, String)>;
 
+/// One journal write of a batch: journal fields, event fields, history entry.
+pub type RolloutWrite<'a> = (
+    Vec<(&'a str, String)>,
+    Vec<(&'a str, String)>,
+    Option<String>,
+);
+
 impl Pac {
     /// Takes the coordinator lease; [`Error::LeaseHeld`] (exit 4) when another holds it.
     pub async fn acquire_lease(&self, holder: &LeaseHolder, ttl: Duration) -> Result<Lease> {
@@ -170,6 +177,65 @@ impl Pac {
             Fenced::Ok(_) => Ok(()),
             Fenced::Stale { epoch: current } => Err(self.fenced(Some(epoch), current)),
         }
+    }
+
+    /// Several [`Pac::rollout_write`]s in one pipelined round trip, applied in order; one
+    /// result per write (a write refused as fenced does not stop the others from being
+    /// tried: each is fenced on its own). The steps of a parallel group journal through
+    /// this, so their cost does not add up one round trip at a time.
+    pub async fn rollout_write_batch(
+        &self,
+        epoch: u64,
+        writes: &[RolloutWrite<'_>],
+    ) -> Result<Vec<Result<()>>> {
+        let invocations: Vec<redis::ScriptInvocation<'_>> = writes
+            .iter()
+            .map(|(state, event, history)| {
+                let mut inv = scripts::ROLLOUT_WRITE.key(self.keys.prefix());
+                inv.arg(epoch)
+                    .arg(history.as_deref().unwrap_or(""))
+                    .arg(state.len());
+                for (k, v) in state.iter().chain(event) {
+                    inv.arg(*k).arg(v);
+                }
+                inv
+            })
+            .collect();
+        let mut c = self.conn();
+        for attempt in 0..2 {
+            let mut p = redis::pipe();
+            p.ignore_errors();
+            for inv in &invocations {
+                p.invoke_script(inv);
+            }
+            let values: Vec<redis::Value> =
+                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+            let noscript = values
+                .iter()
+                .any(|v| matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT"));
+            if noscript && attempt == 0 {
+                // Nothing ran (every call of the pipeline needs the script): load, retry.
+                scripts::ROLLOUT_WRITE
+                    .prepare_invoke()
+                    .load_async(&mut c)
+                    .await
+                    .map_err(|e| self.psor.err(e))?;
+                continue;
+            }
+            return Ok(values
+                .into_iter()
+                .map(|v| {
+                    let reply: Vec<String> =
+                        redis::from_redis_value(v).map_err(|e| self.psor.err(e.into()))?;
+                    if reply.first().map(String::as_str) == Some("FENCED") {
+                        Err(self.fenced(&reply, Some(epoch)))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .collect());
+        }
+        unreachable!("the second attempt returns")
     }
 
     /// Sets operator request flags on the current rollout (pause/abort) without the lease:
