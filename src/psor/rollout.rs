@@ -99,7 +99,7 @@ impl std::fmt::Display for LeaseHolder {
 pub type EventFields = Vec<(String, String)>;
 
 /// One journal write of a batch: journal fields, event fields, history entry.
-pub type RolloutWrite<'a> = (
+pub type JournalWrite<'a> = (
     Vec<(&'a str, String)>,
     Vec<(&'a str, String)>,
     Option<String>,
@@ -186,56 +186,34 @@ impl Pac {
     pub async fn rollout_write_batch(
         &self,
         epoch: u64,
-        writes: &[RolloutWrite<'_>],
+        writes: &[JournalWrite<'_>],
     ) -> Result<Vec<Result<()>>> {
-        let invocations: Vec<redis::ScriptInvocation<'_>> = writes
+        let calls: Vec<RolloutWrite<'_>> = writes
             .iter()
-            .map(|(state, event, history)| {
-                let mut inv = scripts::ROLLOUT_WRITE.key(self.keys.prefix());
-                inv.arg(epoch)
-                    .arg(history.as_deref().unwrap_or(""))
-                    .arg(state.len());
-                for (k, v) in state.iter().chain(event) {
-                    inv.arg(*k).arg(v);
-                }
-                inv
+            .map(|(state, event, history)| RolloutWrite {
+                fence: epoch,
+                state,
+                event,
+                history: history.as_deref(),
             })
             .collect();
-        let mut c = self.conn();
-        for attempt in 0..2 {
-            let mut p = redis::pipe();
-            p.ignore_errors();
-            for inv in &invocations {
-                p.invoke_script(inv);
-            }
-            let values: Vec<redis::Value> =
-                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
-            let noscript = values
-                .iter()
-                .any(|v| matches!(v, redis::Value::ServerError(e) if e.code() == "NOSCRIPT"));
-            if noscript && attempt == 0 {
-                // Nothing ran (every call of the pipeline needs the script): load, retry.
-                scripts::ROLLOUT_WRITE
-                    .prepare_invoke()
-                    .load_async(&mut c)
-                    .await
-                    .map_err(|e| self.psor.err(e))?;
-                continue;
-            }
-            return Ok(values
-                .into_iter()
-                .map(|v| {
-                    let reply: Vec<String> =
-                        redis::from_redis_value(v).map_err(|e| self.psor.err(e.into()))?;
-                    if reply.first().map(String::as_str) == Some("FENCED") {
-                        Err(self.fenced(&reply, Some(epoch)))
-                    } else {
-                        Ok(())
-                    }
-                })
-                .collect());
+        let mut p = redis::pipe();
+        // One write refused as fenced must not hide the others' results.
+        p.ignore_errors();
+        for call in &calls {
+            self.pipe_call(&mut p, call);
         }
-        unreachable!("the second attempt returns")
+        let values: Vec<redis::Value> = p
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(values
+            .into_iter()
+            .map(|v| match self.pipe_reply::<RolloutWrite<'_>>(v)? {
+                Fenced::Ok(_) => Ok(()),
+                Fenced::Stale { epoch: current } => Err(self.fenced(Some(epoch), current)),
+            })
+            .collect())
     }
 
     /// Sets operator request flags on the current rollout (pause/abort) without the lease:
