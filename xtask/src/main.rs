@@ -24,6 +24,8 @@ struct Task {
     cargo_args: &'static [&'static str],
     /// The executables it needs on PATH (installed when missing).
     tools: &'static [Tool],
+    /// A cargo command run first (the bench needs the release `pacup` it measures).
+    before: &'static [&'static str],
 }
 
 const TASKS: &[Task] = &[
@@ -42,6 +44,7 @@ const TASKS: &[Task] = &[
                  cargo xtask demo --job-rate 100/s --mode-flip after-all-waves",
         cargo_args: &["run", "--release", "--bin", "pacup", "--", "demo"],
         tools: &Tool::ALL,
+        before: &[],
     },
     Task {
         name: "test",
@@ -60,6 +63,25 @@ const TASKS: &[Task] = &[
                  cargo xtask test --lib -- --nocapture",
         cargo_args: &["test"],
         tools: &Tool::TESTS,
+        before: &[],
+    },
+    Task {
+        name: "bench",
+        summary: "Run the coordinator's benchmark (release build) and print its markdown table",
+        help: "Makes sure the Redis executables are on PATH (see `cargo xtask --help`), builds the\n\
+               release `pacup`, then runs `cargo run --release --example bench -- ARGS`: on private\n\
+               redis-servers, rollouts of 100, 500 and 1000 regions under job and client load, a\n\
+               mode change reaching every region, `pac remove-old` of a 1M-key store beside 4M keys\n\
+               of another PAC, and `pac status --json`, as a markdown table (docs/performance.md).\n\
+               The full run takes a while on 2 cores; `--quick` runs small sizes.\n\
+               \n\
+               Examples:\n  \
+                 cargo xtask bench --quick\n  \
+                 cargo xtask bench\n  \
+                 cargo xtask bench --only a,d",
+        cargo_args: &["run", "--release", "--example", "bench", "--"],
+        tools: &Tool::ALL,
+        before: &["build", "--release", "--bin", "pacup"],
     },
 ];
 
@@ -173,17 +195,11 @@ fn task_help(task: &Task) -> String {
     )
 }
 
-fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
-    let dry_run = std::env::var_os(DRY_RUN_ENV).is_some_and(|v| !v.is_empty() && v != "0");
-    if let Err(msg) = ensure_tools(task.tools, dry_run) {
-        eprintln!("error: {msg}");
-        return ExitCode::from(EXIT_SETUP);
-    }
+/// `cargo ARGS` in the repository root, without the variables `cargo run` gave xtask.
+fn cargo_command(args: &[&str]) -> Command {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(&cargo);
-    cmd.args(task.cargo_args)
-        .args(args)
-        .current_dir(workspace_root());
+    cmd.args(args).current_dir(workspace_root());
     // `cargo run` gave xtask its package's variables (CARGO_MANIFEST_DIR, CARGO_PKG_*, ...).
     // Passed on, they differ from a plain `cargo test`'s environment, and build scripts that
     // watch them (ring's watches CARGO_MANIFEST_DIR) would rebuild on every switch between
@@ -193,6 +209,33 @@ fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
             cmd.env_remove(key);
         }
     }
+    cmd
+}
+
+fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
+    let dry_run = std::env::var_os(DRY_RUN_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    if let Err(msg) = ensure_tools(task.tools, dry_run) {
+        eprintln!("error: {msg}");
+        return ExitCode::from(EXIT_SETUP);
+    }
+    if !task.before.is_empty() {
+        let shown = format!("cargo {}", task.before.join(" "));
+        if dry_run {
+            eprintln!("xtask: would run: {shown}");
+        } else {
+            eprintln!("xtask: running: {shown}");
+            match cargo_command(task.before).status() {
+                Ok(s) if s.success() => {}
+                Ok(s) => return exit_code_of(s),
+                Err(e) => {
+                    eprintln!("error: cannot run `{shown}`: {e}");
+                    return ExitCode::from(EXIT_SETUP);
+                }
+            }
+        }
+    }
+    let mut cmd = cargo_command(task.cargo_args);
+    cmd.args(args);
     // Shown as `cargo ...`: it is the cargo that runs xtask, whatever its full path.
     let shown: Vec<String> = task
         .cargo_args
@@ -214,7 +257,7 @@ fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: cannot run `{shown}` ({}): {e}",
-                PathBuf::from(cargo).display()
+                PathBuf::from(cmd.get_program()).display()
             );
             ExitCode::from(EXIT_SETUP)
         }
