@@ -81,12 +81,20 @@ pub(super) async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome>
             prog.gate(&view).await;
             shown = Some(view.clone());
         }
-        if let Some(ri) = infos.iter().find(|ri| unseen(ri)) {
-            return Err(Error::refused(format!(
-                "health gate failed: {} is not alive: it died during the gate (its heartbeat \
-                 expired without a stop)",
-                ri.name
-            )));
+        // A region that stopped heartbeating fails the gate at once when its host is seen
+        // (it died there). A host that is silent too may be cut off with the region still
+        // running: the gate keeps waiting for it, within its deadline.
+        for ((host, _), ri) in regions.iter().zip(&infos) {
+            if !unseen(ri) {
+                continue;
+            }
+            if !ctx.driver.observes_hosts() || ctx.pac.host_is_alive(host).await? {
+                return Err(Error::refused(format!(
+                    "health gate failed: {} is not alive: it died during the gate (its \
+                     heartbeat expired without a stop)",
+                    ri.name
+                )));
+            }
         }
         match view.problem.clone() {
             None => {

@@ -186,6 +186,16 @@ impl Pac {
         })
     }
 
+    /// Whether host `host`'s agent is heartbeating: a region that stopped heartbeating on
+    /// a live host died; on a silent host it may still run, cut off.
+    pub async fn host_is_alive(&self, host: &str) -> Result<bool> {
+        redis::cmd("EXISTS")
+            .arg(self.keys().host_alive(host))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor().err(e))
+    }
+
     /// Regions of a health gate and the versions of the existing stores, in one pipeline
     /// (a gate polls this).
     pub async fn gate_view(&self, names: &[&str]) -> Result<(Vec<RegionInfo>, Vec<String>)> {
