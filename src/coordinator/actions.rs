@@ -448,7 +448,22 @@ async fn unquiesce(ctx: &Ctx<'_>, store: &str) -> Result<StepOutcome> {
 /// `verify`: the end state before the old store goes (reads the whole PAC once).
 async fn verify(ctx: &Ctx<'_>) -> Result<StepOutcome> {
     let target = ctx.target();
-    let snap = ctx.pac.snapshot().await?;
+    let mut snap = ctx.pac.snapshot().await?;
+    // A region whose host is cut off (or just reconnecting) is not judged on an expired
+    // heartbeat: wait for it to be seen again first, as every step does.
+    let unseen_regions: Vec<On> = ctx
+        .plan
+        .all_regions()
+        .into_iter()
+        .filter(|(_, r)| snap.region(r).is_some_and(unseen))
+        .map(|(host, region)| On { host, region })
+        .collect();
+    if !unseen_regions.is_empty() {
+        for o in &unseen_regions {
+            settle(ctx, o).await?;
+        }
+        snap = ctx.pac.snapshot().await?;
+    }
     let stores: Vec<String> = snap.stores.iter().map(|s| s.version.clone()).collect();
     for (_, r) in ctx.plan.all_regions() {
         let p = match snap.region(&r) {
