@@ -17,6 +17,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+mod url;
+use url::bad_url;
+pub use url::{redact_url, PsorTarget};
+
 /// How to connect, as given on the command line or in the environment.
 #[derive(Debug, Clone)]
 pub struct PsorOptions {
@@ -47,142 +51,6 @@ impl PsorOptions {
             tls_key: None,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// A parsed PSOR address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PsorTarget {
-    /// One Redis server (TCP, TLS or unix socket).
-    Direct {
-        /// The URL as given.
-        url: String,
-        /// Whether the scheme asks for TLS.
-        tls: bool,
-    },
-    /// A master found through Redis Sentinel.
-    Sentinel {
-        /// `host:port` of each sentinel.
-        sentinels: Vec<(String, u16)>,
-        /// The monitored master's name.
-        master: String,
-        /// Username from the URL, if any.
-        username: Option<String>,
-        /// Password from the URL, if any.
-        password: Option<String>,
-        /// TLS to sentinels and master.
-        tls: bool,
-    },
-}
-
-fn bad_url(url: &str, why: &str) -> Error {
-    Error::invalid(
-        "--psor",
-        redact_url(url),
-        format!(
-            "{why}; accepted: redis://[user:password@]host:port, rediss://host:port (TLS), \
-             redis+sentinel://h1:p1,h2:p2/<master>, unix:///path"
-        ),
-    )
-}
-
-/// Removes a password from a URL for display (userinfo and `pass=`/`password=` query
-/// parameters, which `unix://` URLs use).
-pub fn redact_url(url: &str) -> String {
-    let url = match url.split_once('?') {
-        Some((base, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _))
-                        if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
-                    {
-                        format!("{k}=***")
-                    }
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", q.join("&"))
-        }
-        None => url.to_string(),
-    };
-    let url = url.as_str();
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((cred, host)) = rest.rsplit_once('@') {
-            let user = cred.split(':').next().unwrap_or("");
-            let shown = if cred.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            return format!("{scheme}://{shown}@{host}");
-        }
-    }
-    url.to_string()
-}
-
-impl PsorTarget {
-    /// Parses and validates a PSOR URL without connecting.
-    pub fn parse(url: &str) -> Result<Self> {
-        let Some((scheme, rest)) = url.split_once("://") else {
-            return Err(bad_url(url, "no scheme"));
-        };
-        match scheme {
-            "redis" | "rediss" | "unix" | "redis+unix" => {
-                url.into_connection_info()
-                    .map_err(|e| bad_url(url, &e.to_string()))?;
-                if rest.is_empty() {
-                    return Err(bad_url(url, "no host"));
-                }
-                Ok(PsorTarget::Direct {
-                    url: url.to_string(),
-                    tls: scheme == "rediss",
-                })
-            }
-            "redis+sentinel" | "rediss+sentinel" => {
-                let (cred, hosts_master) = match rest.rsplit_once('@') {
-                    Some((c, h)) => (Some(c), h),
-                    None => (None, rest),
-                };
-                let Some((hosts, master)) = hosts_master.split_once('/') else {
-                    return Err(bad_url(url, "no /<master> name after the sentinel list"));
-                };
-                let master = master.trim_end_matches('/');
-                if master.is_empty() || master.contains('/') {
-                    return Err(bad_url(url, "no /<master> name after the sentinel list"));
-                }
-                let mut sentinels = Vec::new();
-                for hp in hosts.split(',') {
-                    let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
-                        bad_url(url, &format!("sentinel {hp:?} is not host:port"))
-                    })?;
-                    let port: u16 = p.parse().map_err(|_| {
-                        bad_url(url, &format!("sentinel port {p:?} is not a number"))
-                    })?;
-                    if h.is_empty() {
-                        return Err(bad_url(url, "empty sentinel host"));
-                    }
-                    sentinels.push((h.to_string(), port));
-                }
-                let (username, password) = match cred {
-                    None => (None, None),
-                    Some(c) => match c.split_once(':') {
-                        Some((u, p)) => {
-                            ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string()))
-                        }
-                        None => (Some(c.to_string()), None),
-                    },
-                };
-                Ok(PsorTarget::Sentinel {
-                    sentinels,
-                    master: master.to_string(),
-                    username,
-                    password,
-                    tls: scheme == "rediss+sentinel",
-                })
-            }
-            _ => Err(bad_url(url, &format!("unknown scheme {scheme:?}"))),
         }
     }
 }
@@ -520,61 +388,5 @@ impl Psor {
         } else {
             Error::from(e)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_the_documented_forms() {
-        assert!(matches!(
-            PsorTarget::parse("redis://127.0.0.1:6379").unwrap(),
-            PsorTarget::Direct { tls: false, .. }
-        ));
-        assert!(matches!(
-            PsorTarget::parse("rediss://u:p@host:6380").unwrap(),
-            PsorTarget::Direct { tls: true, .. }
-        ));
-        let s = PsorTarget::parse("redis+sentinel://a:1,b:2/mymaster").unwrap();
-        assert_eq!(
-            s,
-            PsorTarget::Sentinel {
-                sentinels: vec![("a".into(), 1), ("b".into(), 2)],
-                master: "mymaster".into(),
-                username: None,
-                password: None,
-                tls: false
-            }
-        );
-    }
-
-    #[test]
-    fn refuses_bad_urls_with_exit_2() {
-        for bad in [
-            "http://x:1",
-            "127.0.0.1:6379",
-            "redis+sentinel://a:1",
-            "redis+sentinel://a/m",
-            "redis+sentinel://a:x/m",
-        ] {
-            let e = PsorTarget::parse(bad).unwrap_err();
-            assert_eq!(e.exit_code().code(), 2, "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("redis://u:secret@h:1"), "redis://u:***@h:1");
-        assert_eq!(redact_url("redis://:secret@h:1"), "redis://:***@h:1");
-        assert_eq!(redact_url("redis://h:1"), "redis://h:1");
-        assert_eq!(
-            redact_url("unix:///tmp/r.sock?user=u&pass=secret&db=1"),
-            "unix:///tmp/r.sock?user=u&pass=***&db=1"
-        );
-        assert!(!redact_url("redis+unix:///s?password=secret").contains("secret"));
-        let e = PsorTarget::parse("http://u:secret@h:1").unwrap_err();
-        assert!(!e.to_string().contains("secret"));
     }
 }
