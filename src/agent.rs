@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::metrics::RegionState;
 use crate::names::{HostName, PacName, Product, RegionName};
 use crate::psor::control::{ControlAction, ControlCommand, ControlReply};
+use crate::psor::notify::{self, Notices};
 use crate::psor::{now_ms, Pac};
 use crate::region::{Observer, Region, RegionConfig, RegionControl, RegionHandle, StartType};
 use std::collections::HashMap;
@@ -85,6 +86,9 @@ pub struct Agent {
     /// A slot left `Starting`.
     settled: Notify,
     observer: Observer,
+    /// The PAC's notifications from the agent's one subscription, fanned out to its
+    /// regions: a host of 20 regions holds one pub/sub connection, not 20.
+    notices: Notices,
 }
 
 /// Turns a `Starting` slot back to `Idle` unless the start committed it, however the
@@ -136,6 +140,7 @@ impl Agent {
                 closing: false,
             }),
             settled: Notify::new(),
+            notices: Notices::default(),
             pac,
             cfg,
             observer,
@@ -172,6 +177,12 @@ impl Agent {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
         self.publish().await?;
         let mut tail = self.pac.control_tail(self.cfg.host.as_str()).await?;
+        let (notes_stop, notes_stopped) = watch::channel(false);
+        let notes = tokio::spawn(notify::listen(
+            self.pac.clone(),
+            self.notices.clone(),
+            notes_stopped,
+        ));
         if let Some(t) = self.cfg.autostart {
             for (r, _) in &self.cfg.regions {
                 if let Err(e) = self.start_region(r.as_str(), t, None).await {
@@ -253,6 +264,8 @@ impl Agent {
         }
         beats.abort();
         self.stop_all().await;
+        let _ = notes_stop.send(true);
+        let _ = notes.await;
         let _ = self.pac.host_gone(self.cfg.host.as_str()).await;
         Ok(())
     }
@@ -517,6 +530,7 @@ impl Agent {
         cfg.host = self.cfg.host.clone();
         cfg.product = product;
         cfg.start_type = start_type;
+        cfg.notices = Some(self.notices.clone());
         match listener {
             Some(true) => cfg.listener_start = crate::region::ListenerStart::On,
             Some(false) => cfg.listener_start = crate::region::ListenerStart::Off,

@@ -118,6 +118,12 @@ pub(super) async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome>
                 crate::names::format_duration(deadline)
             )));
         }
-        tokio::time::sleep(POLL).await;
+        // Healthy and waiting out min_healthy: wake when it is over, not at the next poll
+        // past it (a wave's gate would otherwise cost up to one poll more than it must).
+        let wait = match since {
+            Some(t) => POLL.min(min_healthy.saturating_sub(t.elapsed())),
+            None => POLL,
+        };
+        tokio::time::sleep(wait).await;
     }
 }

@@ -57,6 +57,11 @@ pub const STORE_RESOURCES: Shape = key(
     "store_resources",
     &[Lit("store:"), Var("v"), Lit(":res:"), Var("kind")],
 );
+/// Names of the store's keys other than its record and this index (set), kept by every
+/// script that creates a store key, so a removal walks the store's own keys rather than
+/// the whole keyspace. A store whose record lacks `key_index` (written by an older
+/// pacup) has none and is removed by SCAN.
+pub const STORE_INDEX: Shape = key("store_index", &[Lit("store:"), Var("v"), Lit(":index")]);
 /// Every key of a store (a removal deletes exactly these).
 pub const STORE_KEY: Shape = key("store_key", &[Lit("store:"), Var("v"), Lit(":"), Rest]);
 /// Names of regions ever started in the PAC (set).
@@ -122,6 +127,7 @@ pub const SHAPES: &[&Shape] = &[
     &STORE_META,
     &STORE_MEMBERS,
     &STORE_RESOURCES,
+    &STORE_INDEX,
     &STORE_KEY,
     &REGIONS,
     &REGION_ALIVE,
@@ -315,6 +321,8 @@ keys! {
     store_members => STORE_MEMBERS(v);
     /// [`STORE_RESOURCES`].
     store_resources => STORE_RESOURCES(v, kind);
+    /// [`STORE_INDEX`].
+    store_index => STORE_INDEX(v);
     /// Prefix of every key of store `v` ([`STORE_KEY`]).
     store_prefix => STORE_KEY(v);
     /// [`REGIONS`].
@@ -418,6 +426,7 @@ mod tests {
             (k.store_meta("2.0.0"), "store_meta"),
             (k.store_members("2.0.0"), "store_members"),
             (k.store_resources("2.0.0", "PCT"), "store_resources"),
+            (k.store_index("2.0.0"), "store_index"),
             (format!("{}junk", k.store_prefix("2.0.0")), "store_key"),
             (k.region("R1"), "region"),
             (k.region_alive("R1"), "region_alive"),

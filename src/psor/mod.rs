@@ -4,6 +4,8 @@
 //! - [`scripts`]: every Lua script that changes state, with its typed call and reply;
 //! - [`model`]: what is read (stores, regions, hosts, a [`Snapshot`]) and the protocol
 //!   values written (modes, start types);
+//! - [`notify`]: the messages of the PAC's notification channel and one subscription
+//!   shared by a process's regions;
 //! - `snapshot`: reads of a whole PAC in two pipelined round trips, and of the PACs in a
 //!   PSOR; `region_ops`: a region's life (join, heartbeat, leave); `store_ops`: InitPac
 //!   and SetMode; `removal`: detaching and incrementally deleting stores; `backup`:
@@ -18,6 +20,7 @@ mod backup;
 pub mod control;
 pub mod keys;
 pub mod model;
+pub mod notify;
 mod region_ops;
 mod removal;
 pub mod rollout;

@@ -2,19 +2,27 @@
 //! the new store).
 //!
 //! A store is first detached atomically into `removing` (from then on it does not exist
-//! for any reader), then its keys are deleted with SCAN + UNLINK in batches, each batch
-//! one pipelined round trip, so Redis keeps answering other clients however large the
-//! store. Re-running finishes an interrupted deletion.
+//! for any reader), then its keys are deleted in batches, each batch one pipelined round
+//! trip, so Redis keeps answering other clients however large the store: the keys named
+//! by the store's key index (kept by every script that creates a store key), or, for a
+//! store written by an older pacup without one, the keys SCAN MATCH finds. Re-running
+//! finishes an interrupted deletion.
 
 use super::model::RemoveReport;
 use super::scan::scan_cmd;
 use super::scripts::{
-    DetachOld, DetachOldReply, DetachStore, DetachStoreReply, FinishRemoval, UnlinkBatch,
-    UnlinkReply,
+    DetachOld, DetachOldReply, DetachStore, DetachStoreReply, FinishRemoval, FinishReply,
+    UnlinkBatch, UnlinkIndexed, UnlinkIndexedReply, UnlinkReply,
 };
 use super::Pac;
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
+
+/// How many keys one `UNLINK_INDEXED` call deletes: about a millisecond of Redis time.
+const INDEXED_BATCH: usize = 1000;
+/// How many `UNLINK_INDEXED` calls travel in one round trip, so Redis is not idle while
+/// the replies come back.
+const INDEXED_IN_FLIGHT: usize = 8;
 
 impl Pac {
     /// RemOldPAC: detaches every store older than the newest (refused while a live region
@@ -90,9 +98,10 @@ impl Pac {
         }
     }
 
-    /// Deletes the keys of every detached store. The SCAN for the next batch travels in
-    /// the same pipeline as the UNLINK of the previous one, so each batch costs one round
-    /// trip.
+    /// Deletes the keys of every detached store: by its key index when its record has
+    /// one (the cost follows the store's own keys), else by SCAN over the keyspace (a
+    /// store written by an older pacup). Its record and index go last, with the version's
+    /// entry in `removing`, so a re-run after a crash finds out again how to go on.
     pub async fn gc_removing(&self) -> Result<u64> {
         let mut c = self.conn();
         let versions: Vec<String> = c
@@ -101,57 +110,112 @@ impl Pac {
             .map_err(|e| self.psor.err(e))?;
         let mut total = 0u64;
         for v in versions {
-            let pattern = self.keys.store_pattern(&v);
-            // A version that is a live store again (restored meanwhile) is left alone. The
-            // check travels with the first SCAN; the script itself is loaded by the
-            // pipelines below, so nothing here relies on it being cached.
-            let (live, (mut cursor, mut batch)): (Option<f64>, (u64, Vec<String>)) = redis::pipe()
+            // A version that is a live store again (restored meanwhile) is left alone.
+            let (live, indexed): (Option<f64>, Option<String>) = redis::pipe()
                 .zscore(self.keys.stores(), &v)
-                .add_command(scan_cmd(0, &pattern))
+                .hget(self.keys.store_meta(&v), "key_index")
                 .query_async(&mut c)
                 .await
                 .map_err(|e| self.psor.err(e))?;
             if live.is_some() {
                 continue;
             }
-            loop {
-                if batch.is_empty() && cursor == 0 {
-                    break;
-                }
-                let mut p = redis::pipe();
-                if !batch.is_empty() {
-                    let call = UnlinkBatch {
-                        version: &v,
-                        keys: &batch,
-                    };
-                    self.pipe_call(&mut p, &call);
-                }
-                if cursor != 0 {
-                    p.add_command(scan_cmd(cursor, &pattern));
-                }
-                let vals: Vec<redis::Value> =
-                    p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
-                let mut vals = vals.into_iter();
-                let mut next = || vals.next().unwrap_or(redis::Value::Nil);
-                if !batch.is_empty() {
-                    match self.pipe_reply::<UnlinkBatch>(next())? {
-                        UnlinkReply::Ok { unlinked } => total += unlinked,
-                        UnlinkReply::Live => {
-                            return Err(Error::refused(format!(
-                                "store {v} of PAC {} is live again; its deletion was stopped",
-                                self.name
-                            )))
-                        }
-                    }
-                }
-                if cursor == 0 {
-                    break;
-                }
-                (cursor, batch) =
-                    redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?;
+            total += if indexed.as_deref() == Some("1") {
+                self.unlink_indexed(&v).await?
+            } else {
+                self.unlink_scanned(&v).await?
+            };
+            match self.eval(&FinishRemoval { version: &v }).await? {
+                FinishReply::Ok { unlinked } => total += unlinked,
+                FinishReply::Live => return Err(self.live_again(&v)),
             }
-            self.eval(&FinishRemoval { version: &v }).await?;
         }
         Ok(total)
+    }
+
+    fn live_again(&self, v: &str) -> Error {
+        Error::refused(format!(
+            "store {v} of PAC {} is live again; its deletion was stopped",
+            self.name
+        ))
+    }
+
+    /// Deletes the keys named by store `v`'s index, [`INDEXED_BATCH`] per script call and
+    /// [`INDEXED_IN_FLIGHT`] calls per round trip: each call is short, so other clients
+    /// are answered between them.
+    async fn unlink_indexed(&self, v: &str) -> Result<u64> {
+        let mut c = self.conn();
+        let mut total = 0u64;
+        loop {
+            let mut p = redis::pipe();
+            for _ in 0..INDEXED_IN_FLIGHT {
+                self.pipe_call(
+                    &mut p,
+                    &UnlinkIndexed {
+                        version: v,
+                        count: INDEXED_BATCH,
+                    },
+                );
+            }
+            let vals: Vec<redis::Value> =
+                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+            let mut empty = false;
+            for val in vals {
+                match self.pipe_reply::<UnlinkIndexed>(val)? {
+                    UnlinkIndexedReply::Ok { unlinked, left } => {
+                        total += unlinked;
+                        empty |= left == 0;
+                    }
+                    UnlinkIndexedReply::Live => return Err(self.live_again(v)),
+                }
+            }
+            if empty {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes store `v`'s keys found by SCAN MATCH. The SCAN for the next batch travels
+    /// in the same pipeline as the UNLINK of the previous one, so each batch costs one
+    /// round trip.
+    async fn unlink_scanned(&self, v: &str) -> Result<u64> {
+        let mut c = self.conn();
+        let pattern = self.keys.store_pattern(v);
+        let mut total = 0u64;
+        let (mut cursor, mut batch): (u64, Vec<String>) = scan_cmd(0, &pattern)
+            .query_async(&mut c)
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        loop {
+            if batch.is_empty() && cursor == 0 {
+                return Ok(total);
+            }
+            let mut p = redis::pipe();
+            if !batch.is_empty() {
+                let call = UnlinkBatch {
+                    version: v,
+                    keys: &batch,
+                };
+                self.pipe_call(&mut p, &call);
+            }
+            if cursor != 0 {
+                p.add_command(scan_cmd(cursor, &pattern));
+            }
+            let vals: Vec<redis::Value> =
+                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+            let mut vals = vals.into_iter();
+            let mut next = || vals.next().unwrap_or(redis::Value::Nil);
+            if !batch.is_empty() {
+                match self.pipe_reply::<UnlinkBatch>(next())? {
+                    UnlinkReply::Ok { unlinked } => total += unlinked,
+                    UnlinkReply::Live => return Err(self.live_again(v)),
+                }
+            }
+            if cursor == 0 {
+                return Ok(total);
+            }
+            (cursor, batch) =
+                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?;
+        }
     }
 }

@@ -3,6 +3,7 @@
 use crate::compat::Matrix;
 use crate::metrics::Metrics;
 use crate::names::{HostName, Product, RegionName};
+use crate::psor::notify::Notices;
 use crate::psor::StartType;
 use crate::resources::Resources;
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,9 @@ pub struct RegionConfig {
     pub idle_poll: Duration,
     /// Where the region reports its state, jobs and client requests (disabled by default).
     pub metrics: Metrics,
+    /// The PAC notifications of a process that runs several regions (a host agent), from
+    /// its one subscription; `None`: the region subscribes itself.
+    pub notices: Option<Notices>,
 }
 
 impl RegionConfig {
@@ -83,6 +87,7 @@ impl RegionConfig {
             reclaim_idle: Duration::from_secs(6),
             idle_poll: Duration::from_millis(25),
             metrics: Metrics::disabled(),
+            notices: None,
         }
     }
 }

@@ -1,17 +1,27 @@
-//! A running region's liveness: heartbeats on an interval and on every PAC
-//! notification. Each heartbeat also re-reads the store's mode, so a lost notification
-//! or a reconnect heals within one interval.
+//! A running region's liveness: heartbeats on an interval and on PAC notifications.
+//! Each heartbeat also re-reads the store's mode, so a lost notification or a reconnect
+//! heals within one interval; a mode change message is applied without a read.
 
 use super::{Region, RegionEvent};
-use crate::error::Error;
-use crate::psor::{Heartbeat, Pac};
-use futures_util::StreamExt;
+use crate::psor::notify::{self, Notice, Notices};
+use crate::psor::{Heartbeat, Mode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 
 impl Region {
+    /// Takes on its store's mode `m` (reported once, when it differs).
+    fn set_mode(&self, m: Mode) {
+        let old = self.mode.send_replace(m);
+        if old != m {
+            (self.observer)(
+                self.cfg.region.as_str(),
+                &RegionEvent::ModeChanged { from: old, to: m },
+            );
+        }
+    }
+
     /// One heartbeat; updates the mode. Err(reason) when ownership or the store is lost.
     pub(super) async fn beat(&self, clients: u64) -> std::result::Result<(), String> {
         let ttl = self.cfg.heartbeat_ttl.as_millis() as u64;
@@ -21,11 +31,7 @@ impl Region {
             .await
         {
             Ok(Heartbeat::Ok { mode: Some(m), .. }) => {
-                let old = *self.mode.borrow();
-                if old != m {
-                    self.mode.send_replace(m);
-                    (self.observer)(self.cfg.region.as_str(), &RegionEvent::ModeChanged { from: old, to: m });
-                }
+                self.set_mode(m);
                 Ok(())
             }
             Ok(Heartbeat::Ok { mode: None, store }) => Err(format!(
@@ -46,74 +52,55 @@ impl Region {
     }
 }
 
-/// Heartbeats on an interval and on every PAC notification, until told to stop.
+/// Heartbeats on an interval and on PAC notifications, until told to stop. A mode change
+/// of the region's store is taken from the message itself; any other notification (or a
+/// backlog this region fell behind on) is a re-read by heartbeat.
 pub(super) async fn heartbeats(
     me: Arc<Region>,
     clients: Arc<AtomicU64>,
     mut stop: watch::Receiver<bool>,
     lost: mpsc::Sender<String>,
 ) {
-    let (note_tx, mut note_rx) = mpsc::channel::<()>(8);
-    let notes = tokio::spawn(notification_listener(me.pac.clone(), note_tx, stop.clone()));
+    // A region on its own subscribes itself; a host agent's regions share its one
+    // subscription.
+    let (mut notes, own) = match &me.cfg.notices {
+        Some(n) => (n.subscribe(), None),
+        None => {
+            let n = Notices::default();
+            let rx = n.subscribe();
+            let task = tokio::spawn(notify::listen(me.pac.clone(), n, stop.clone()));
+            (rx, Some(task))
+        }
+    };
     let mut tick = tokio::time::interval(me.cfg.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
     loop {
         tokio::select! {
             _ = crate::until_true(&mut stop) => break,
             _ = tick.tick() => {}
-            Some(()) = note_rx.recv() => {}
+            n = notes.recv(), if open => match n {
+                Ok(Notice::Mode { mode, stores }) => {
+                    if stores.contains(&me.store) {
+                        me.set_mode(mode);
+                    }
+                    continue;
+                }
+                Ok(Notice::Changed) | Err(RecvError::Lagged(_)) => {}
+                // The process is going away; the interval carries on until stopped.
+                Err(RecvError::Closed) => {
+                    open = false;
+                    continue;
+                }
+            },
         }
         if let Err(why) = me.beat(clients.load(Ordering::SeqCst)).await {
             let _ = lost.send(why).await;
             break;
         }
     }
-    notes.abort();
-}
-
-/// Forwards PAC notifications (mode changes, store changes) as wake-ups; reconnects with
-/// a bounded backoff after losing Redis. Heartbeats cover any gap.
-async fn notification_listener(
-    pac: Pac,
-    wake: mpsc::Sender<()>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let channel = pac.keys().notify_channel();
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        let sub = async {
-            let mut ps = pac.psor().pubsub().await?;
-            ps.subscribe(&channel)
-                .await
-                .map_err(|e| pac.psor().err(e))?;
-            Ok::<_, Error>(ps)
-        };
-        let ps = tokio::select! {
-            _ = crate::until_true(&mut shutdown) => return,
-            r = sub => r,
-        };
-        match ps {
-            Ok(mut ps) => {
-                backoff = Duration::from_millis(100);
-                // A (re)subscription may have missed a change: wake once to re-read.
-                let _ = wake.try_send(());
-                let mut stream = ps.on_message();
-                loop {
-                    tokio::select! {
-                        _ = crate::until_true(&mut shutdown) => return,
-                        m = stream.next() => match m {
-                            Some(_) => { let _ = wake.try_send(()); }
-                            None => break,
-                        }
-                    }
-                }
-            }
-            Err(e) => tracing::debug!("notification subscription failed: {e}"),
-        }
-        tokio::select! {
-            _ = crate::until_true(&mut shutdown) => return,
-            _ = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+    if let Some(task) = own {
+        task.abort();
+        let _ = task.await;
     }
 }

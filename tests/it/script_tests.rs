@@ -737,12 +737,28 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
         keys: &batch[..1],
     };
     expect!(seen, pac, live, "LIVE", UnlinkReply::Live);
+    let indexed = UnlinkIndexed {
+        version: "2.0.0",
+        count: 100,
+    };
+    expect!(
+        seen,
+        pac,
+        indexed,
+        "OK",
+        UnlinkIndexedReply::Ok { left: 0, .. }
+    );
+    let live = UnlinkIndexed {
+        version: "1.0.0",
+        count: 100,
+    };
+    expect!(seen, pac, live, "LIVE", UnlinkIndexedReply::Live);
     expect!(
         seen,
         pac,
         FinishRemoval { version: "2.0.0" },
         "OK",
-        FinishReply::Ok
+        FinishReply::Ok { .. }
     );
     expect!(
         seen,
@@ -860,7 +876,10 @@ fn remove_old_survives_a_script_flush() {
         );
         pac.join(&old, "test").await.unwrap();
         for i in 0..1200 {
-            let _: () = raw.set(key(&format!("store:1.0.0:k{i}")), i).unwrap();
+            // Named in the store's key index, as every writer of a store key does.
+            let k = key(&format!("store:1.0.0:k{i}"));
+            let _: () = raw.set(&k, i).unwrap();
+            let _: () = raw.sadd(key("store:1.0.0:index"), &k).unwrap();
         }
         pac.leave("R1", "t1", "stopped", "test").await.unwrap();
         let new = join(

@@ -116,12 +116,13 @@ impl Lua {
 }
 
 /// Every script, for the tests that check them all.
-pub fn all() -> [&'static Lua; 24] {
+pub fn all() -> [&'static Lua; 25] {
     [
         &RESET,
         &SET_MODE,
         &DETACH_OLD,
         &UNLINK_BATCH,
+        &UNLINK_INDEXED,
         &FINISH_REMOVAL,
         &UNQUIESCE,
         &DETACH_STORE,

@@ -19,7 +19,7 @@ if m ~= 'running' then
   redis.call('HSET', K.store_meta(V), 'mode', 'running')
   bump()
   event('rollback', 'store ' .. V .. ' running again', actor, '')
-  notify('mode')
+  notify('mode running ' .. V)
 end
 return {'OK'}
 "#,

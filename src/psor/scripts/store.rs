@@ -7,8 +7,9 @@
 //!   so a stale coordinator stays fenced and store order stays monotonic. `ds:*` is kept.
 //! - `SET_MODE`, `DETACH_OLD`: the documented refusals are checked inside
 //!   the script, so the state they were checked against is the state they change.
-//! - `UNLINK_BATCH`, `FINISH_REMOVAL`: delete one batch of a detached store's keys; they
-//!   refuse to touch a version that is a live store again.
+//! - `UNLINK_INDEXED` (stores with a key index), `UNLINK_BATCH` (older stores, keys found
+//!   by SCAN), `FINISH_REMOVAL`: delete one batch of a detached store's keys; they refuse
+//!   to touch a version that is a live store again.
 
 use super::{fence_arg, flag, Call, Lua, Raw};
 use crate::psor::keys::Keys;
@@ -147,7 +148,7 @@ for _, v in ipairs(changed) do
 end
 bump()
 event('set_mode_' .. target, 'stores ' .. table.concat(changed, ', ') .. ' now ' .. target, actor, '')
-notify('mode')
+notify('mode ' .. target .. ' ' .. table.concat(changed, ' '))
 return {'OK', unpack(changed)}
 "#,
 );
@@ -394,15 +395,89 @@ impl Call for UnlinkBatch<'_> {
     }
 }
 
-/// Marks a detached store's deletion finished. Returns `{OK}`, or `{LIVE}` when the
-/// version is a live store again.
+/// Unlinks up to `ARGV[2]` keys of a detached store named by its key index, taking them
+/// out of the index in the same step, so an interrupted removal resumes with exactly the
+/// keys still there and two removals at once never delete a key twice. Names outside
+/// the store are dropped from the index without touching them. The index empties (and
+/// so disappears) key by key: no command ever works on the whole store. Returns
+/// `{OK, unlinked, left in the index}` or `{LIVE}` when the version is a live store
+/// again (nothing deleted).
+pub static UNLINK_INDEXED: Lua = Lua::new(
+    "UNLINK_INDEXED",
+    &["OK", "LIVE"],
+    r#"
+local V = ARGV[1]
+if redis.call('ZSCORE', K.stores(), V) then return {'LIVE'} end
+local idx = K.store_index(V)
+local pre = K.store_key_prefix(V)
+local names = redis.call('SPOP', idx, tonumber(ARGV[2]))
+local mine = {}
+for _, k in ipairs(names) do
+  if string.sub(k, 1, #pre) == pre and k ~= idx then table.insert(mine, k) end
+end
+local n = 0
+-- UNLINK takes many keys at once; bounded chunks keep Lua's stack small.
+for i = 1, #mine, 200 do
+  n = n + redis.call('UNLINK', unpack(mine, i, math.min(i + 199, #mine)))
+end
+return {'OK', tostring(n), tostring(redis.call('SCARD', idx))}
+"#,
+);
+
+/// One batch of the deletion of a store that has a key index.
+#[derive(Debug, Clone)]
+pub struct UnlinkIndexed<'a> {
+    /// The detached store.
+    pub version: &'a str,
+    /// At most this many keys.
+    pub count: usize,
+}
+
+/// What [`UnlinkIndexed`] answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnlinkIndexedReply {
+    /// This many keys were deleted; `left` names are still in the index.
+    Ok {
+        /// Count.
+        unlinked: u64,
+        /// Names left.
+        left: u64,
+    },
+    /// The version is a live store again; nothing deleted.
+    Live,
+}
+
+impl Call for UnlinkIndexed<'_> {
+    type Reply = UnlinkIndexedReply;
+    fn lua() -> &'static Lua {
+        &UNLINK_INDEXED
+    }
+    fn args(&self) -> Vec<String> {
+        vec![self.version.into(), self.count.to_string()]
+    }
+    fn decode(r: Raw) -> Option<UnlinkIndexedReply> {
+        Some(match r.code.as_str() {
+            "OK" => UnlinkIndexedReply::Ok {
+                unlinked: r.num(0),
+                left: r.num(1),
+            },
+            "LIVE" => UnlinkIndexedReply::Live,
+            _ => return None,
+        })
+    }
+}
+
+/// Marks a detached store's deletion finished, unlinking its record and key index last
+/// (the record says how the store is deleted, so it outlives every other key of it).
+/// Returns `{OK, unlinked}`, or `{LIVE}` when the version is a live store again.
 pub static FINISH_REMOVAL: Lua = Lua::new(
     "FINISH_REMOVAL",
     &["OK", "LIVE"],
     r#"
 if redis.call('ZSCORE', K.stores(), ARGV[1]) then return {'LIVE'} end
+local n = redis.call('UNLINK', K.store_meta(ARGV[1]), K.store_index(ARGV[1]))
 redis.call('SREM', K.removing(), ARGV[1])
-return {'OK'}
+return {'OK', tostring(n)}
 "#,
 );
 
@@ -416,8 +491,11 @@ pub struct FinishRemoval<'a> {
 /// What [`FinishRemoval`] answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReply {
-    /// No longer listed as being deleted.
-    Ok,
+    /// No longer listed as being deleted; this many keys (record, index) were unlinked.
+    Ok {
+        /// Count.
+        unlinked: u64,
+    },
     /// The version is a live store again.
     Live,
 }
@@ -432,7 +510,7 @@ impl Call for FinishRemoval<'_> {
     }
     fn decode(r: Raw) -> Option<FinishReply> {
         Some(match r.code.as_str() {
-            "OK" => FinishReply::Ok,
+            "OK" => FinishReply::Ok { unlinked: r.num(0) },
             "LIVE" => FinishReply::Live,
             _ => return None,
         })

@@ -139,10 +139,14 @@ impl LivePac {
     pub fn bloat_store(&self, version: &str, n: u32) {
         let prefix = key(&format!("store:{version}:bulk:"));
         let _: () = redis::cmd("EVAL")
-            .arg("for i = 1, tonumber(ARGV[2]) do redis.call('SET', ARGV[1] .. i, 'x') end")
+            .arg(
+                "for i = 1, tonumber(ARGV[2]) do redis.call('SET', ARGV[1] .. i, 'x'); \
+                 redis.call('SADD', ARGV[3], ARGV[1] .. i) end",
+            )
             .arg(0)
             .arg(&prefix)
             .arg(n)
+            .arg(key(&format!("store:{version}:index")))
             .query(&mut self.conn())
             .expect("bloat store");
     }
