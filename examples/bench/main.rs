@@ -14,7 +14,7 @@
 //! the `pacup` built beside this example), so an earlier version is measured the same
 //! way; the host agents run in this process on the library.
 //!
-//! Usage: `bench [--quick] [--pacup PATH] [--redis-server PATH] [--only a,b,c,d]`
+//! Usage: see [`USAGE`].
 
 mod fleet;
 mod proxy;
@@ -25,11 +25,54 @@ mod server;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+const USAGE: &str = "bench [--quick] [--sizes N,N,...] [--remove-keys N] [--foreign-keys N] \
+[--pacup PATH] [--redis-server PATH] [--only a,b,c,d]
+
+  --sizes N,...      PACs to roll out, by region count (up to 100: 10 hosts, 100 = 10 x 10;
+                     above, hosts of 20: 500 = 25 x 20, 1000 = 50 x 20) or HOSTSxREGIONS;
+                     default 100,500,1000 (--quick: 20,100)
+  --remove-keys N    keys of the store (c) removes (default 1000000, --quick 100000)
+  --foreign-keys N   keys of another PAC beside it (default 4000000, --quick 400000)
+  --only a,b,c,d     which parts to run: (a) rollouts, (b) mode change, (c) remove-old,
+                     (d) pac status";
+
+#[derive(Clone)]
 pub struct Opts {
     pub pacup: PathBuf,
     pub redis_server: String,
     pub quick: bool,
     pub only: Vec<char>,
+    /// PACs of (hosts, regions per host), smallest first.
+    pub sizes: Vec<(usize, usize)>,
+    pub remove_keys: u64,
+    pub foreign_keys: u64,
+}
+
+/// A PAC size: `N` regions (hosts of 10 up to 100 regions, of 20 above) or `HxR`.
+fn size(s: &str) -> (usize, usize) {
+    fn bad(s: &str) -> ! {
+        panic!("--sizes: {s:?} is neither a region count nor HOSTSxREGIONS\n{USAGE}")
+    }
+    if let Some((h, r)) = s.split_once('x') {
+        let h: usize = h.parse().unwrap_or_else(|_| bad(s));
+        let r: usize = r.parse().unwrap_or_else(|_| bad(s));
+        if h == 0 || r == 0 {
+            bad(s)
+        }
+        return (h, r);
+    }
+    let n: usize = s.parse().unwrap_or_else(|_| bad(s));
+    // Up to 100 regions: 10 hosts (two waves); above: hosts of 20 regions.
+    let (hosts, per) = if n > 100 { (n / 20, 20) } else { (10, n / 10) };
+    if n == 0 || hosts * per != n {
+        panic!("--sizes: {n} regions do not split that way; give HOSTSxREGIONS instead");
+    }
+    (hosts, per)
+}
+
+fn count(a: Option<String>, flag: &str) -> u64 {
+    a.and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or_else(|| panic!("{flag} N (a key count)\n{USAGE}"))
 }
 
 fn opts() -> Opts {
@@ -41,11 +84,27 @@ fn opts() -> Opts {
         redis_server: "redis-server".into(),
         quick: false,
         only: vec!['a', 'b', 'c', 'd'],
+        sizes: Vec::new(),
+        remove_keys: 0,
+        foreign_keys: 0,
     };
+    let (mut sizes, mut remove_keys, mut foreign_keys) = (None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--sizes" => {
+                let mut v: Vec<(usize, usize)> = args
+                    .next()
+                    .unwrap_or_else(|| panic!("--sizes N,N,...\n{USAGE}"))
+                    .split(',')
+                    .map(|s| size(s.trim()))
+                    .collect();
+                v.sort_by_key(|(h, r)| h * r);
+                sizes = Some(v);
+            }
+            "--remove-keys" => remove_keys = Some(count(args.next(), "--remove-keys")),
+            "--foreign-keys" => foreign_keys = Some(count(args.next(), "--foreign-keys")),
             "--pacup" => o.pacup = args.next().expect("--pacup PATH").into(),
             "--redis-server" => o.redis_server = args.next().expect("--redis-server PATH"),
             "--only" => {
@@ -57,12 +116,21 @@ fn opts() -> Opts {
                     .collect()
             }
             "-h" | "--help" => {
-                println!("bench [--quick] [--pacup PATH] [--redis-server PATH] [--only a,b,c,d]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => panic!("unknown argument {other}"),
+            other => panic!("unknown argument {other}\n{USAGE}"),
         }
     }
+    o.sizes = sizes.unwrap_or_else(|| {
+        if o.quick {
+            vec![(10, 2), (10, 10)]
+        } else {
+            vec![(10, 10), (25, 20), (50, 20)]
+        }
+    });
+    o.remove_keys = remove_keys.unwrap_or(if o.quick { 100_000 } else { 1_000_000 });
+    o.foreign_keys = foreign_keys.unwrap_or(if o.quick { 400_000 } else { 4_000_000 });
     assert!(
         o.pacup.exists() || o.pacup == std::path::Path::new("pacup"),
         "no pacup binary at {} (build it: cargo build --release --bin pacup)",
@@ -151,7 +219,7 @@ fn main() {
         "pacup benchmark: {version} ({}), {}{}\n",
         o.pacup.display(),
         machine(),
-        if o.quick { ", --quick sizes" } else { "" }
+        if o.quick { ", --quick" } else { "" }
     );
     rt.block_on(async {
         if o.only.iter().any(|c| "abd".contains(*c)) {

@@ -39,6 +39,30 @@ fn populate(server: &Server, n: u64, prefix: &str) {
         .expect("DEBUG POPULATE");
 }
 
+/// Names the populated keys in the store's key index, as the scripts that create store
+/// keys do (a store written by an older pacup has no index; its removal ignores this).
+fn index(server: &Server, n: u64, prefix: &str) {
+    let mut c = server.conn().unwrap();
+    let idx = format!("pac:{{{PAC}}}:store:1.0.0:index");
+    let mut from = 0u64;
+    while from < n {
+        let to = (from + 100_000).min(n);
+        let _: () = redis::cmd("EVAL")
+            .arg(
+                "for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do \
+                 redis.call('SADD', KEYS[1], ARGV[1] .. ':' .. i) end",
+            )
+            .arg(1)
+            .arg(&idx)
+            .arg(prefix)
+            .arg(from)
+            .arg(to)
+            .query(&mut c)
+            .expect("index");
+        from = to;
+    }
+}
+
 struct Row {
     what: String,
     keys: u64,
@@ -67,11 +91,7 @@ fn measure(server: &Server, what: &str, keys: u64, f: impl FnOnce() -> u64) -> R
 }
 
 pub async fn run(o: &Opts) {
-    let (store_keys, foreign): (u64, u64) = if o.quick {
-        (100_000, 400_000)
-    } else {
-        (1_000_000, 4_000_000)
-    };
+    let (store_keys, foreign) = (o.remove_keys, o.foreign_keys);
     eprintln!("bench: remove-old of {store_keys} keys beside {foreign} keys of another PAC");
     let server = Server::start(&o.redis_server);
     let url = server.url();
@@ -109,20 +129,12 @@ pub async fn run(o: &Opts) {
     let prefix = format!("pac:{{{PAC}}}:store:1.0.0:k");
     populate(&server, foreign, "pac:{OTHER}:ds:k");
     populate(&server, store_keys, &prefix);
+    index(&server, store_keys, &prefix);
 
     let pacup_row = {
-        let o2 = (o.pacup.clone(), url.clone());
+        let (opts, url) = (o.clone(), url.clone());
         measure(&server, "`pacup pac remove-old`", store_keys, move || {
-            let opts = Opts {
-                pacup: o2.0,
-                redis_server: String::new(),
-                quick: false,
-                only: Vec::new(),
-            };
-            let (out, _, _) = pacup(
-                &opts,
-                &["--psor", &o2.1, "--json", "pac", "remove-old", PAC],
-            );
+            let (out, _, _) = pacup(&opts, &["--psor", &url, "--json", "pac", "remove-old", PAC]);
             serde_json::from_str::<serde_json::Value>(&out)
                 .ok()
                 .and_then(|v| v["keys_removed"].as_u64())

@@ -79,7 +79,7 @@ fn plan(hosts: usize, per: usize) -> Value {
 
 /// A PAC of `hosts x per` regions at 1.0.0, all serving, reached through an old store
 /// (0.9.0) so that the flip of store 1.0.0 to running is the mode change of (b).
-async fn build(o: &Opts, server: &Server, hosts: usize, per: usize) -> (Fleet, ModeRow) {
+async fn build(server: &Server, hosts: usize, per: usize) -> (Fleet, ModeRow) {
     let url = server.url();
     let control = crate::fleet::pac(&url, PAC).await;
     let mut seed = Fleet::new(control.clone());
@@ -147,7 +147,6 @@ async fn build(o: &Opts, server: &Server, hosts: usize, per: usize) -> (Fleet, M
     }
     futures_util::future::join_all(ons).await;
     fleet.wait_alive(n, true).await;
-    let _ = o;
     (fleet, mode)
 }
 
@@ -176,12 +175,7 @@ async fn rollout(o: &Opts, server: &Server, fleet: &Fleet, hosts: usize, per: us
     let all0 = server.commands();
     let url = format!("redis://127.0.0.1:{}", proxy.port);
     let p = path.to_str().unwrap().to_string();
-    let o2 = Opts {
-        pacup: o.pacup.clone(),
-        redis_server: o.redis_server.clone(),
-        quick: o.quick,
-        only: o.only.clone(),
-    };
+    let o2 = o.clone();
     let (out, wall, cpu) = tokio::task::spawn_blocking(move || {
         pacup(
             &o2,
@@ -264,17 +258,12 @@ async fn rollout(o: &Opts, server: &Server, fleet: &Fleet, hosts: usize, per: us
 
 pub async fn run(o: &Opts) {
     // Waves of 5 hosts: 100 regions as 10 x 10 (two waves: one wave would leave no
-    // capacity), 500 and 1000 as hosts of 20 regions.
-    let sizes: &[(usize, usize)] = if o.quick {
-        &[(10, 2), (10, 10)]
-    } else {
-        &[(10, 10), (25, 20), (50, 20)]
-    };
+    // capacity), 500 and 1000 as hosts of 20 regions (`--sizes`).
     let (mut rows, mut modes, mut statuses) = (Vec::new(), Vec::new(), Vec::new());
-    for &(hosts, per) in sizes {
+    for &(hosts, per) in &o.sizes {
         eprintln!("bench: PAC of {hosts} x {per} regions");
         let server = Server::start(&o.redis_server);
-        let (fleet, mode) = build(o, &server, hosts, per).await;
+        let (fleet, mode) = build(&server, hosts, per).await;
         modes.push(mode);
         if o.only.contains(&'d') {
             statuses.push(status(o, &server, hosts * per));

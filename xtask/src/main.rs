@@ -26,6 +26,9 @@ struct Task {
     tools: &'static [Tool],
     /// A cargo command run first (the bench needs the release `pacup` it measures).
     before: &'static [&'static str],
+    /// Builds in this subdirectory of the target directory (`CARGO_TARGET_DIR`, else
+    /// `target/`), so its release build neither waits for nor replaces anyone else's.
+    target_subdir: Option<&'static str>,
 }
 
 const TASKS: &[Task] = &[
@@ -45,6 +48,7 @@ const TASKS: &[Task] = &[
         cargo_args: &["run", "--release", "--bin", "pacup", "--", "demo"],
         tools: &Tool::ALL,
         before: &[],
+        target_subdir: None,
     },
     Task {
         name: "test",
@@ -64,6 +68,7 @@ const TASKS: &[Task] = &[
         cargo_args: &["test"],
         tools: &Tool::TESTS,
         before: &[],
+        target_subdir: None,
     },
     Task {
         name: "bench",
@@ -73,15 +78,20 @@ const TASKS: &[Task] = &[
                redis-servers, rollouts of 100, 500 and 1000 regions under job and client load, a\n\
                mode change reaching every region, `pac remove-old` of a 1M-key store beside 4M keys\n\
                of another PAC, and `pac status --json`, as a markdown table (docs/performance.md).\n\
-               The full run takes a while on 2 cores; `--quick` runs small sizes.\n\
+               It builds into its own target directory (`bench/` under CARGO_TARGET_DIR or\n\
+               target/). The full run takes a while on 2 cores; `--quick` runs small sizes,\n\
+               `--sizes 100,1000` picks the PACs, `--remove-keys N --foreign-keys N` sizes (c),\n\
+               `--only a,b,c,d` picks the parts (`--help` after `--` lists them).\n\
                \n\
                Examples:\n  \
                  cargo xtask bench --quick\n  \
                  cargo xtask bench\n  \
-                 cargo xtask bench --only a,d",
+                 cargo xtask bench --only a,d\n  \
+                 cargo xtask bench --sizes 1000 --only b,c --remove-keys 200000 --foreign-keys 800000",
         cargo_args: &["run", "--release", "--example", "bench", "--"],
         tools: &Tool::ALL,
         before: &["build", "--release", "--bin", "pacup"],
+        target_subdir: Some("bench"),
     },
 ];
 
@@ -218,13 +228,31 @@ fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
         eprintln!("error: {msg}");
         return ExitCode::from(EXIT_SETUP);
     }
+    // Both of a task's cargo commands build into the same directory (the bench finds the
+    // `pacup` it measures beside itself).
+    let target = task.target_subdir.map(|sub| {
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"))
+            .join(sub)
+    });
+    let env_shown = target
+        .as_ref()
+        .map(|t| format!("CARGO_TARGET_DIR={} ", shell_word(&t.to_string_lossy())))
+        .unwrap_or_default();
+    let with_target = |mut cmd: Command| {
+        if let Some(t) = &target {
+            cmd.env("CARGO_TARGET_DIR", t);
+        }
+        cmd
+    };
     if !task.before.is_empty() {
-        let shown = format!("cargo {}", task.before.join(" "));
+        let shown = format!("{env_shown}cargo {}", task.before.join(" "));
         if dry_run {
             eprintln!("xtask: would run: {shown}");
         } else {
             eprintln!("xtask: running: {shown}");
-            match cargo_command(task.before).status() {
+            match with_target(cargo_command(task.before)).status() {
                 Ok(s) if s.success() => {}
                 Ok(s) => return exit_code_of(s),
                 Err(e) => {
@@ -234,7 +262,7 @@ fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
             }
         }
     }
-    let mut cmd = cargo_command(task.cargo_args);
+    let mut cmd = with_target(cargo_command(task.cargo_args));
     cmd.args(args);
     // Shown as `cargo ...`: it is the cargo that runs xtask, whatever its full path.
     let shown: Vec<String> = task
@@ -243,7 +271,7 @@ fn run_task(task: &Task, args: &[OsString]) -> ExitCode {
         .map(|a| a.to_string())
         .chain(args.iter().map(|a| shell_word(&a.to_string_lossy())))
         .collect();
-    let shown = format!("cargo {}", shown.join(" "));
+    let shown = format!("{env_shown}cargo {}", shown.join(" "));
     if dry_run {
         eprintln!("xtask: would run: {shown}");
         return ExitCode::SUCCESS;
