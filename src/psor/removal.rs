@@ -18,11 +18,10 @@ use super::Pac;
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
 
-/// How many keys one `UNLINK_INDEXED` call deletes: about a millisecond of Redis time.
-const INDEXED_BATCH: usize = 1000;
-/// How many `UNLINK_INDEXED` calls travel in one round trip, so Redis is not idle while
-/// the replies come back.
-const INDEXED_IN_FLIGHT: usize = 8;
+/// How many index names one `UNLINK_INDEXED` call walks: about 2 ms of Redis time, long
+/// enough that a round trip per call costs little, short enough that other clients wait
+/// no longer than that.
+const INDEXED_STEP: usize = 2000;
 
 impl Pac {
     /// RemOldPAC: detaches every store older than the newest (refused while a live region
@@ -140,36 +139,28 @@ impl Pac {
         ))
     }
 
-    /// Deletes the keys named by store `v`'s index, [`INDEXED_BATCH`] per script call and
-    /// [`INDEXED_IN_FLIGHT`] calls per round trip: each call is short, so other clients
-    /// are answered between them.
+    /// Deletes the keys named by store `v`'s index, [`INDEXED_STEP`] names per script
+    /// call, one call per round trip: Redis answers other clients between calls.
     async fn unlink_indexed(&self, v: &str) -> Result<u64> {
-        let mut c = self.conn();
         let mut total = 0u64;
+        let mut cursor = 0u64;
         loop {
-            let mut p = redis::pipe();
-            for _ in 0..INDEXED_IN_FLIGHT {
-                self.pipe_call(
-                    &mut p,
-                    &UnlinkIndexed {
-                        version: v,
-                        count: INDEXED_BATCH,
-                    },
-                );
-            }
-            let vals: Vec<redis::Value> =
-                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
-            let mut empty = false;
-            for val in vals {
-                match self.pipe_reply::<UnlinkIndexed>(val)? {
-                    UnlinkIndexedReply::Ok { unlinked, left } => {
-                        total += unlinked;
-                        empty |= left == 0;
-                    }
-                    UnlinkIndexedReply::Live => return Err(self.live_again(v)),
+            let step = UnlinkIndexed {
+                version: v,
+                cursor,
+                count: INDEXED_STEP,
+            };
+            match self.eval(&step).await? {
+                UnlinkIndexedReply::Ok {
+                    unlinked,
+                    cursor: next,
+                } => {
+                    total += unlinked;
+                    cursor = next;
                 }
+                UnlinkIndexedReply::Live => return Err(self.live_again(v)),
             }
-            if empty {
+            if cursor == 0 {
                 return Ok(total);
             }
         }

@@ -739,6 +739,7 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     expect!(seen, pac, live, "LIVE", UnlinkReply::Live);
     let indexed = UnlinkIndexed {
         version: "2.0.0",
+        cursor: 0,
         count: 100,
     };
     expect!(
@@ -746,10 +747,11 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
         pac,
         indexed,
         "OK",
-        UnlinkIndexedReply::Ok { left: 0, .. }
+        UnlinkIndexedReply::Ok { cursor: 0, .. }
     );
     let live = UnlinkIndexed {
         version: "1.0.0",
+        cursor: 0,
         count: 100,
     };
     expect!(seen, pac, live, "LIVE", UnlinkIndexedReply::Live);

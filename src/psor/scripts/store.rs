@@ -395,53 +395,58 @@ impl Call for UnlinkBatch<'_> {
     }
 }
 
-/// Unlinks up to `ARGV[2]` keys of a detached store named by its key index, taking them
-/// out of the index in the same step, so an interrupted removal resumes with exactly the
-/// keys still there and two removals at once never delete a key twice. Names outside
-/// the store are dropped from the index without touching them. The index empties (and
-/// so disappears) key by key: no command ever works on the whole store. Returns
-/// `{OK, unlinked, left in the index}` or `{LIVE}` when the version is a live store
-/// again (nothing deleted).
+/// Unlinks the keys of a detached store named by its key index, walking the index with
+/// `SSCAN` from cursor `ARGV[2]` until about `ARGV[3]` names are seen (a bounded step,
+/// about a millisecond per thousand), inside Redis: the names never travel to the client
+/// and back. Names outside the store are skipped, never deleted. The index
+/// itself is left for `FINISH_REMOVAL`, so a re-run after a crash walks it again and
+/// deletes what is left (names of deleted keys cost nothing more). Returns
+/// `{OK, unlinked, next cursor}` (cursor `0`: the walk is over) or `{LIVE}` when the
+/// version is a live store again (nothing deleted).
 pub static UNLINK_INDEXED: Lua = Lua::new(
     "UNLINK_INDEXED",
     &["OK", "LIVE"],
     r#"
 local V = ARGV[1]
 if redis.call('ZSCORE', K.stores(), V) then return {'LIVE'} end
-local idx = K.store_index(V)
 local pre = K.store_key_prefix(V)
-local names = redis.call('SPOP', idx, tonumber(ARGV[2]))
-local mine = {}
-for _, k in ipairs(names) do
-  if string.sub(k, 1, #pre) == pre and k ~= idx then table.insert(mine, k) end
-end
-local n = 0
--- UNLINK takes many keys at once; bounded chunks keep Lua's stack small.
-for i = 1, #mine, 200 do
-  n = n + redis.call('UNLINK', unpack(mine, i, math.min(i + 199, #mine)))
-end
-return {'OK', tostring(n), tostring(redis.call('SCARD', idx))}
+local idx = K.store_index(V)
+local cursor, budget, seen, n = ARGV[2], tonumber(ARGV[3]), 0, 0
+repeat
+  local page = redis.call('SSCAN', idx, cursor, 'COUNT', 200)
+  cursor = page[1]
+  local mine = {}
+  for _, k in ipairs(page[2]) do
+    if string.find(k, pre, 1, true) == 1 and k ~= idx then mine[#mine + 1] = k end
+  end
+  seen = seen + #page[2]
+  -- UNLINK takes many keys at once; pages are small enough for Lua's stack.
+  if #mine > 0 then n = n + redis.call('UNLINK', unpack(mine)) end
+until cursor == '0' or seen >= budget
+return {'OK', tostring(n), cursor}
 "#,
 );
 
-/// One batch of the deletion of a store that has a key index.
+/// One step of the deletion of a store that has a key index.
 #[derive(Debug, Clone)]
 pub struct UnlinkIndexed<'a> {
     /// The detached store.
     pub version: &'a str,
-    /// At most this many keys.
+    /// Where the walk of the index is (`0` to start).
+    pub cursor: u64,
+    /// About this many names per step.
     pub count: usize,
 }
 
 /// What [`UnlinkIndexed`] answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnlinkIndexedReply {
-    /// This many keys were deleted; `left` names are still in the index.
+    /// This many keys were deleted; the walk goes on at `cursor` (`0`: it is over).
     Ok {
         /// Count.
         unlinked: u64,
-        /// Names left.
-        left: u64,
+        /// The next step's cursor.
+        cursor: u64,
     },
     /// The version is a live store again; nothing deleted.
     Live,
@@ -453,13 +458,17 @@ impl Call for UnlinkIndexed<'_> {
         &UNLINK_INDEXED
     }
     fn args(&self) -> Vec<String> {
-        vec![self.version.into(), self.count.to_string()]
+        vec![
+            self.version.into(),
+            self.cursor.to_string(),
+            self.count.to_string(),
+        ]
     }
     fn decode(r: Raw) -> Option<UnlinkIndexedReply> {
         Some(match r.code.as_str() {
             "OK" => UnlinkIndexedReply::Ok {
                 unlinked: r.num(0),
-                left: r.num(1),
+                cursor: r.num(1),
             },
             "LIVE" => UnlinkIndexedReply::Live,
             _ => return None,
@@ -469,13 +478,16 @@ impl Call for UnlinkIndexed<'_> {
 
 /// Marks a detached store's deletion finished, unlinking its record and key index last
 /// (the record says how the store is deleted, so it outlives every other key of it).
-/// Returns `{OK, unlinked}`, or `{LIVE}` when the version is a live store again.
+/// Returns `{OK, unlinked}` (the record: 1, or 0 when a SCAN already deleted it), or
+/// `{LIVE}` when the version is a live store again.
 pub static FINISH_REMOVAL: Lua = Lua::new(
     "FINISH_REMOVAL",
     &["OK", "LIVE"],
     r#"
 if redis.call('ZSCORE', K.stores(), ARGV[1]) then return {'LIVE'} end
-local n = redis.call('UNLINK', K.store_meta(ARGV[1]), K.store_index(ARGV[1]))
+-- Counted: the record (the index is bookkeeping, as in the report of an indexless store).
+local n = redis.call('UNLINK', K.store_meta(ARGV[1]))
+redis.call('UNLINK', K.store_index(ARGV[1]))
 redis.call('SREM', K.removing(), ARGV[1])
 return {'OK', tostring(n)}
 "#,
