@@ -12,16 +12,17 @@ use super::model::RemoveReport;
 use super::scan::scan_cmd;
 use super::scripts::{
     DetachOld, DetachOldReply, DetachStore, DetachStoreReply, FinishRemoval, FinishReply,
-    UnlinkBatch, UnlinkIndexed, UnlinkIndexedReply, UnlinkReply,
+    UnlinkBatch, UnlinkReply,
 };
 use super::Pac;
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
 
-/// How many index names one `UNLINK_INDEXED` call walks: about 2 ms of Redis time, long
-/// enough that a round trip per call costs little, short enough that other clients wait
-/// no longer than that.
-const INDEXED_STEP: usize = 2000;
+/// How many names of a store's key index one SSCAN asks for: the keys one round trip
+/// deletes (a couple of milliseconds of Redis time, other clients served in between).
+const INDEXED_PAGE: usize = 2000;
+/// Keys per UNLINK: each command is short, and Redis reads a long pipeline in pieces.
+const UNLINK_ARGS: usize = 500;
 
 impl Pac {
     /// RemOldPAC: detaches every store older than the newest (refused while a live region
@@ -139,29 +140,82 @@ impl Pac {
         ))
     }
 
-    /// Deletes the keys named by store `v`'s index, [`INDEXED_STEP`] names per script
-    /// call, one call per round trip: Redis answers other clients between calls.
+    /// Deletes the keys named by store `v`'s index. Each round trip carries the `UNLINK`s
+    /// of the page of names in hand (in `MULTI`/`EXEC`, under a `WATCH` of `stores` armed
+    /// when `v` was last seen detached: a store that became live again meanwhile aborts
+    /// the batch, and the next check stops the deletion) and the `SSCAN` of the next page.
+    /// Plain `UNLINK`s of names known in advance cost Redis what deleting by name costs;
+    /// the index itself is left for [`FinishRemoval`], so a re-run walks it again.
     async fn unlink_indexed(&self, v: &str) -> Result<u64> {
+        // WATCH belongs to a connection: this one carries nothing else.
+        let mut c = self.psor.dedicated().await?;
+        let (stores, index, prefix) = (
+            self.keys.stores(),
+            self.keys.store_index(v),
+            self.keys.store_prefix(v),
+        );
+        let sscan = |cursor: u64| {
+            let mut cmd = redis::cmd("SSCAN");
+            cmd.arg(&index).arg(cursor).arg("COUNT").arg(INDEXED_PAGE);
+            cmd
+        };
+        let mut p = redis::pipe();
+        p.cmd("WATCH").arg(&stores).ignore();
+        p.zscore(&stores, v).add_command(sscan(0));
+        let (live, (mut cursor, mut pending)): (Option<f64>, (u64, Vec<String>)) =
+            p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
         let mut total = 0u64;
-        let mut cursor = 0u64;
         loop {
-            let step = UnlinkIndexed {
-                version: v,
-                cursor,
-                count: INDEXED_STEP,
-            };
-            match self.eval(&step).await? {
-                UnlinkIndexedReply::Ok {
-                    unlinked,
-                    cursor: next,
-                } => {
-                    total += unlinked;
-                    cursor = next;
-                }
-                UnlinkIndexedReply::Live => return Err(self.live_again(v)),
+            if live.is_some() {
+                return Err(self.live_again(v));
             }
-            if cursor == 0 {
+            // Names outside the store (none is ever written there) are never deleted.
+            pending.retain(|k| k.starts_with(&prefix) && *k != index);
+            if pending.is_empty() && cursor == 0 {
                 return Ok(total);
+            }
+            let mut p = redis::pipe();
+            if !pending.is_empty() {
+                p.cmd("MULTI").ignore();
+                for chunk in pending.chunks(UNLINK_ARGS) {
+                    p.cmd("UNLINK").arg(chunk).ignore();
+                }
+                p.cmd("EXEC");
+            }
+            p.cmd("WATCH").arg(&stores).ignore();
+            p.zscore(&stores, v);
+            if cursor != 0 {
+                p.add_command(sscan(cursor));
+            }
+            let vals: Vec<redis::Value> =
+                p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+            let mut vals = vals.into_iter();
+            let mut next = || vals.next().unwrap_or(redis::Value::Nil);
+            let done: Option<Vec<u64>> = if pending.is_empty() {
+                Some(Vec::new())
+            } else {
+                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?
+            };
+            let live_now: Option<f64> =
+                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?;
+            let page: (u64, Vec<String>) = if cursor != 0 {
+                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?
+            } else {
+                (0, Vec::new())
+            };
+            match done {
+                // Deleted: the next page is the work in hand.
+                Some(n) => {
+                    total += n.iter().sum::<u64>();
+                    pending = page.1;
+                }
+                // `stores` changed since the check (another store, or this one live
+                // again): nothing was deleted; retried after the new check.
+                None => pending.extend(page.1),
+            }
+            cursor = page.0;
+            if live_now.is_some() {
+                return Err(self.live_again(v));
             }
         }
     }

@@ -737,24 +737,6 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
         keys: &batch[..1],
     };
     expect!(seen, pac, live, "LIVE", UnlinkReply::Live);
-    let indexed = UnlinkIndexed {
-        version: "2.0.0",
-        cursor: 0,
-        count: 100,
-    };
-    expect!(
-        seen,
-        pac,
-        indexed,
-        "OK",
-        UnlinkIndexedReply::Ok { cursor: 0, .. }
-    );
-    let live = UnlinkIndexed {
-        version: "1.0.0",
-        cursor: 0,
-        count: 100,
-    };
-    expect!(seen, pac, live, "LIVE", UnlinkIndexedReply::Live);
     expect!(
         seen,
         pac,

@@ -116,13 +116,12 @@ impl Lua {
 }
 
 /// Every script, for the tests that check them all.
-pub fn all() -> [&'static Lua; 25] {
+pub fn all() -> [&'static Lua; 24] {
     [
         &RESET,
         &SET_MODE,
         &DETACH_OLD,
         &UNLINK_BATCH,
-        &UNLINK_INDEXED,
         &FINISH_REMOVAL,
         &UNQUIESCE,
         &DETACH_STORE,

@@ -7,9 +7,11 @@
 //!   so a stale coordinator stays fenced and store order stays monotonic. `ds:*` is kept.
 //! - `SET_MODE`, `DETACH_OLD`: the documented refusals are checked inside
 //!   the script, so the state they were checked against is the state they change.
-//! - `UNLINK_INDEXED` (stores with a key index), `UNLINK_BATCH` (older stores, keys found
-//!   by SCAN), `FINISH_REMOVAL`: delete one batch of a detached store's keys; they refuse
-//!   to touch a version that is a live store again.
+//! - `UNLINK_BATCH` (stores written without a key index, keys found by SCAN),
+//!   `FINISH_REMOVAL`: delete one batch of a detached store's keys, and its record and
+//!   index last; they refuse to touch a version that is a live store again. (A store with
+//!   a key index is deleted by plain `UNLINK`s in `MULTI`/`EXEC` under a `WATCH`, see
+//!   `psor::removal`.)
 
 use super::{fence_arg, flag, Call, Lua, Raw};
 use crate::psor::keys::Keys;
@@ -390,87 +392,6 @@ impl Call for UnlinkBatch<'_> {
         Some(match r.code.as_str() {
             "OK" => UnlinkReply::Ok { unlinked: r.num(0) },
             "LIVE" => UnlinkReply::Live,
-            _ => return None,
-        })
-    }
-}
-
-/// Unlinks the keys of a detached store named by its key index, walking the index with
-/// `SSCAN` from cursor `ARGV[2]` until about `ARGV[3]` names are seen (a bounded step,
-/// about a millisecond per thousand), inside Redis: the names never travel to the client
-/// and back. Names outside the store are skipped, never deleted. The index
-/// itself is left for `FINISH_REMOVAL`, so a re-run after a crash walks it again and
-/// deletes what is left (names of deleted keys cost nothing more). Returns
-/// `{OK, unlinked, next cursor}` (cursor `0`: the walk is over) or `{LIVE}` when the
-/// version is a live store again (nothing deleted).
-pub static UNLINK_INDEXED: Lua = Lua::new(
-    "UNLINK_INDEXED",
-    &["OK", "LIVE"],
-    r#"
-local V = ARGV[1]
-if redis.call('ZSCORE', K.stores(), V) then return {'LIVE'} end
-local pre = K.store_key_prefix(V)
-local idx = K.store_index(V)
-local cursor, budget, seen, n = ARGV[2], tonumber(ARGV[3]), 0, 0
-repeat
-  local page = redis.call('SSCAN', idx, cursor, 'COUNT', 200)
-  cursor = page[1]
-  local mine = {}
-  for _, k in ipairs(page[2]) do
-    if string.find(k, pre, 1, true) == 1 and k ~= idx then mine[#mine + 1] = k end
-  end
-  seen = seen + #page[2]
-  -- UNLINK takes many keys at once; pages are small enough for Lua's stack.
-  if #mine > 0 then n = n + redis.call('UNLINK', unpack(mine)) end
-until cursor == '0' or seen >= budget
-return {'OK', tostring(n), cursor}
-"#,
-);
-
-/// One step of the deletion of a store that has a key index.
-#[derive(Debug, Clone)]
-pub struct UnlinkIndexed<'a> {
-    /// The detached store.
-    pub version: &'a str,
-    /// Where the walk of the index is (`0` to start).
-    pub cursor: u64,
-    /// About this many names per step.
-    pub count: usize,
-}
-
-/// What [`UnlinkIndexed`] answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnlinkIndexedReply {
-    /// This many keys were deleted; the walk goes on at `cursor` (`0`: it is over).
-    Ok {
-        /// Count.
-        unlinked: u64,
-        /// The next step's cursor.
-        cursor: u64,
-    },
-    /// The version is a live store again; nothing deleted.
-    Live,
-}
-
-impl Call for UnlinkIndexed<'_> {
-    type Reply = UnlinkIndexedReply;
-    fn lua() -> &'static Lua {
-        &UNLINK_INDEXED
-    }
-    fn args(&self) -> Vec<String> {
-        vec![
-            self.version.into(),
-            self.cursor.to_string(),
-            self.count.to_string(),
-        ]
-    }
-    fn decode(r: Raw) -> Option<UnlinkIndexedReply> {
-        Some(match r.code.as_str() {
-            "OK" => UnlinkIndexedReply::Ok {
-                unlinked: r.num(0),
-                cursor: r.num(1),
-            },
-            "LIVE" => UnlinkIndexedReply::Live,
             _ => return None,
         })
     }
