@@ -16,6 +16,7 @@ use super::scripts::{
 };
 use super::Pac;
 use crate::error::{Error, Result};
+use futures_util::StreamExt;
 use redis::AsyncCommands;
 
 /// How many names of a store's key index one SSCAN asks for: the keys one round trip
@@ -23,6 +24,8 @@ use redis::AsyncCommands;
 const INDEXED_PAGE: usize = 2000;
 /// Keys per UNLINK: each command is short, and Redis reads a long pipeline in pieces.
 const UNLINK_ARGS: usize = 500;
+/// How many buckets of a key index are walked at once.
+const INDEX_WALKERS: usize = 4;
 
 impl Pac {
     /// RemOldPAC: detaches every store older than the newest (refused while a live region
@@ -120,10 +123,12 @@ impl Pac {
             if live.is_some() {
                 continue;
             }
-            total += if indexed.as_deref() == Some("1") {
-                self.unlink_indexed(&v).await?
-            } else {
-                self.unlink_scanned(&v).await?
+            let buckets = indexed
+                .and_then(|n| n.parse::<u32>().ok())
+                .filter(|n| *n > 0);
+            total += match buckets {
+                Some(n) => self.unlink_indexed(&v, n).await?,
+                None => self.unlink_scanned(&v).await?,
             };
             match self.eval(&FinishRemoval { version: &v }).await? {
                 FinishReply::Ok { unlinked } => total += unlinked,
@@ -140,18 +145,30 @@ impl Pac {
         ))
     }
 
-    /// Deletes the keys named by store `v`'s index. Each round trip carries the `UNLINK`s
+    /// Deletes the keys named by store `v`'s index of `buckets` buckets, [`INDEX_WALKERS`]
+    /// buckets at once (each on its own connection): while Redis deletes one walker's
+    /// batch, the others' next batches are on their way, so Redis is never idle waiting
+    /// for a round trip.
+    async fn unlink_indexed(&self, v: &str, buckets: u32) -> Result<u64> {
+        let walks = futures_util::stream::iter(0..buckets)
+            .map(|b| self.unlink_bucket(v, b))
+            .buffer_unordered(INDEX_WALKERS);
+        let counts: Vec<Result<u64>> = walks.collect().await;
+        counts.into_iter().sum()
+    }
+
+    /// Deletes the keys named by bucket `b` of store `v`'s index. Each round trip carries the `UNLINK`s
     /// of the page of names in hand (in `MULTI`/`EXEC`, under a `WATCH` of `stores` armed
     /// when `v` was last seen detached: a store that became live again meanwhile aborts
     /// the batch, and the next check stops the deletion) and the `SSCAN` of the next page.
     /// Plain `UNLINK`s of names known in advance cost Redis what deleting by name costs;
     /// the index itself is left for [`FinishRemoval`], so a re-run walks it again.
-    async fn unlink_indexed(&self, v: &str) -> Result<u64> {
+    async fn unlink_bucket(&self, v: &str, b: u32) -> Result<u64> {
         // WATCH belongs to a connection: this one carries nothing else.
         let mut c = self.psor.dedicated().await?;
         let (stores, index, prefix) = (
             self.keys.stores(),
-            self.keys.store_index(v),
+            self.keys.store_index(v, &b.to_string()),
             self.keys.store_prefix(v),
         );
         let sscan = |cursor: u64| {
