@@ -43,21 +43,20 @@ fn populate(server: &Server, n: u64, prefix: &str) {
 /// keys do (a store written by an older pacup has no index; its removal ignores this).
 fn index(server: &Server, n: u64, prefix: &str) {
     let mut c = server.conn().unwrap();
-    let idx = format!("pac:{{{PAC}}}:store:1.0.0:index:");
+    let idx = format!("pac:{{{PAC}}}:store:1.0.0:index");
     let mut from = 0u64;
     while from < n {
         let to = (from + 100_000).min(n);
         let _: () = redis::cmd("EVAL")
             .arg(
                 "for i = tonumber(ARGV[2]), tonumber(ARGV[3]) - 1 do \
-                 redis.call('SADD', KEYS[1] .. (i % tonumber(ARGV[4])), ARGV[1] .. ':' .. i) end",
+                 redis.call('RPUSH', KEYS[1], ARGV[1] .. ':' .. i) end",
             )
             .arg(1)
             .arg(&idx)
             .arg(prefix)
             .arg(from)
             .arg(to)
-            .arg(pacup::psor::keys::INDEX_BUCKETS)
             .query(&mut c)
             .expect("index");
         from = to;

@@ -57,15 +57,12 @@ pub const STORE_RESOURCES: Shape = key(
     "store_resources",
     &[Lit("store:"), Var("v"), Lit(":res:"), Var("kind")],
 );
-/// One bucket `b` (`0` to the record's `key_index` - 1) of the store's key index: names
-/// of the store's keys other than its record and the index (set), kept by every script
-/// that creates a store key, so a removal walks the store's own keys rather than the
-/// whole keyspace, several buckets at once. A store whose record lacks `key_index`
-/// (written by an older pacup) has none and is removed by SCAN.
-pub const STORE_INDEX: Shape = key(
-    "store_index",
-    &[Lit("store:"), Var("v"), Lit(":index:"), Var("b")],
-);
+/// The store's key index: names of the store's keys other than its record and the index
+/// (list, in the order they were created), appended to by every script that creates a
+/// store key, so a removal walks the store's own keys rather than the whole keyspace, in
+/// disjoint ranges at once. A store whose record lacks `key_index` (written by an older
+/// pacup) has none and is removed by SCAN.
+pub const STORE_INDEX: Shape = key("store_index", &[Lit("store:"), Var("v"), Lit(":index")]);
 /// Every key of a store (a removal deletes exactly these).
 pub const STORE_KEY: Shape = key("store_key", &[Lit("store:"), Var("v"), Lit(":"), Rest]);
 /// Names of regions ever started in the PAC (set).
@@ -169,10 +166,6 @@ pub const EVENTS_MAXLEN: u64 = 10_000;
 
 /// Approximate cap of a host agent's control stream.
 pub const CONTROL_MAXLEN: u64 = 1_000;
-
-/// Buckets of a store's key index ([`STORE_INDEX`]) that a store created now has (its
-/// record's `key_index`): a removal walks them side by side.
-pub const INDEX_BUCKETS: u32 = 16;
 
 /// How many finished rollouts the history keeps.
 pub const HISTORY_LEN: u64 = 100;
@@ -292,7 +285,7 @@ pub fn lua_prelude() -> String {
     s.push_str(&format!(
         "local JOB_GROUP = '{JOB_GROUP}'\nlocal SERIES_TTL_SECS = {SERIES_TTL_SECS}\n\
          local EVENTS_MAXLEN = '{EVENTS_MAXLEN}'\nlocal CONTROL_MAXLEN = '{CONTROL_MAXLEN}'\n\
-         local HISTORY_LEN = {HISTORY_LEN}\nlocal INDEX_BUCKETS = {INDEX_BUCKETS}\n"
+         local HISTORY_LEN = {HISTORY_LEN}\n"
     ));
     s
 }
@@ -329,8 +322,8 @@ keys! {
     store_members => STORE_MEMBERS(v);
     /// [`STORE_RESOURCES`].
     store_resources => STORE_RESOURCES(v, kind);
-    /// [`STORE_INDEX`] bucket `b`.
-    store_index => STORE_INDEX(v, b);
+    /// [`STORE_INDEX`].
+    store_index => STORE_INDEX(v);
     /// Prefix of every key of store `v` ([`STORE_KEY`]).
     store_prefix => STORE_KEY(v);
     /// [`REGIONS`].
@@ -434,7 +427,7 @@ mod tests {
             (k.store_meta("2.0.0"), "store_meta"),
             (k.store_members("2.0.0"), "store_members"),
             (k.store_resources("2.0.0", "PCT"), "store_resources"),
-            (k.store_index("2.0.0", "7"), "store_index"),
+            (k.store_index("2.0.0"), "store_index"),
             (format!("{}junk", k.store_prefix("2.0.0")), "store_key"),
             (k.region("R1"), "region"),
             (k.region_alive("R1"), "region_alive"),

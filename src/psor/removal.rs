@@ -19,12 +19,12 @@ use crate::error::{Error, Result};
 use futures_util::StreamExt;
 use redis::AsyncCommands;
 
-/// How many names of a store's key index one SSCAN asks for: the keys one round trip
-/// deletes (a couple of milliseconds of Redis time, other clients served in between).
+/// How many names of a store's key index one LRANGE reads: the keys one round trip
+/// deletes (a millisecond or two of Redis time, other clients served in between).
 const INDEXED_PAGE: usize = 2000;
 /// Keys per UNLINK: each command is short, and Redis reads a long pipeline in pieces.
 const UNLINK_ARGS: usize = 500;
-/// How many buckets of a key index are walked at once.
+/// How many ranges of a key index are walked at once.
 const INDEX_WALKERS: usize = 4;
 
 impl Pac {
@@ -114,21 +114,20 @@ impl Pac {
         let mut total = 0u64;
         for v in versions {
             // A version that is a live store again (restored meanwhile) is left alone.
-            let (live, indexed): (Option<f64>, Option<String>) = redis::pipe()
+            let (live, indexed, len): (Option<f64>, Option<String>, u64) = redis::pipe()
                 .zscore(self.keys.stores(), &v)
                 .hget(self.keys.store_meta(&v), "key_index")
+                .llen(self.keys.store_index(&v))
                 .query_async(&mut c)
                 .await
                 .map_err(|e| self.psor.err(e))?;
             if live.is_some() {
                 continue;
             }
-            let buckets = indexed
-                .and_then(|n| n.parse::<u32>().ok())
-                .filter(|n| *n > 0);
-            total += match buckets {
-                Some(n) => self.unlink_indexed(&v, n).await?,
-                None => self.unlink_scanned(&v).await?,
+            total += if indexed.as_deref() == Some("1") {
+                self.unlink_indexed(&v, len).await?
+            } else {
+                self.unlink_scanned(&v).await?
             };
             match self.eval(&FinishRemoval { version: &v }).await? {
                 FinishReply::Ok { unlinked } => total += unlinked,
@@ -145,50 +144,54 @@ impl Pac {
         ))
     }
 
-    /// Deletes the keys named by store `v`'s index of `buckets` buckets, [`INDEX_WALKERS`]
-    /// buckets at once (each on its own connection): while Redis deletes one walker's
-    /// batch, the others' next batches are on their way, so Redis is never idle waiting
-    /// for a round trip.
-    async fn unlink_indexed(&self, v: &str, buckets: u32) -> Result<u64> {
-        let walks = futures_util::stream::iter(0..buckets)
-            .map(|b| self.unlink_bucket(v, b))
+    /// Deletes the keys named by store `v`'s index of `len` names, in [`INDEX_WALKERS`]
+    /// disjoint ranges at once (each on its own connection): while Redis deletes one
+    /// walker's batch, the others' are on their way, so Redis does not wait for a round
+    /// trip. The names are in creation order, so keys go in the order they were made.
+    async fn unlink_indexed(&self, v: &str, len: u64) -> Result<u64> {
+        let per = len.div_ceil(INDEX_WALKERS as u64).max(1);
+        let walks = futures_util::stream::iter((0..len).step_by(per as usize))
+            .map(|from| self.unlink_range(v, from, (from + per).min(len)))
             .buffer_unordered(INDEX_WALKERS);
         let counts: Vec<Result<u64>> = walks.collect().await;
         counts.into_iter().sum()
     }
 
-    /// Deletes the keys named by bucket `b` of store `v`'s index. Each round trip carries the `UNLINK`s
-    /// of the page of names in hand (in `MULTI`/`EXEC`, under a `WATCH` of `stores` armed
-    /// when `v` was last seen detached: a store that became live again meanwhile aborts
-    /// the batch, and the next check stops the deletion) and the `SSCAN` of the next page.
-    /// Plain `UNLINK`s of names known in advance cost Redis what deleting by name costs;
-    /// the index itself is left for [`FinishRemoval`], so a re-run walks it again.
-    async fn unlink_bucket(&self, v: &str, b: u32) -> Result<u64> {
+    /// Deletes the keys named at positions `from..to` of store `v`'s index. Each round
+    /// trip carries the `UNLINK`s of the page of names in hand (in `MULTI`/`EXEC`, under
+    /// a `WATCH` of `stores` armed when `v` was last seen detached: a store that became
+    /// live again meanwhile aborts the batch, and the next check stops the deletion) and
+    /// the `LRANGE` of the next page. Plain `UNLINK`s of names known in advance cost Redis
+    /// what deleting by name costs; the index itself is left for [`FinishRemoval`], so a
+    /// re-run walks it again.
+    async fn unlink_range(&self, v: &str, from: u64, to: u64) -> Result<u64> {
         // WATCH belongs to a connection: this one carries nothing else.
         let mut c = self.psor.dedicated().await?;
         let (stores, index, prefix) = (
             self.keys.stores(),
-            self.keys.store_index(v, &b.to_string()),
+            self.keys.store_index(v),
             self.keys.store_prefix(v),
         );
-        let sscan = |cursor: u64| {
-            let mut cmd = redis::cmd("SSCAN");
-            cmd.arg(&index).arg(cursor).arg("COUNT").arg(INDEXED_PAGE);
-            cmd
+        let page = |at: u64| {
+            let end = (at + INDEXED_PAGE as u64).min(to);
+            let mut cmd = redis::cmd("LRANGE");
+            cmd.arg(&index).arg(at).arg(end - 1);
+            (cmd, end)
         };
+        let (first, mut next) = page(from);
         let mut p = redis::pipe();
         p.cmd("WATCH").arg(&stores).ignore();
-        p.zscore(&stores, v).add_command(sscan(0));
-        let (live, (mut cursor, mut pending)): (Option<f64>, (u64, Vec<String>)) =
+        p.zscore(&stores, v).add_command(first);
+        let (live, mut pending): (Option<f64>, Vec<String>) =
             p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
+        if live.is_some() {
+            return Err(self.live_again(v));
+        }
         let mut total = 0u64;
         loop {
-            if live.is_some() {
-                return Err(self.live_again(v));
-            }
             // Names outside the store (none is ever written there) are never deleted.
             pending.retain(|k| k.starts_with(&prefix) && *k != index);
-            if pending.is_empty() && cursor == 0 {
+            if pending.is_empty() && next >= to {
                 return Ok(total);
             }
             let mut p = redis::pipe();
@@ -201,37 +204,39 @@ impl Pac {
             }
             p.cmd("WATCH").arg(&stores).ignore();
             p.zscore(&stores, v);
-            if cursor != 0 {
-                p.add_command(sscan(cursor));
+            let fetch = (next < to).then(|| page(next));
+            if let Some((cmd, _)) = &fetch {
+                p.add_command(cmd.clone());
             }
             let vals: Vec<redis::Value> =
                 p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?;
             let mut vals = vals.into_iter();
-            let mut next = || vals.next().unwrap_or(redis::Value::Nil);
+            let mut val = || vals.next().unwrap_or(redis::Value::Nil);
             let done: Option<Vec<u64>> = if pending.is_empty() {
                 Some(Vec::new())
             } else {
-                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?
+                redis::from_redis_value(val()).map_err(|e| self.psor.err(e.into()))?
             };
-            let live_now: Option<f64> =
-                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?;
-            let page: (u64, Vec<String>) = if cursor != 0 {
-                redis::from_redis_value(next()).map_err(|e| self.psor.err(e.into()))?
-            } else {
-                (0, Vec::new())
+            let live: Option<f64> =
+                redis::from_redis_value(val()).map_err(|e| self.psor.err(e.into()))?;
+            let names: Vec<String> = match &fetch {
+                Some(_) => redis::from_redis_value(val()).map_err(|e| self.psor.err(e.into()))?,
+                None => Vec::new(),
             };
+            if let Some((_, end)) = fetch {
+                next = end;
+            }
             match done {
                 // Deleted: the next page is the work in hand.
                 Some(n) => {
                     total += n.iter().sum::<u64>();
-                    pending = page.1;
+                    pending = names;
                 }
                 // `stores` changed since the check (another store, or this one live
                 // again): nothing was deleted; retried after the new check.
-                None => pending.extend(page.1),
+                None => pending.extend(names),
             }
-            cursor = page.0;
-            if live_now.is_some() {
+            if live.is_some() {
                 return Err(self.live_again(v));
             }
         }

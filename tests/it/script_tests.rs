@@ -863,7 +863,7 @@ fn remove_old_survives_a_script_flush() {
             // Named in the store's key index, as every writer of a store key does.
             let k = key(&format!("store:1.0.0:k{i}"));
             let _: () = raw.set(&k, i).unwrap();
-            let _: () = raw.sadd(key("store:1.0.0:index:0"), &k).unwrap();
+            let _: () = raw.rpush(key("store:1.0.0:index"), &k).unwrap();
         }
         pac.leave("R1", "t1", "stopped", "test").await.unwrap();
         let new = join(

@@ -44,16 +44,12 @@ if ARGV[2] == 'create' then
   redis.call('ZADD', K.stores(), seq, V)
   redis.call('HSET', K.store_meta(V), 'version', V, 'os', ARGV[5],
     'bitness', ARGV[6], 'mode', ARGV[4], 'created_at', now, 'created_by', R,
-    'key_index', tostring(INDEX_BUCKETS))
-  -- The index names every store key but the record (deleted last, it carries the
-  -- bucket count); a name's bucket only spreads the names, nothing looks it up.
-  local function index(k)
-    redis.call('SADD', K.store_index(V, tostring(#k % INDEX_BUCKETS)), k)
-  end
-  index(K.store_members(V))
+    'key_index', '1')
+  -- The index names every store key but the record (deleted last, it carries the flag).
+  redis.call('RPUSH', K.store_index(V), K.store_members(V))
   for i = 15, #ARGV, 3 do
     redis.call('HSET', K.store_resources(V, ARGV[i]), ARGV[i + 1], ARGV[i + 2])
-    index(K.store_resources(V, ARGV[i]))
+    redis.call('RPUSH', K.store_index(V), K.store_resources(V, ARGV[i]))
   end
   bump()
   redis.call('HDEL', K.meta(), 'resetting')

@@ -406,10 +406,9 @@ pub static FINISH_REMOVAL: Lua = Lua::new(
     &["OK", "LIVE"],
     r#"
 if redis.call('ZSCORE', K.stores(), ARGV[1]) then return {'LIVE'} end
-local buckets = tonumber(redis.call('HGET', K.store_meta(ARGV[1]), 'key_index') or '0') or 0
 -- Counted: the record (the index is bookkeeping, as in the report of an indexless store).
 local n = redis.call('UNLINK', K.store_meta(ARGV[1]))
-for b = 0, buckets - 1 do redis.call('UNLINK', K.store_index(ARGV[1], tostring(b))) end
+redis.call('UNLINK', K.store_index(ARGV[1]))
 redis.call('SREM', K.removing(), ARGV[1])
 return {'OK', tostring(n)}
 "#,

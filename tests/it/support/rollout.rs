@@ -141,12 +141,12 @@ impl LivePac {
         let _: () = redis::cmd("EVAL")
             .arg(
                 "for i = 1, tonumber(ARGV[2]) do redis.call('SET', ARGV[1] .. i, 'x'); \
-                 redis.call('SADD', ARGV[3] .. (i % 16), ARGV[1] .. i) end",
+                 redis.call('RPUSH', ARGV[3], ARGV[1] .. i) end",
             )
             .arg(0)
             .arg(&prefix)
             .arg(n)
-            .arg(key(&format!("store:{version}:index:")))
+            .arg(key(&format!("store:{version}:index")))
             .query(&mut self.conn())
             .expect("bloat store");
     }
