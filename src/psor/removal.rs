@@ -20,8 +20,9 @@ use futures_util::StreamExt;
 use redis::AsyncCommands;
 
 /// How many names of a store's key index one LRANGE reads: the keys one round trip
-/// deletes (a millisecond or two of Redis time, other clients served in between).
-const INDEXED_PAGE: usize = 2000;
+/// deletes, under a millisecond of Redis time. Redis may run one batch of every walker
+/// before it answers another client, so this times [`INDEX_WALKERS`] bounds that wait.
+const INDEXED_PAGE: usize = 1000;
 /// Keys per UNLINK: each command is short, and Redis reads a long pipeline in pieces.
 const UNLINK_ARGS: usize = 500;
 /// How many ranges of a key index are walked at once.
