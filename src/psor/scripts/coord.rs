@@ -6,7 +6,7 @@ use super::{fence_arg, Call, Lua, Raw};
 /// ARGV: holder, ttl ms. Takes the coordinator lease if free and bumps the fencing
 /// epoch. Returns `{OK, epoch}`, `{HELD, lock value, rollout id, rollout state}` or
 /// `{NOPAC}`.
-pub static LEASE_ACQUIRE: Lua = Lua::new(
+pub static LEASE_ACQUIRE: Lua = Lua::critical(
     "LEASE_ACQUIRE",
     &["OK", "HELD", "NOPAC"],
     r#"
@@ -76,7 +76,7 @@ impl Call for AcquireLease<'_> {
 
 /// ARGV: lease value, ttl ms. Extends the lease only for its holder. Returns `{OK}` or
 /// `{LOST}`.
-pub static LEASE_RENEW: Lua = Lua::new(
+pub static LEASE_RENEW: Lua = Lua::critical(
     "LEASE_RENEW",
     &["OK", "LOST"],
     r#"
@@ -118,7 +118,7 @@ impl Call for RenewLease<'_> {
 }
 
 /// ARGV: lease value. Releases the lease only for its holder. Returns `{OK}` or `{LOST}`.
-pub static LEASE_RELEASE: Lua = Lua::new(
+pub static LEASE_RELEASE: Lua = Lua::critical(
     "LEASE_RELEASE",
     &["OK", "LOST"],
     r#"
@@ -153,7 +153,7 @@ impl Call for ReleaseLease<'_> {
 /// pairs..., event pairs... Writes the rollout journal and its event in one atomic,
 /// fenced step; a finished rollout's summary goes to the history list. Returns
 /// `{OK, event id}` or `{FENCED, epoch}`.
-pub static ROLLOUT_WRITE: Lua = Lua::new(
+pub static ROLLOUT_WRITE: Lua = Lua::critical(
     "ROLLOUT_WRITE",
     &["OK", "FENCED"],
     r#"
@@ -236,7 +236,7 @@ impl Call for RolloutWrite<'_> {
 /// ARGV: fence, host, command JSON. Queues a control command for a host agent, only for
 /// the current epoch (a fenced coordinator cannot drive agents). Returns `{OK}` or
 /// `{FENCED, epoch}`.
-pub static SEND_CONTROL: Lua = Lua::new(
+pub static SEND_CONTROL: Lua = Lua::critical(
     "SEND_CONTROL",
     &["OK", "FENCED"],
     r#"
@@ -277,7 +277,7 @@ impl Call for SendControl<'_> {
 /// ARGV: host, command id, fence. Takes a command at most once; a command sent under an
 /// epoch that is no longer current is refused. Returns `{OK}`, `{TAKEN}` or
 /// `{FENCED, epoch}`.
-pub static TAKE_CONTROL: Lua = Lua::new(
+pub static TAKE_CONTROL: Lua = Lua::critical(
     "TAKE_CONTROL",
     &["OK", "TAKEN", "FENCED"],
     r#"

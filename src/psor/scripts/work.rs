@@ -10,7 +10,7 @@ use super::{Call, Lua, Raw};
 /// ARGV: count. Appends `count` jobs to the job stream (creating the consumer group),
 /// counts them submitted, and starts the waiting clock if nothing was pending. Returns
 /// `{OK, first id, last id}`, or `{NOPAC}` with nothing written.
-pub static SUBMIT: Lua = Lua::new(
+pub static SUBMIT: Lua = Lua::critical(
     "SUBMIT",
     &["OK", "NOPAC"],
     r#"
@@ -80,7 +80,7 @@ impl Call for Submit {
 /// its record and its store is `running`: first a job idle longer than the reclaim time
 /// (held by a region that died), else a new one. Returns `{JOB, stream id, job id,
 /// new|reclaimed}`, `{NONE}`, `{MODE, mode}` or `{LOST}`.
-pub static CLAIM: Lua = Lua::new(
+pub static CLAIM: Lua = Lua::critical(
     "CLAIM",
     &["JOB", "NONE", "MODE", "LOST"],
     r#"
@@ -175,7 +175,7 @@ impl Call for ClaimJob<'_> {
 /// a duplicate run, `{REPEATED}` for the same completion delivered again (a retry after a
 /// lost reply: not counted). While a rollout runs, a first completion also counts in its
 /// `jobs` series (per second and store).
-pub static COMPLETE: Lua = Lua::new(
+pub static COMPLETE: Lua = Lua::critical(
     "COMPLETE",
     &["FIRST", "DUPLICATE", "REPEATED"],
     r#"
@@ -268,7 +268,7 @@ impl Call for CompleteJob<'_> {
 
 /// ARGV: transaction id, region. Records a client transaction once. Returns `{FIRST}` or
 /// `{REPEAT}`.
-pub static RECORD_TX: Lua = Lua::new(
+pub static RECORD_TX: Lua = Lua::critical(
     "RECORD_TX",
     &["FIRST", "REPEAT"],
     r#"
