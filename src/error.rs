@@ -327,6 +327,23 @@ impl Error {
         }
     }
 
+    /// Whether this is the PSOR being out of reach (down, cut off, restarting, or not
+    /// confirming writes durable) rather than a refusal: what long-running processes ride
+    /// out with backoff instead of giving up.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::NotDurable { .. } => true,
+            Error::Redis(e) => {
+                is_unreachable(e)
+                    || matches!(
+                        e.code(),
+                        Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN")
+                    )
+            }
+            _ => false,
+        }
+    }
+
     /// Whether repeating the same action later could succeed without anyone changing
     /// the input: lost connections and optimistic-concurrency conflicts are retryable,
     /// refusals and bad input are not.

@@ -24,6 +24,17 @@ fn same_error(e: &Error) -> Error {
             reason: reason.clone(),
         },
         Error::Redis(r) => Error::Redis(r.clone()),
+        Error::NotDurable {
+            target,
+            durability,
+            acked,
+            wanted,
+        } => Error::NotDurable {
+            target: target.clone(),
+            durability,
+            acked: *acked,
+            wanted: *wanted,
+        },
         Error::Fenced { ours, current } => Error::Fenced {
             ours: *ours,
             current: *current,
@@ -33,6 +44,7 @@ fn same_error(e: &Error) -> Error {
 }
 
 /// An event before it is numbered.
+#[derive(Clone)]
 pub(super) struct Draft {
     step: usize,
     action: Action,
@@ -89,7 +101,6 @@ impl Coordinator {
         ev: Option<(Head<'_>, &str, &str, u64)>,
         history: Option<&str>,
     ) -> Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let draft = ev.map(|(head, status, detail, elapsed)| Draft {
             step: head.n,
             action: head.action,
@@ -99,10 +110,26 @@ impl Coordinator {
             detail: detail.into(),
             elapsed_ms: elapsed,
         });
+        let history = history.map(String::from);
+        // A write repeated after an outage is written once (the script skips an event
+        // the journal already has).
+        self.ride_out("a journal write", || {
+            self.journal_once(w.0.clone(), draft.clone(), history.clone())
+        })
+        .await
+    }
+
+    async fn journal_once(
+        &self,
+        fields: Vec<(String, String)>,
+        event: Option<Draft>,
+        history: Option<String>,
+    ) -> Result<()> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.queued().push(Queued {
-            fields: w.0,
-            event: draft,
-            history: history.map(String::from),
+            fields,
+            event,
+            history,
             done: tx,
         });
         {

@@ -121,3 +121,77 @@ fn durability_aof_refused_where_the_server_cannot_do_it() {
         .success();
     assert!(server.conn().exists::<_, bool>(key("meta")).unwrap());
 }
+
+async fn pac_on(server: &RedisServer) -> pacup::psor::Pac {
+    let psor = pacup::conn::Psor::connect(&pacup::conn::PsorOptions::new(server.url()))
+        .await
+        .expect("connect");
+    let pac = pacup::psor::Pac::new(psor, pacup::names::PacName::new(PAC).unwrap());
+    pac.init(false, "test", None).await.expect("init");
+    pac
+}
+
+/// The writes a client repeats after an outage (its reply lost, or its write not
+/// confirmed durable) take effect once: a submission under its id, a journal write with
+/// its event, and a lease that lapsed while the PSOR was away and nobody took is ours
+/// again (a lease someone else took is not).
+#[test]
+fn repeated_writes_take_effect_once() {
+    use pacup::psor::rollout::LeaseHolder;
+    use pacup::psor::scripts::{Fenced, RolloutWrite};
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let pac = pac_on(&server).await;
+        let a = pac.submit_jobs_once(5, "run1-0").await.unwrap();
+        let b = pac.submit_jobs_once(5, "run1-0").await.unwrap();
+        assert_eq!(a, (1, 5));
+        assert_eq!(b, a);
+        assert_eq!(pac.submit_jobs_once(2, "run1-5").await.unwrap(), (6, 7));
+        assert_eq!(pac.work_stats().await.unwrap().submitted, 7);
+
+        let lease = pac
+            .acquire_lease(
+                &LeaseHolder::this_process("test"),
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap();
+        let state = [("id", format!("{PAC}-1")), ("seq", "1".to_string())];
+        let event = [
+            ("rollout", format!("{PAC}-1")),
+            ("seq", "1".to_string()),
+            ("action", "preflight".to_string()),
+        ];
+        let write = RolloutWrite {
+            fence: lease.epoch,
+            state: &state,
+            event: &event,
+            history: None,
+        };
+        assert!(matches!(pac.eval(&write).await.unwrap(), Fenced::Ok(_)));
+        assert!(matches!(pac.eval(&write).await.unwrap(), Fenced::Ok(_)));
+        let events: u64 = server.conn().xlen(key("events")).unwrap();
+        assert_eq!(events, 2, "init's event and the write's, once");
+
+        crate::support::wait_until(Duration::from_secs(10), "the lease to lapse", || {
+            !server.conn().exists::<_, bool>(key("lock")).unwrap()
+        });
+        assert!(pac
+            .renew_lease(&lease, Duration::from_secs(5))
+            .await
+            .unwrap());
+        assert!(server.conn().exists::<_, bool>(key("lock")).unwrap());
+        let _: () = server.conn().del(key("lock")).unwrap();
+        let other = pac
+            .acquire_lease(&LeaseHolder::this_process("other"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(other.epoch > lease.epoch);
+        let _: () = server.conn().del(key("lock")).unwrap();
+        assert!(!pac
+            .renew_lease(&lease, Duration::from_secs(5))
+            .await
+            .unwrap());
+    });
+}

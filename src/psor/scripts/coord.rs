@@ -80,9 +80,19 @@ pub static LEASE_RENEW: Lua = Lua::critical(
     "LEASE_RENEW",
     &["OK", "LOST"],
     r#"
-if redis.call('GET', K.lock()) ~= ARGV[1] then return {'LOST'} end
-redis.call('PEXPIRE', K.lock(), ARGV[2])
-return {'OK'}
+local cur = redis.call('GET', K.lock())
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', K.lock(), ARGV[2])
+  return {'OK'}
+end
+-- Lapsed while the PSOR was unreachable (or restarted): taking the lease bumps the
+-- epoch, so an unchanged epoch proves nobody took it meanwhile, and it is ours again.
+local ep = string.match(ARGV[1], '(%d+)$')
+if not cur and ep and (redis.call('HGET', K.meta(), 'epoch') or '0') == ep then
+  redis.call('SET', K.lock(), ARGV[1], 'PX', ARGV[2])
+  return {'OK'}
+end
+return {'LOST'}
 "#,
 );
 
@@ -160,6 +170,20 @@ pub static ROLLOUT_WRITE: Lua = Lua::critical(
 local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
 local n = tonumber(ARGV[3])
 local i = 4
+-- A write repeated after its confirmation was lost (an outage, a write not confirmed
+-- durable) must not add its event twice: an event whose number the journal of the same
+-- rollout already reached was written. Its fields are written again all the same (the
+-- same values), so the repeat's durability wait covers the first write too.
+local ev_rollout, ev_seq = nil, nil
+for j = i + 2 * n, #ARGV - 1, 2 do
+  if ARGV[j] == 'rollout' then ev_rollout = ARGV[j + 1] end
+  if ARGV[j] == 'seq' then ev_seq = tonumber(ARGV[j + 1]) end
+end
+local repeated = false
+if ev_rollout and ev_seq then
+  local cur = redis.call('HMGET', K.rollout_current(), 'id', 'seq')
+  repeated = cur[1] == ev_rollout and tonumber(cur[2] or '0') >= ev_seq
+end
 if n > 0 then
   local st = {}
   for j = 0, n - 1 do
@@ -168,6 +192,7 @@ if n > 0 then
   redis.call('HSET', K.rollout_current(), unpack(st))
 end
 i = i + 2 * n
+if repeated then return {'OK', ''} end
 local id = ''
 if i <= #ARGV then
   local ev = {}
