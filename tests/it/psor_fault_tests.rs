@@ -3,17 +3,16 @@
 //! are the slow fault-matrix cases (run by `.ci/run`: `cargo test --test it -- --ignored
 //! matrix_`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Commands;
+use serde_json::json;
 
-use crate::support::{pacup, RedisServer};
-
-const PAC: &str = "MyPAC";
-
-fn key(suffix: &str) -> String {
-    format!("pac:{{{PAC}}}:{suffix}")
-}
+use crate::rollout_tests::{
+    assert_seq_consecutive, check_event_shape, is_event, key, Env, Load, HOST1_REGIONS, PAC,
+    RUN_TIMEOUT, STATE_TIMEOUT,
+};
+use crate::support::{pacup, wait_until, RedisServer, SentinelSet};
 
 /// A master with one synced replica.
 fn replicated() -> (RedisServer, RedisServer) {
@@ -194,4 +193,153 @@ fn repeated_writes_take_effect_once() {
             .await
             .unwrap());
     });
+}
+
+/// The heartbeat TTL the test agents run with (`agent_cmd`).
+const HEARTBEAT_TTL: Duration = Duration::from_secs(1);
+
+/// A seed for a fault's timing, printed so a failing run can be repeated
+/// (`PACUP_FAULT_SEED=<n>`).
+fn seed() -> u64 {
+    let s = std::env::var("PACUP_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("fault seed: PACUP_FAULT_SEED={s}");
+    s
+}
+
+/// The end state every rollout fault case checks: `done` in the journal of the PSOR that
+/// survived, every region at 2.0.0 in store 2.0.0, one unbroken event sequence.
+#[track_caller]
+fn assert_rollout_done(env: &Env) {
+    assert_eq!(env.journal("state").as_deref(), Some("done"));
+    let id = env.journal("id").expect("journal id");
+    let stream = env.rollout_events(&id);
+    stream.iter().for_each(check_event_shape);
+    assert_seq_consecutive(&stream);
+    env.assert_all_at("2.0.0", "2.0.0");
+}
+
+/// Sentinel failover in the middle of a two-host incompatible rollout under job and
+/// client load: the rollout finishes by itself (exit 0) on the new master, whose journal
+/// says `done`; no job lost or run twice, no client request failed, and the longest
+/// batch gap stays within twice the heartbeat TTL plus the failover's own time.
+#[test]
+#[ignore = "fault matrix: run by .ci/run"]
+fn matrix_sentinel_failover_mid_rollout_under_load() {
+    let env = Env::on(
+        RedisServer::start(),
+        Some(SentinelSet::builder("psor").replicas(1)),
+        &[("host1", &HOST1_REGIONS), ("host2", &["REGION2"])],
+    );
+    let old_port = env.server.port();
+    let plan = env.plan("p.json", "two-host-incompatible.json", json!({}));
+    let load = Load::start(&env, "12s", true);
+    let mut run = env.spawn_run(&plan, &[]);
+    // Mid-rollout: host1's regions are being restarted at 2.0.0.
+    run.wait_for_stdout_line(
+        |l| is_event(l, "stop", "done", Some("REGION1")),
+        RUN_TIMEOUT,
+    );
+    let w = env.sentinels.as_ref().unwrap();
+    let t0 = Instant::now();
+    wait_until(STATE_TIMEOUT, "the sentinel to accept a failover", || {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg("psor")
+            .query::<String>(&mut w.sentinels()[0].conn())
+            .is_ok()
+    });
+    wait_until(
+        STATE_TIMEOUT,
+        "the sentinels to name the new master",
+        || w.master_port(0).is_some_and(|p| p != old_port),
+    );
+    let failover = t0.elapsed();
+    eprintln!("failover took {failover:?}");
+    assert_ne!(env.master().port(), old_port);
+
+    let out = run.wait_with_timeout(RUN_TIMEOUT);
+    out.success();
+    let (stats, _) = load.finish(&env);
+    assert_rollout_done(&env);
+    let gap = Duration::from_millis(stats["max_completion_gap_ms"].as_u64().unwrap());
+    assert!(
+        gap <= 2 * HEARTBEAT_TTL + failover,
+        "longest batch gap {gap:?} (failover {failover:?}): {stats:#}"
+    );
+}
+
+/// The PSOR (with an AOF) crashes in the middle of a rollout under load and is back
+/// 1-5 s later: the coordinator waits on the step it was on and finishes by itself
+/// (exit 0), and nothing is lost.
+#[test]
+#[ignore = "fault matrix: run by .ci/run"]
+fn matrix_psor_restart_with_aof_mid_rollout() {
+    let seed = seed();
+    let down = Duration::from_millis(1000 + seed % 4000);
+    eprintln!("PSOR down for {down:?}");
+    let server = RedisServer::builder()
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .start();
+    let mut env = Env::on(
+        server,
+        None,
+        &[("host1", &HOST1_REGIONS), ("host2", &["REGION2"])],
+    );
+    let plan = env.plan("p.json", "two-host-incompatible.json", json!({}));
+    let load = Load::start(&env, "10s", true);
+    let mut run = env.spawn_run(&plan, &[]);
+    run.wait_for_stdout_line(
+        |l| is_event(l, "stop", "done", Some("REGION1")),
+        RUN_TIMEOUT,
+    );
+    env.server.kill();
+    // The outage itself: the PSOR stays down this long (the fault, not a wait).
+    std::thread::sleep(down);
+    env.server.restart();
+
+    let out = run.wait_with_timeout(RUN_TIMEOUT);
+    out.success();
+    load.finish(&env);
+    assert_rollout_done(&env);
+}
+
+/// A PSOR that stays away longer than the plan's progress deadline: the coordinator
+/// gives up with exit 5, naming the step it was on, and `rollout resume` finishes the
+/// rollout once the PSOR is back.
+#[test]
+#[ignore = "fault matrix: run by .ci/run"]
+fn matrix_psor_outage_past_the_progress_deadline_is_exit_5() {
+    let server = RedisServer::builder()
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .start();
+    let mut env = Env::on(
+        server,
+        None,
+        &[("host1", &HOST1_REGIONS), ("host2", &["REGION2"])],
+    );
+    let plan = env.plan(
+        "p.json",
+        "two-host-incompatible.json",
+        json!({"progress_deadline": "3s"}),
+    );
+    let mut run = env.spawn_run(&plan, &[]);
+    run.wait_for_stdout_line(
+        |l| is_event(l, "stop", "done", Some("REGION1")),
+        RUN_TIMEOUT,
+    );
+    env.server.kill();
+    let out = run.wait_with_timeout(RUN_TIMEOUT);
+    env.server.restart();
+    out.code(5).stderr_contains("gave up on step");
+    let resumed = env.rollout("resume", &[]);
+    resumed.success();
+    assert_rollout_done(&env);
 }

@@ -85,6 +85,26 @@ impl SentinelSetBuilder {
         self
     }
 
+    /// Sentinels (and this builder's replicas) for a master the caller owns, e.g. a
+    /// [`super::pac::LivePac`]'s PSOR: failover tests of a whole PAC.
+    pub fn watch(self, master: &RedisServer) -> SentinelWatch {
+        let replicas: Vec<RedisServer> = (0..self.replicas)
+            .map(|_| RedisServer::builder().replica_of(master).start())
+            .collect();
+        for r in &replicas {
+            r.wait_for_replication_link(self.ready_timeout);
+        }
+        let sentinels: Vec<Sentinel> = (0..self.sentinels)
+            .map(|_| Sentinel::start(&self, master))
+            .collect();
+        settle(&sentinels, &self, master.port(), replicas.len());
+        SentinelWatch {
+            sentinels,
+            replicas,
+            master_name: self.master_name.clone(),
+        }
+    }
+
     pub fn start(self) -> SentinelSet {
         let master = self.master.clone().start();
         assert!(
@@ -197,14 +217,67 @@ impl SentinelSet {
     /// Waits until every sentinel points at our master, is connected to it, and knows all
     /// other sentinels and replicas.
     fn wait_settled(&self, opts: &SentinelSetBuilder) {
-        let want_addr = (HOST.to_string(), self.master.port());
-        let want_others = (self.sentinels.len() - 1).to_string();
-        let want_replicas = self.replicas.len().to_string();
+        settle(
+            &self.sentinels,
+            opts,
+            self.master.port(),
+            self.replicas.len(),
+        );
+    }
+}
+
+/// Sentinels and replicas watching a master owned elsewhere (see
+/// [`SentinelSetBuilder::watch`]); killed when dropped (sentinels first).
+pub struct SentinelWatch {
+    sentinels: Vec<Sentinel>,
+    replicas: Vec<RedisServer>,
+    master_name: String,
+}
+
+impl SentinelWatch {
+    /// `redis+sentinel://127.0.0.1:S1,.../<master>`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("{HOST}:{}", s.port))
+            .collect();
+        format!("redis+sentinel://{}/{}", hosts.join(","), self.master_name)
+    }
+
+    pub fn master_name(&self) -> &str {
+        &self.master_name
+    }
+
+    pub fn replicas(&self) -> &[RedisServer] {
+        &self.replicas
+    }
+
+    pub fn sentinels(&self) -> &[Sentinel] {
+        &self.sentinels
+    }
+
+    /// The master's port as sentinel `i` names it now.
+    pub fn master_port(&self, i: usize) -> Option<u16> {
+        self.sentinels[i]
+            .master_addr(&self.master_name)
+            .map(|(_, p)| p)
+    }
+}
+
+/// Waits until every sentinel points at the master on `port`, is connected to it, and
+/// knows all other sentinels and `replicas` replicas.
+fn settle(sentinels: &[Sentinel], opts: &SentinelSetBuilder, port: u16, replicas: usize) {
+    let master_name = &opts.master_name;
+    {
+        let want_addr = (HOST.to_string(), port);
+        let want_others = (sentinels.len() - 1).to_string();
+        let want_replicas = replicas.to_string();
         let deadline = Instant::now() + opts.ready_timeout;
-        for (i, s) in self.sentinels.iter().enumerate() {
+        for (i, s) in sentinels.iter().enumerate() {
             loop {
-                let addr = s.master_addr(&self.master_name);
-                let info = s.master_info(&self.master_name).unwrap_or_default();
+                let addr = s.master_addr(master_name);
+                let info = s.master_info(master_name).unwrap_or_default();
                 let field = |k: &str| info.get(k).map(String::as_str).unwrap_or("?");
                 if addr.as_ref() == Some(&want_addr)
                     && field("flags") == "master"
@@ -220,12 +293,12 @@ impl SentinelSet {
                         field("num-other-sentinels"),
                         field("num-slaves")
                     );
-                    let logs: String = self.sentinels.iter().map(Sentinel::diagnostics).collect();
+                    let logs: String = sentinels.iter().map(Sentinel::diagnostics).collect();
                     panic!(
                         "sentinel {i} (:{}) did not settle on master {} at {want_addr:?} \
                          ({want_others} other sentinels, {want_replicas} replicas) within \
                          {:?}; last: {last}\n{logs}",
-                        s.port, self.master_name, opts.ready_timeout
+                        s.port, master_name, opts.ready_timeout
                     );
                 }
                 std::thread::sleep(Duration::from_millis(50));
