@@ -62,11 +62,14 @@ impl std::fmt::Display for Durability {
 }
 
 /// Bound of one `WAIT`/`WAITAOF`. A healthy replica on the same network answers in well
-/// under a millisecond; a second covers a replica busy with a large write.
-pub const WAIT_BOUND: Duration = Duration::from_secs(1);
+/// under a millisecond; half a second covers a replica busy with a large write.
+pub const WAIT_BOUND: Duration = Duration::from_millis(500);
 
 /// How many times a short confirmation is asked for in all (each up to [`WAIT_BOUND`])
-/// before the write is reported not durable.
+/// before the write is reported not durable. The whole wait stays well below the time
+/// after which another region takes over a job whose region stopped answering (twice the
+/// heartbeat TTL), so a region that loses its replica mid-completion records the job on
+/// the new master before anyone else reruns it.
 pub const WAIT_ATTEMPTS: u32 = 3;
 
 /// The durability in force on one connection: the mode and, for `aof`, how many
@@ -227,8 +230,9 @@ impl Psor {
     /// `Value::ServerError` when `p` ignores errors). A short confirmation is asked again,
     /// then reported as [`Error::NotDurable`].
     pub(crate) async fn durable_pipe(&self, mut p: redis::Pipeline) -> Result<Vec<Value>> {
-        let d = self.resolved();
-        let mut conn = self.conn();
+        // The connection and its master's durability, as one pair (a swap replaces both).
+        let (mut conn, d) = self.conn_and_durability();
+        let generation = self.generation();
         let Some(wait) = d.wait_cmd() else {
             return p.query_async(&mut conn).await.map_err(|e| self.err(e));
         };
@@ -237,9 +241,18 @@ impl Psor {
         let mut confirmation = values.pop().unwrap_or(Value::Nil);
         let mut attempt = 1;
         loop {
-            match d.check(&confirmation) {
+            let check = d.check(&confirmation);
+            if check.is_err() {
+                // A master that lost its replica may be the old side of a failover.
+                self.refresh_master();
+            }
+            match check {
                 Ok(()) => return Ok(values),
-                Err((acked, wanted)) if attempt >= WAIT_ATTEMPTS => {
+                // Asking a master that is no longer ours again is no use: the caller
+                // repeats the (idempotent) write on the new one.
+                Err((acked, wanted))
+                    if attempt >= WAIT_ATTEMPTS || self.generation() != generation =>
+                {
                     return Err(Error::NotDurable {
                         target: self.target.clone(),
                         durability: d.mode.as_str(),

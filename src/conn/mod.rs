@@ -308,6 +308,11 @@ impl Psor {
         self.live.read().expect("connection lock").durable
     }
 
+    fn conn_and_durability(&self) -> (ConnectionManager, durability::Resolved) {
+        let live = self.live.read().expect("connection lock");
+        (live.conn.clone(), live.durable)
+    }
+
     /// The address with any password removed, for messages.
     pub fn target(&self) -> &str {
         &self.target
