@@ -343,3 +343,82 @@ fn matrix_psor_outage_past_the_progress_deadline_is_exit_5() {
     resumed.success();
     assert_rollout_done(&env);
 }
+
+/// Region `r`'s `heartbeat_at` on `server`.
+fn heartbeat_at(server: &RedisServer, r: &str) -> u64 {
+    let hb: Option<String> = server
+        .conn()
+        .hget(key(&format!("region:{r}")), "heartbeat_at")
+        .unwrap();
+    hb.and_then(|h| h.parse().ok()).unwrap_or(0)
+}
+
+fn is_master(server: &RedisServer) -> bool {
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut server.conn()).unwrap();
+    role.first() == Some(&redis::Value::BulkString(b"master".to_vec()))
+}
+
+/// On `+switch-master` every pacup process moves to the new master at once, not when the
+/// old one is demoted (Sentinel reconfigures it only on its next check, seconds later):
+/// while the old master still accepts writes, an agent's regions heartbeat on the new
+/// one only, and the old one gets no more heartbeats.
+#[test]
+fn sentinel_switch_master_is_followed_before_the_old_master_is_demoted() {
+    let env = Env::on(
+        RedisServer::start(),
+        Some(SentinelSet::builder("psor").replicas(1)),
+        &[("host1", &HOST1_REGIONS)],
+    );
+    let w = env.sentinels.as_ref().unwrap();
+    let old = &env.server;
+    let new = &w.replicas()[0];
+    wait_until(STATE_TIMEOUT, "the sentinel to accept a failover", || {
+        redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg("psor")
+            .query::<String>(&mut w.sentinels()[0].conn())
+            .is_ok()
+    });
+    wait_until(
+        STATE_TIMEOUT,
+        "the sentinels to name the new master",
+        || w.master_port(0) == Some(new.port()),
+    );
+    // Heartbeats land on the new master...
+    let on_new = heartbeat_at(new, "REGION1");
+    wait_until(STATE_TIMEOUT, "heartbeats on the new master", || {
+        heartbeat_at(new, "REGION1") > on_new
+    });
+    // ...and, from the next one on, no longer on the old master.
+    let last_on_old = heartbeat_at(old, "REGION1");
+    let seen = heartbeat_at(new, "REGION1");
+    wait_until(
+        STATE_TIMEOUT,
+        "three more heartbeats on the new master",
+        || heartbeat_at(new, "REGION1") >= seen + 3 * 200,
+    );
+    assert!(
+        is_master(old),
+        "the old master was demoted already; the check proves nothing"
+    );
+    assert_eq!(heartbeat_at(old, "REGION1"), last_on_old);
+    // The agent's control reader moved too: a stop sent through the new master is
+    // carried out.
+    env.pacup()
+        .args([
+            "region",
+            "stop",
+            "REGION1B",
+            "--pac",
+            PAC,
+            "--drain-timeout",
+            "1s",
+        ])
+        .timeout(RUN_TIMEOUT)
+        .run()
+        .success();
+    assert!(!new
+        .conn()
+        .exists::<_, bool>(key("region:REGION1B:alive"))
+        .unwrap());
+}
