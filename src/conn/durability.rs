@@ -239,6 +239,11 @@ impl Psor {
         p.add_command(wait.clone());
         let mut values: Vec<Value> = p.query_async(&mut conn).await.map_err(|e| self.err(e))?;
         let mut confirmation = values.pop().unwrap_or(Value::Nil);
+        // A write the server refused (READONLY on a demoted master, LOADING) wrote
+        // nothing, and its error says more than the wait's: the caller gets it.
+        if values.iter().any(|v| matches!(v, Value::ServerError(_))) {
+            return Ok(values);
+        }
         let mut attempt = 1;
         loop {
             let check = d.check(&confirmation);
@@ -268,8 +273,13 @@ impl Psor {
             }
             attempt += 1;
             // WAIT on the same connection covers every write sent on it before, ours
-            // included.
-            confirmation = wait.query_async(&mut conn).await.map_err(|e| self.err(e))?;
+            // included. A wait the server refuses (a master demoted meanwhile) counts as
+            // unconfirmed.
+            confirmation = match wait.query_async(&mut conn).await {
+                Ok(v) => v,
+                Err(e) if e.code().is_some() => Value::Nil,
+                Err(e) => return Err(self.err(e)),
+            };
         }
     }
 }

@@ -157,6 +157,10 @@ impl Pac {
 
     /// Decodes the reply of a [`Pac::pipe_call`].
     pub(crate) fn pipe_reply<C: Call>(&self, v: redis::Value) -> Result<C::Reply> {
+        // A server error keeps its code (READONLY, LOADING: an outage to ride out).
+        if let redis::Value::ServerError(e) = v {
+            return Err(self.psor.err(e.into()));
+        }
         let v: Vec<String> = redis::from_redis_value(v).map_err(|e| self.psor.err(e.into()))?;
         decode::<C>(v)
     }

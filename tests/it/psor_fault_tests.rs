@@ -422,3 +422,44 @@ fn sentinel_switch_master_is_followed_before_the_old_master_is_demoted() {
         .exists::<_, bool>(key("region:REGION1B:alive"))
         .unwrap());
 }
+
+/// `rediss+sentinel://`: TLS to the sentinels and to the master they name, with a private
+/// CA and a client certificate. A region runs through it, and its process is subscribed
+/// to `+switch-master` on the sentinel (over TLS too).
+#[test]
+fn tls_to_sentinel_and_master() {
+    use crate::support::region::{region_run, spawn_started, stop_gracefully};
+    let master = RedisServer::builder().with_tls().start();
+    let w = SentinelSet::builder("psor").watch(&master);
+    let url = w.url();
+    assert!(url.starts_with("rediss+sentinel://"), "{url}");
+    let tls = |cmd: crate::support::Cmd| {
+        cmd.env("PACUP_TLS_CA", master.ca_path())
+            .env("PACUP_TLS_CERT", master.client_cert_path())
+            .env("PACUP_TLS_KEY", master.client_key_path())
+    };
+    tls(pacup())
+        .args(["--psor", &url, "pac", "init", PAC])
+        .run()
+        .success();
+    assert!(master.conn().exists::<_, bool>(key("meta")).unwrap());
+
+    let cmd = tls(pacup()).args(["--psor", &url]);
+    let (r, _) = spawn_started(region_run(cmd, PAC, "R1", "h1", "1.0.0", "cold"), "R1");
+    let subscribed = || {
+        let clients: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(&mut w.sentinels()[0].conn())
+            .unwrap();
+        clients.lines().any(|l| l.contains(" sub=1 "))
+    };
+    wait_until(STATE_TIMEOUT, "a +switch-master subscription", subscribed);
+    stop_gracefully(&mut master.conn(), PAC, "R1", r).success();
+
+    // Without the client certificate the sentinel refuses the handshake: exit 5.
+    pacup()
+        .args(["--psor", &url, "pac", "status", PAC])
+        .env("PACUP_TLS_CA", master.ca_path())
+        .run()
+        .code(5);
+}
