@@ -361,17 +361,23 @@ fn is_master(server: &RedisServer) -> bool {
 /// On `+switch-master` every pacup process moves to the new master at once, not when the
 /// old one is demoted (Sentinel reconfigures it only on its next check, seconds later):
 /// while the old master still accepts writes, an agent's regions heartbeat on the new
-/// one only, and the old one gets no more heartbeats.
+/// one only, and the old one gets no more heartbeats. (`--durability none`, so that no
+/// unconfirmed write tells the agent first: the announcement alone moves it.)
 #[test]
 fn sentinel_switch_master_is_followed_before_the_old_master_is_demoted() {
-    let env = Env::on(
-        RedisServer::start(),
-        Some(SentinelSet::builder("psor").replicas(1)),
-        &[("host1", &HOST1_REGIONS)],
-    );
-    let w = env.sentinels.as_ref().unwrap();
-    let old = &env.server;
+    use crate::support::pac::spawn_agent_via;
+    let old = RedisServer::start();
+    let w = SentinelSet::builder("psor").replicas(1).watch(&old);
     let new = &w.replicas()[0];
+    let _agent = spawn_agent_via(
+        &w.url(),
+        &old,
+        "host1",
+        "1.0.0",
+        &["REGION1", "REGION1B"],
+        "cold",
+        &["--durability", "none"],
+    );
     wait_until(STATE_TIMEOUT, "the sentinel to accept a failover", || {
         redis::cmd("SENTINEL")
             .arg("FAILOVER")
@@ -390,7 +396,7 @@ fn sentinel_switch_master_is_followed_before_the_old_master_is_demoted() {
         heartbeat_at(new, "REGION1") > on_new
     });
     // ...and, from the next one on, no longer on the old master.
-    let last_on_old = heartbeat_at(old, "REGION1");
+    let last_on_old = heartbeat_at(&old, "REGION1");
     let seen = heartbeat_at(new, "REGION1");
     wait_until(
         STATE_TIMEOUT,
@@ -398,22 +404,23 @@ fn sentinel_switch_master_is_followed_before_the_old_master_is_demoted() {
         || heartbeat_at(new, "REGION1") >= seen + 3 * 200,
     );
     assert!(
-        is_master(old),
-        "the old master was demoted already; the check proves nothing"
+        is_master(&old),
+        "the agent reached the new master only once the old one was demoted"
     );
-    assert_eq!(heartbeat_at(old, "REGION1"), last_on_old);
+    assert_eq!(heartbeat_at(&old, "REGION1"), last_on_old);
     // The agent's control reader moved too: a stop sent through the new master is
     // carried out.
-    env.pacup()
+    pacup()
         .args([
+            "--psor",
+            &w.url(),
             "region",
             "stop",
             "REGION1B",
             "--pac",
             PAC,
-            "--drain-timeout",
-            "1s",
         ])
+        .args(["--drain-timeout", "1s"])
         .timeout(RUN_TIMEOUT)
         .run()
         .success();
