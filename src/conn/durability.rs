@@ -298,6 +298,19 @@ mod tests {
     }
 
     #[test]
+    fn not_durable_is_an_outage_to_retry_with_exit_5() {
+        let e = Error::NotDurable {
+            target: "redis://127.0.0.1:1".into(),
+            durability: "replica",
+            acked: 0,
+            wanted: 1,
+        };
+        assert!(e.is_retryable());
+        assert!(e.is_outage());
+        assert_eq!(e.exit_code(), crate::ExitCode::Unreachable);
+    }
+
+    #[test]
     fn waitaof_needs_7_2() {
         assert!(!has_waitaof("7.0.15"));
         assert!(!has_waitaof("6.2.1"));
