@@ -44,7 +44,6 @@ fn same_error(e: &Error) -> Error {
 }
 
 /// An event before it is numbered.
-#[derive(Clone)]
 pub(super) struct Draft {
     step: usize,
     action: Action,
@@ -110,26 +109,11 @@ impl Coordinator {
             detail: detail.into(),
             elapsed_ms: elapsed,
         });
-        let history = history.map(String::from);
-        // A write repeated after an outage is written once (the script skips an event
-        // the journal already has).
-        self.ride_out("a journal write", || {
-            self.journal_once(w.0.clone(), draft.clone(), history.clone())
-        })
-        .await
-    }
-
-    async fn journal_once(
-        &self,
-        fields: Vec<(String, String)>,
-        event: Option<Draft>,
-        history: Option<String>,
-    ) -> Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.queued().push(Queued {
-            fields,
-            event,
-            history,
+            fields: w.0,
+            event: draft,
+            history: history.map(String::from),
             done: tx,
         });
         {
@@ -195,11 +179,23 @@ impl Coordinator {
             events.push(event);
             writes.push((fields, event_fields, q.history.clone()));
         }
-        let results = match self
-            .pac
-            .rollout_write_batch(self.lease.epoch, &writes)
-            .await
-        {
+        // A PSOR outage is waited out with the whole batch in hand, its events numbered
+        // and ordered as they were: repeated, the writes that were applied before are
+        // recognised by their event numbers and not applied again.
+        let batch_write = || async {
+            let r = self
+                .pac
+                .rollout_write_batch(self.lease.epoch, &writes)
+                .await?;
+            match r
+                .iter()
+                .find_map(|w| w.as_ref().err().filter(|e| e.is_outage()))
+            {
+                Some(e) => Err(same_error(e)),
+                None => Ok(r),
+            }
+        };
+        let results = match self.ride_out("a journal write", batch_write).await {
             Ok(r) => r,
             Err(e) => batch.iter().map(|_| Err(same_error(&e))).collect(),
         };

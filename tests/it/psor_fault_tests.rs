@@ -169,9 +169,25 @@ fn repeated_writes_take_effect_once() {
             history: None,
         };
         assert!(matches!(pac.eval(&write).await.unwrap(), Fenced::Ok(_)));
+        let state2 = [("seq", "2".to_string()), ("next_step", "2".to_string())];
+        let event2 = [
+            ("rollout", format!("{PAC}-1")),
+            ("seq", "2".to_string()),
+            ("action", "stop".to_string()),
+        ];
+        let second = RolloutWrite {
+            fence: lease.epoch,
+            state: &state2,
+            event: &event2,
+            history: None,
+        };
+        assert!(matches!(pac.eval(&second).await.unwrap(), Fenced::Ok(_)));
+        // The first write again (its reply lost): neither its event nor its fields.
         assert!(matches!(pac.eval(&write).await.unwrap(), Fenced::Ok(_)));
         let events: u64 = server.conn().xlen(key("events")).unwrap();
-        assert_eq!(events, 2, "init's event and the write's, once");
+        assert_eq!(events, 3, "init's event and each write's, once");
+        let seq: Option<String> = server.conn().hget(key("rollout:current"), "seq").unwrap();
+        assert_eq!(seq.as_deref(), Some("2"));
 
         crate::support::wait_until(Duration::from_secs(10), "the lease to lapse", || {
             !server.conn().exists::<_, bool>(key("lock")).unwrap()

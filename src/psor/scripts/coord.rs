@@ -171,18 +171,21 @@ local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
 local n = tonumber(ARGV[3])
 local i = 4
 -- A write repeated after its confirmation was lost (an outage, a write not confirmed
--- durable) must not add its event twice: an event whose number the journal of the same
--- rollout already reached was written. Its fields are written again all the same (the
--- same values), so the repeat's durability wait covers the first write too.
+-- durable) must not apply twice: one whose event number the journal of the same
+-- rollout already reached was applied (with its fields, in this same step), and later
+-- writes may have changed those fields since. It writes the journal's own `seq` back
+-- (no change), so the repeat's durability wait also covers the first write.
 local ev_rollout, ev_seq = nil, nil
 for j = i + 2 * n, #ARGV - 1, 2 do
   if ARGV[j] == 'rollout' then ev_rollout = ARGV[j + 1] end
   if ARGV[j] == 'seq' then ev_seq = tonumber(ARGV[j + 1]) end
 end
-local repeated = false
 if ev_rollout and ev_seq then
   local cur = redis.call('HMGET', K.rollout_current(), 'id', 'seq')
-  repeated = cur[1] == ev_rollout and tonumber(cur[2] or '0') >= ev_seq
+  if cur[1] == ev_rollout and tonumber(cur[2] or '0') >= ev_seq then
+    redis.call('HSET', K.rollout_current(), 'seq', cur[2])
+    return {'OK', ''}
+  end
 end
 if n > 0 then
   local st = {}
@@ -192,7 +195,6 @@ if n > 0 then
   redis.call('HSET', K.rollout_current(), unpack(st))
 end
 i = i + 2 * n
-if repeated then return {'OK', ''} end
 local id = ''
 if i <= #ARGV then
   local ev = {}
