@@ -73,7 +73,10 @@ impl Notices {
 pub async fn listen(pac: Pac, out: Notices, mut shutdown: watch::Receiver<bool>) {
     let channel = pac.keys().notify_channel();
     let mut backoff = Duration::from_millis(100);
+    // The subscription moves with the master: one on the old master hears nothing.
+    let mut moved = pac.psor().moved();
     loop {
+        moved.borrow_and_update();
         let sub = async {
             let mut ps = pac.psor().pubsub().await?;
             ps.subscribe(&channel)
@@ -93,6 +96,7 @@ pub async fn listen(pac: Pac, out: Notices, mut shutdown: watch::Receiver<bool>)
                 loop {
                     tokio::select! {
                         _ = crate::until_true(&mut shutdown) => return,
+                        _ = moved.changed() => break,
                         m = stream.next() => match m {
                             Some(m) => {
                                 let n = m
