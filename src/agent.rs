@@ -181,7 +181,7 @@ impl Agent {
         }
         let beats = tokio::spawn(self.clone().host_beats(shutdown.clone()));
         let mut tasks = JoinSet::new();
-        let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+        let mut conn: Option<crate::conn::PsorConn> = None;
         loop {
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {

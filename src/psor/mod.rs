@@ -6,8 +6,9 @@
 //!   values written (modes, start types);
 //! - `snapshot`: reads of a whole PAC in two pipelined round trips, and of the PACs in a
 //!   PSOR; `region_ops`: a region's life (join, heartbeat, leave); `store_ops`: InitPac
-//!   and SetMode; `removal`: detaching and incrementally deleting stores; `backup`:
-//!   backup and restore; `scan`: SCAN-based walks that never block Redis;
+//!   and SetMode; `removal`: detaching and incrementally deleting stores (on a cluster
+//!   `removal_slot`: by listing the PAC's slot); `backup`: backup and restore; `scan`:
+//!   batched walks over a PAC's keys that never block Redis;
 //! - [`work`], [`control`], [`rollout`], [`series`]: jobs and transactions, the agent
 //!   control protocol, the coordinator's lease and journal, rollout series.
 //!
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod model;
 mod region_ops;
 mod removal;
+mod removal_slot;
 pub mod rollout;
 mod scan;
 pub mod scripts;
@@ -71,12 +73,14 @@ impl Pac {
         &self.psor
     }
 
-    pub(crate) fn conn(&self) -> redis::aio::ConnectionManager {
+    pub(crate) fn conn(&self) -> crate::conn::PsorConn {
         self.psor.conn()
     }
 
     fn invocation<C: Call>(&self, call: &C) -> redis::ScriptInvocation<'static> {
-        let mut inv = C::lua().script().key(self.keys.prefix());
+        let mut inv = C::lua()
+            .script_for(self.psor.is_cluster())
+            .key(self.keys.prefix());
         for k in call.keys(&self.keys) {
             inv.key(k);
         }
@@ -102,7 +106,8 @@ impl Pac {
     /// pipeline working after a `SCRIPT FLUSH` or on a replica promoted without the
     /// script. Its reply is decoded with [`Pac::pipe_reply`].
     pub(crate) fn pipe_call<C: Call>(&self, p: &mut redis::Pipeline, call: &C) {
-        p.load_script(C::lua().script()).ignore();
+        p.load_script(C::lua().script_for(self.psor.is_cluster()))
+            .ignore();
         p.invoke_script(&self.invocation(call));
     }
 

@@ -94,6 +94,9 @@ impl Pac {
     /// the same pipeline as the UNLINK of the previous one, so each batch costs one round
     /// trip.
     pub async fn gc_removing(&self) -> Result<u64> {
+        if self.psor.is_cluster() {
+            return self.gc_removing_slot().await;
+        }
         let mut c = self.conn();
         let versions: Vec<String> = c
             .smembers(self.keys.removing())

@@ -3,9 +3,7 @@
 //! or a reconnect heals within one interval.
 
 use super::{Region, RegionEvent};
-use crate::error::Error;
 use crate::psor::{Heartbeat, Pac};
-use futures_util::StreamExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,13 +79,7 @@ async fn notification_listener(
     let channel = pac.keys().notify_channel();
     let mut backoff = Duration::from_millis(100);
     loop {
-        let sub = async {
-            let mut ps = pac.psor().pubsub().await?;
-            ps.subscribe(&channel)
-                .await
-                .map_err(|e| pac.psor().err(e))?;
-            Ok::<_, Error>(ps)
-        };
+        let sub = pac.psor().notifications(&channel);
         let ps = tokio::select! {
             _ = crate::until_true(&mut shutdown) => return,
             r = sub => r,
@@ -97,11 +89,10 @@ async fn notification_listener(
                 backoff = Duration::from_millis(100);
                 // A (re)subscription may have missed a change: wake once to re-read.
                 let _ = wake.try_send(());
-                let mut stream = ps.on_message();
                 loop {
                     tokio::select! {
                         _ = crate::until_true(&mut shutdown) => return,
-                        m = stream.next() => match m {
+                        m = ps.next() => match m {
                             Some(_) => { let _ = wake.try_send(()); }
                             None => break,
                         }
