@@ -16,8 +16,21 @@ async fn resolve_only_pac(legacy: &caspac::Legacy) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// Several `-s` addresses: asks the first reachable node whether they are Sentinels or
+/// Cluster nodes, and takes the URL for that.
+async fn resolve_nodes(mut legacy: caspac::Legacy) -> anyhow::Result<caspac::Legacy> {
+    if let Some(nodes) = legacy.nodes.clone() {
+        let probe = legacy.into_cli(Some("P"))?;
+        let opts = cli::commands::psor_options(&probe.global)?;
+        let mode = pacup::conn::server_mode(&opts, &nodes.hosts, nodes.tls).await?;
+        legacy.psor = nodes.url_for(mode)?;
+    }
+    Ok(legacy)
+}
+
 /// Runs a parsed request with the same code (and exit codes) as `pacup`.
 async fn run(legacy: caspac::Legacy) -> anyhow::Result<ExitCode> {
+    let legacy = resolve_nodes(legacy).await?;
     let only = if legacy.needs_only_pac() {
         Some(resolve_only_pac(&legacy).await?)
     } else {

@@ -20,8 +20,10 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub mod cluster;
+mod probe;
 mod url;
 pub use cluster::{Notifications, PsorConn};
+pub use probe::{server_mode, ServerMode};
 use url::bad_url;
 pub use url::{redact_url, PsorTarget};
 
