@@ -8,170 +8,17 @@
 //! (`CLUSTER GETKEYSINSLOT`), and notifications use sharded pub/sub on the PAC's channel,
 //! which lives on the PAC's slot too and so moves with it.
 
-use super::{classify, PsorOptions};
+use super::{classify, PsorConn, PsorOptions};
 use crate::error::{is_unreachable, Error, Result};
-use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, PushKind, RedisFuture, Value};
+use redis::{Cmd, PushKind};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Slots of a Redis Cluster.
 const SLOTS: u16 = 16384;
-
-/// The connection every command of a [`super::Psor`] goes through: one server (behind a
-/// reconnecting manager, or a dedicated connection for blocking commands) or a cluster
-/// (routed by key to the slot's master).
-#[derive(Clone)]
-pub enum PsorConn {
-    /// One server's shared, reconnecting connection.
-    Manager(ConnectionManager),
-    /// One server's dedicated connection (blocking commands).
-    Dedicated(MultiplexedConnection),
-    /// A cluster; each command goes to the master of its key's slot.
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for PsorConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            PsorConn::Manager(c) => c.req_packed_command(cmd),
-            PsorConn::Dedicated(c) => c.req_packed_command(cmd),
-            PsorConn::Cluster(c) => Box::pin(async move {
-                let mut backoff = Backoff::default();
-                loop {
-                    match c.req_packed_command(cmd).await {
-                        Err(e) if after_failover(&e).is_some() && backoff.wait().await => {
-                            tracing::debug!("retrying after a cluster failover: {e}")
-                        }
-                        r => return r,
-                    }
-                }
-            }),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            PsorConn::Manager(c) => c.req_packed_commands(pipeline, offset, count),
-            PsorConn::Dedicated(c) => c.req_packed_commands(pipeline, offset, count),
-            PsorConn::Cluster(c) => Box::pin(async move {
-                let mut backoff = Backoff::default();
-                let mut redirect = None;
-                loop {
-                    let r = match redirect.take() {
-                        Some((host, port)) => {
-                            let to = SingleNodeRoutingInfo::ByAddress { host, port };
-                            c.route_pipeline(pipeline.clone(), offset, count, to).await
-                        }
-                        None => c.req_packed_commands(pipeline, offset, count).await,
-                    };
-                    match r {
-                        // Only a transaction is refused whole: of a plain pipeline, the
-                        // commands before a refused one may have run.
-                        Err(e) if pipeline.is_transaction() => match after_failover(&e) {
-                            Some(next) if backoff.wait().await => {
-                                tracing::debug!("retrying after a cluster failover: {e}");
-                                if let Retry::Redirect(host, port) = next {
-                                    redirect = Some((host, port));
-                                }
-                            }
-                            _ => return Err(e),
-                        },
-                        // A blocking command released alone took nothing.
-                        Err(e)
-                            if count == 1
-                                && e.code() == Some("UNBLOCKED")
-                                && backoff.wait().await => {}
-                        r => return r,
-                    }
-                }
-            }),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            PsorConn::Manager(c) => c.get_db(),
-            PsorConn::Dedicated(c) => c.get_db(),
-            PsorConn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// What to do about an error that a failover of a slot answers with, for a command that
-/// therefore did not run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Retry {
-    /// Again, once the cluster settled (the client follows the slot's new master).
-    Wait,
-    /// Again, on this node: a transaction the old master refused with `MOVED` (the client
-    /// does not redirect a transaction by itself).
-    Redirect(String, u16),
-}
-
-/// Whether `e` is a failover's answer to a command that did not run, so running it again
-/// is safe: a blocking command the demoted master released (`UNBLOCKED`: nothing was
-/// taken), or a transaction refused whole (`EXECABORT`) because its slot moved or the
-/// cluster was settling.
-fn after_failover(e: &redis::RedisError) -> Option<Retry> {
-    if e.code() == Some("UNBLOCKED") {
-        return Some(Retry::Wait);
-    }
-    if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
-        return None;
-    }
-    let errs = e.clone().into_server_errors()?;
-    let mut retry = None;
-    for (_, se) in errs.iter() {
-        match se.kind() {
-            Some(redis::ServerErrorKind::Moved) => {
-                let (_, addr) = se.details()?.split_once(' ')?;
-                let (h, p) = addr.rsplit_once(':')?;
-                retry = Some(Retry::Redirect(h.to_string(), p.parse().ok()?));
-            }
-            Some(
-                redis::ServerErrorKind::TryAgain
-                | redis::ServerErrorKind::ClusterDown
-                | redis::ServerErrorKind::ReadOnly
-                | redis::ServerErrorKind::MasterDown,
-            ) => {
-                retry.get_or_insert(Retry::Wait);
-            }
-            _ => return None,
-        }
-    }
-    retry
-}
-
-/// Bounded retries while a failover settles (a manual failover takes well under a
-/// second; an automatic one the node timeout): about 8 s in all.
-#[derive(Default)]
-struct Backoff {
-    tries: u32,
-}
-
-impl Backoff {
-    const TRIES: u32 = 20;
-
-    /// Waits before the next try; `false` when the tries are used up.
-    async fn wait(&mut self) -> bool {
-        if self.tries >= Self::TRIES {
-            return false;
-        }
-        self.tries += 1;
-        let ms = (25u64 << self.tries.min(4)).min(500);
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        true
-    }
-}
 
 /// How to reach a cluster: its seed nodes and credentials, from the URL and options.
 #[derive(Clone)]

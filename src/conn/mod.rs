@@ -21,9 +21,11 @@ use std::time::Duration;
 
 pub mod cluster;
 mod probe;
+mod routed;
 mod url;
-pub use cluster::{Notifications, PsorConn};
+pub use cluster::Notifications;
 pub use probe::{server_mode, ServerMode};
+pub use routed::PsorConn;
 use url::bad_url;
 pub use url::{redact_url, PsorTarget};
 
