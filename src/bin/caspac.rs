@@ -30,7 +30,6 @@ async fn resolve_nodes(mut legacy: caspac::Legacy) -> anyhow::Result<caspac::Leg
 
 /// Runs a parsed request with the same code (and exit codes) as `pacup`.
 async fn run(legacy: caspac::Legacy) -> anyhow::Result<ExitCode> {
-    let legacy = resolve_nodes(legacy).await?;
     let only = if legacy.needs_only_pac() {
         Some(resolve_only_pac(&legacy).await?)
     } else {
@@ -92,6 +91,18 @@ async fn main() -> std::process::ExitCode {
     let legacy = match caspac::parse(&args, &env) {
         Ok(l) => l,
         Err(e) => return usage_error(&e.to_string()),
+    };
+    let legacy = match resolve_nodes(legacy).await {
+        Ok(l) => l,
+        // A node list that is neither Sentinel (with -n) nor Cluster is bad input, like
+        // any other refusal of the arguments: shown with the usage.
+        Err(e) => match e.downcast_ref::<pacup::error::Error>() {
+            Some(pacup::error::Error::Usage(msg)) => return usage_error(msg),
+            _ => {
+                eprintln!("caspac: {e:#}");
+                return cli::exit_code_of(&e).into();
+            }
+        },
     };
     let code = match run(legacy).await {
         Ok(c) => c,
