@@ -99,10 +99,14 @@ async fn connect_with(
             reason: "timed out connecting to the cluster".into(),
         })?
         .map_err(|e| classify(shown, e))?;
-    let _: String = redis::cmd("PING")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| classify(shown, e))?;
+    // To one node: a PING for every node (the client's default) would refuse a cluster
+    // that still serves every slot while one replica is down.
+    conn.route_command(
+        redis::cmd("PING"),
+        RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+    )
+    .await
+    .map_err(|e| classify(shown, e))?;
     Ok(conn)
 }
 
