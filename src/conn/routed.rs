@@ -28,12 +28,17 @@ impl ConnectionLike for PsorConn {
             PsorConn::Cluster(c) => Box::pin(async move {
                 let mut backoff = Backoff::default();
                 loop {
-                    match c.req_packed_command(cmd).await {
-                        Err(e) if after_failover(&e).is_some() && backoff.wait().await => {
-                            tracing::debug!("retrying after a cluster failover: {e}")
-                        }
-                        r => return r,
+                    let r = c.req_packed_command(cmd).await;
+                    // A server's error answer comes back as a value (the caller's
+                    // `query_async` makes it an error), the client's own as an error.
+                    let again = match &r {
+                        Ok(v) => released(Some(v)),
+                        Err(e) => after_failover(e).is_some(),
+                    };
+                    if !again || !backoff.wait().await {
+                        return r;
                     }
+                    tracing::debug!("retrying after a cluster failover: {r:?}");
                 }
             }),
         }
@@ -72,10 +77,8 @@ impl ConnectionLike for PsorConn {
                             _ => return Err(e),
                         },
                         // A blocking command released alone took nothing.
-                        Err(e)
-                            if count == 1
-                                && e.code() == Some("UNBLOCKED")
-                                && backoff.wait().await => {}
+                        Err(e) if count == 1 && unblocked(&e) && backoff.wait().await => {}
+                        Ok(v) if count == 1 && released(v.first()) && backoff.wait().await => {}
                         r => return r,
                     }
                 }
@@ -108,7 +111,7 @@ enum Retry {
 /// taken), or a transaction refused whole (`EXECABORT`) because its slot moved or the
 /// cluster was settling.
 fn after_failover(e: &redis::RedisError) -> Option<Retry> {
-    if e.code() == Some("UNBLOCKED") {
+    if unblocked(e) {
         return Some(Retry::Wait);
     }
     if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort) {
@@ -137,6 +140,21 @@ fn after_failover(e: &redis::RedisError) -> Option<Retry> {
     retry
 }
 
+/// Whether `e` is a blocking command released by a master demoted to replica. The code
+/// may come bare or wrapped as the one error of a pipeline, depending on the path the
+/// cluster client took.
+fn unblocked(e: &redis::RedisError) -> bool {
+    e.code() == Some("UNBLOCKED")
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errs| errs.iter().any(|(_, se)| se.code() == "UNBLOCKED"))
+}
+
+/// Whether a reply is a blocking command's release by a master demoted to replica.
+fn released(v: Option<&Value>) -> bool {
+    matches!(v, Some(Value::ServerError(se)) if se.code() == "UNBLOCKED")
+}
+
 /// Bounded retries while a failover settles (a manual failover takes well under a
 /// second; an automatic one about the node timeout): 50 ms doubling to 400 ms, about 7 s
 /// in all.
@@ -157,5 +175,23 @@ impl Backoff {
         let ms = (25u64 << self.tries.min(4)).min(500);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_released_block_is_retried_and_other_errors_are_not() {
+        let e = redis::make_extension_error(
+            "UNBLOCKED".into(),
+            Some("force unblock from blocking operation".into()),
+        );
+        assert_eq!(after_failover(&e), Some(Retry::Wait));
+        let e = redis::make_extension_error("WRONGTYPE".into(), None);
+        assert_eq!(after_failover(&e), None);
+        assert!(!released(Some(&Value::Okay)));
+        assert!(!released(None));
     }
 }
