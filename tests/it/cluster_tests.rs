@@ -417,3 +417,64 @@ fn matrix_cluster_failover_mid_rollout() {
     assert_eq!(done, "done");
     assert_one_slot(&env.cluster);
 }
+
+#[test]
+fn backup_and_restore_walk_the_pac_slot_and_restore_into_a_pac_on_another_master() {
+    let cluster = RedisCluster::builder().replicas(0).start();
+    let url = cluster.url();
+    let r1 = region(&url, "R1", "1.0.0", "cold");
+    let mut c = cluster.master_conn_for(&key("meta"));
+    stop_gracefully(&mut c, PAC, "R1", r1);
+    // More keys than one page of the walk, and a key of the slot outside the PAC.
+    for i in 0..1200 {
+        let _: () = c
+            .hset(key("ds:results"), format!("job{i}"), "done")
+            .unwrap();
+        let _: () = c.set(key(&format!("ds:item{i}")), i).unwrap();
+    }
+    let _: () = c
+        .set(format!("foreign:{{{PAC}}}:x"), "not the PAC's")
+        .unwrap();
+    let original: BTreeSet<String> = cluster.keys_by_master(&key("*")).into_keys().collect();
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.json");
+    let out = on(&url)
+        .args(["pac", "backup", PAC, "--json", "--out"])
+        .arg(&file)
+        .run();
+    out.success();
+    assert_eq!(out.json()["keys"], original.len() as u64, "{out}");
+
+    // Restored over a changed PAC, with --force: exactly as saved.
+    on(&url).args(["pac", "init", PAC]).run().success();
+    on(&url)
+        .args(["pac", "restore", PAC, "--force", "--in"])
+        .arg(&file)
+        .run()
+        .success();
+    let now: BTreeSet<String> = cluster.keys_by_master(&key("*")).into_keys().collect();
+    assert_eq!(now, original);
+    assert!(c.exists::<_, bool>(format!("foreign:{{{PAC}}}:x")).unwrap());
+
+    // Into a PAC whose slot is on another master.
+    let here = cluster.master_port_for(&key("meta"));
+    let copy = (0..)
+        .map(|i| format!("Copy{i}"))
+        .find(|n| cluster.master_port_for(&format!("pac:{{{n}}}:meta")) != here)
+        .unwrap();
+    on(&url)
+        .args(["pac", "restore", &copy, "--in"])
+        .arg(&file)
+        .run()
+        .success();
+    let renamed: BTreeSet<String> = original
+        .iter()
+        .map(|k| k.replacen(&key(""), &format!("pac:{{{copy}}}:"), 1))
+        .collect();
+    let copied: BTreeSet<String> = cluster
+        .keys_by_master(&format!("pac:{{{copy}}}:*"))
+        .into_keys()
+        .collect();
+    assert_eq!(copied, renamed);
+}
