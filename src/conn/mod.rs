@@ -404,8 +404,9 @@ impl Psor {
         Ok(Notifications::server(ps))
     }
 
-    /// A dedicated pub/sub connection to one server (not available on a cluster, whose
-    /// channels live on their slot's master: see [`Psor::notifications`]).
+    /// A dedicated pub/sub connection to one server. On a cluster it reaches only the
+    /// first listed node, while a PAC's channel lives on its slot's master: subscribe
+    /// with [`Psor::notifications`], which works on both.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         tokio::time::timeout(self.opts.connect_timeout, self.client().get_async_pubsub())
             .await
