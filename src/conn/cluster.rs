@@ -34,6 +34,10 @@ pub(super) struct Seeds {
 #[derive(Clone)]
 pub(super) struct Cluster {
     pub(super) conn: ClusterConnection,
+    /// The durability critical writes get: chosen from a master's replicas (every master
+    /// of a cluster built alike has as many), the wait sent to the write's own master in
+    /// the write's pipeline.
+    pub(super) durable: super::durability::Resolved,
     seeds: Seeds,
 }
 
@@ -114,8 +118,14 @@ impl Cluster {
     /// Connects to the cluster the seeds belong to.
     pub(super) async fn connect(seeds: Seeds, opts: &PsorOptions, shown: &str) -> Result<Self> {
         let c = client(&seeds, opts, Some(opts.command_timeout), false)?;
-        let conn = connect_with(&c, None, opts, shown).await?;
-        Ok(Cluster { conn, seeds })
+        let mut conn = connect_with(&c, None, opts, shown).await?;
+        let durable =
+            super::durability::resolve(&mut OnePrimary(&mut conn), opts.durability, shown).await?;
+        Ok(Cluster {
+            conn,
+            durable,
+            seeds,
+        })
     }
 
     /// `host:port` of the first seed node.
@@ -146,6 +156,31 @@ impl Cluster {
         let mut conn = connect_with(&c, Some(config), opts, shown).await?;
         conn.ssubscribe(channel).await.map_err(|e| lost(shown, e))?;
         Ok(Notifications(Inner::Cluster { _conn: conn, rx }))
+    }
+}
+
+/// Sends everything to one master: a server-wide question (`INFO`) that the cluster
+/// client would otherwise ask every node and answer with all their replies.
+struct OnePrimary<'a>(&'a mut ClusterConnection);
+
+impl redis::aio::ConnectionLike for OnePrimary<'_> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> redis::RedisFuture<'a, redis::Value> {
+        let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary);
+        Box::pin(self.0.route_command(cmd.clone(), to))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        let to = SingleNodeRoutingInfo::RandomPrimary;
+        Box::pin(self.0.route_pipeline(pipeline.clone(), offset, count, to))
+    }
+
+    fn get_db(&self) -> i64 {
+        0
     }
 }
 

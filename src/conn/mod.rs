@@ -15,15 +15,17 @@ use crate::error::{is_unreachable, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub mod cluster;
+mod durability;
+mod follow;
 mod probe;
 mod routed;
 mod url;
 pub use cluster::Notifications;
+pub use durability::{Durability, WAIT_ATTEMPTS, WAIT_BOUND};
 pub use probe::{server_mode, ServerMode};
 pub use routed::PsorConn;
 use url::bad_url;
@@ -46,6 +48,9 @@ pub struct PsorOptions {
     pub connect_timeout: Duration,
     /// Bound on one command's answer.
     pub command_timeout: Duration,
+    /// What acknowledging a critical write waits for; `None`: chosen from what the PSOR
+    /// reports (`replica` when it has connected replicas, else `none`).
+    pub durability: Option<Durability>,
 }
 
 impl PsorOptions {
@@ -59,6 +64,7 @@ impl PsorOptions {
             tls_key: None,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            durability: None,
         }
     }
 }
@@ -104,16 +110,14 @@ fn install_crypto_provider() {
 /// A connected PSOR: a reconnecting multiplexed connection plus the client, for the
 /// dedicated pub/sub and blocking connections.
 ///
-/// Behind Sentinel, the master can move. The connection manager reconnects to the
-/// address it was given, so after a lost connection or a `READONLY` answer (the old
-/// master demoted) the handle asks the sentinels again and, when the master moved,
-/// swaps in a connection to the new one; every clone of the handle sees the swap.
+/// Behind Sentinel, the master can move: the handle follows it (`follow.rs`: on
+/// `+switch-master`, a lost connection or `READONLY`), and every clone sees the swap.
 #[derive(Clone)]
 pub struct Psor {
     live: Arc<RwLock<Live>>,
     /// Set on a Redis Cluster; then every command goes through it and `live` is unused.
     cluster: Option<cluster::Cluster>,
-    refreshing: Arc<AtomicBool>,
+    follow: Arc<follow::Follow>,
     sentinel: bool,
     target: String,
     opts: PsorOptions,
@@ -124,6 +128,8 @@ pub struct Psor {
 struct Live {
     conn: ConnectionManager,
     client: Client,
+    /// The durability critical writes get on this master.
+    durable: durability::Resolved,
 }
 
 impl std::fmt::Debug for Psor {
@@ -293,16 +299,25 @@ impl Psor {
             return Self::connect_cluster(seeds, opts, shown).await;
         }
         let client = open_client(opts).await?;
-        let conn = open_manager(&client, opts, &shown).await?;
-        Ok(Psor {
-            live: Arc::new(RwLock::new(Live { conn, client })),
+        let mut conn = open_manager(&client, opts, &shown).await?;
+        let durable = durability::resolve(&mut conn, opts.durability, &shown).await?;
+        let psor = Psor {
+            live: Arc::new(RwLock::new(Live {
+                conn,
+                client,
+                durable,
+            })),
             cluster: None,
-            refreshing: Arc::new(AtomicBool::new(false)),
+            follow: follow::Follow::new(),
             sentinel,
             target: shown,
             opts: opts.clone(),
             metrics: crate::metrics::Metrics::disabled(),
-        })
+        };
+        if sentinel {
+            psor.start_following();
+        }
+        Ok(psor)
     }
 
     async fn connect_cluster(
@@ -318,10 +333,15 @@ impl Psor {
         let conn =
             ConnectionManager::new_lazy_with_config(client.clone(), ConnectionManagerConfig::new())
                 .map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+        let durable = c.durable;
         Ok(Psor {
-            live: Arc::new(RwLock::new(Live { conn, client })),
+            live: Arc::new(RwLock::new(Live {
+                conn,
+                client,
+                durable,
+            })),
             cluster: Some(c),
-            refreshing: Arc::new(AtomicBool::new(false)),
+            follow: follow::Follow::new(),
             sentinel: false,
             target: shown,
             opts: opts.clone(),
@@ -348,38 +368,16 @@ impl Psor {
         self.live.read().expect("connection lock").client.clone()
     }
 
-    /// Behind Sentinel: asks the sentinels for the master again (at most one refresh at a
-    /// time, at most one a second) and swaps the connection if the master moved.
-    fn refresh_master(&self) {
-        if !self.sentinel || self.refreshing.swap(true, Ordering::SeqCst) {
-            return;
+    fn resolved(&self) -> durability::Resolved {
+        self.live.read().expect("connection lock").durable
+    }
+
+    fn conn_and_durability(&self) -> (PsorConn, durability::Resolved) {
+        if let Some(c) = &self.cluster {
+            return (PsorConn::Cluster(c.conn.clone()), c.durable);
         }
-        let me = self.clone();
-        tokio::spawn(async move {
-            match open_client(&me.opts).await {
-                Ok(client) => {
-                    let moved = client.get_connection_info().addr()
-                        != me.client().get_connection_info().addr();
-                    if moved {
-                        match open_manager(&client, &me.opts, &me.target).await {
-                            Ok(conn) => {
-                                tracing::warn!(
-                                    "the PSOR master moved to {}; reconnected",
-                                    client.get_connection_info().addr()
-                                );
-                                *me.live.write().expect("connection lock") = Live { conn, client };
-                            }
-                            Err(e) => {
-                                tracing::warn!("connecting to the new PSOR master failed: {e}")
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!("asking the sentinels for the master failed: {e}"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            me.refreshing.store(false, Ordering::SeqCst);
-        });
+        let live = self.live.read().expect("connection lock");
+        (PsorConn::Manager(live.conn.clone()), live.durable)
     }
 
     /// The address with any password removed, for messages.
