@@ -3,7 +3,7 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::SingleNodeRoutingInfo;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::time::Duration;
 
@@ -18,6 +18,41 @@ pub enum PsorConn {
     Dedicated(MultiplexedConnection),
     /// A cluster; each command goes to the master of its key's slot.
     Cluster(ClusterConnection),
+}
+
+impl PsorConn {
+    /// Sends a durability confirmation (`WAIT`, `WAITAOF`) again, after one that came
+    /// back short in `write`'s pipeline. On a cluster it must reach the master of the
+    /// write's slot (the client would ask every master): the slot of the first PAC key
+    /// in `write`, every key of a write being of one PAC.
+    pub(crate) async fn confirm_again(
+        &mut self,
+        wait: &Cmd,
+        write: &Pipeline,
+    ) -> redis::RedisResult<Value> {
+        let PsorConn::Cluster(c) = self else {
+            return wait.query_async(self).await;
+        };
+        let key = write
+            .cmd_iter()
+            .flat_map(|cmd| cmd.args_iter())
+            .find_map(|a| match a {
+                redis::Arg::Simple(b) => std::str::from_utf8(b)
+                    .ok()
+                    .filter(|s| crate::psor::keys::is_pac_key(s)),
+                _ => None,
+            });
+        let Some(key) = key else {
+            return wait.query_async(self).await;
+        };
+        let slot = super::cluster::slot_of(key);
+        let to = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        let v = c.route_command(wait.clone(), to).await?;
+        v.extract_error()
+    }
 }
 
 impl ConnectionLike for PsorConn {
