@@ -192,7 +192,7 @@ impl Agent {
         }
         let beats = tokio::spawn(self.clone().host_beats(shutdown.clone()));
         let mut tasks = JoinSet::new();
-        let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+        let mut conn: Option<crate::conn::PsorConn> = None;
         // The blocking reader's connection moves with the master, not only once it fails.
         let mut moved = self.pac.psor().moved();
         loop {

@@ -16,6 +16,18 @@ async fn resolve_only_pac(legacy: &caspac::Legacy) -> anyhow::Result<String> {
         .to_string())
 }
 
+/// Several `-s` addresses: asks the first reachable node whether they are Sentinels or
+/// Cluster nodes, and takes the URL for that.
+async fn resolve_nodes(mut legacy: caspac::Legacy) -> anyhow::Result<caspac::Legacy> {
+    if let Some(nodes) = legacy.nodes.clone() {
+        let probe = legacy.into_cli(Some("P"))?;
+        let opts = cli::commands::psor_options(&probe.global)?;
+        let mode = pacup::conn::server_mode(&opts, &nodes.hosts, nodes.tls).await?;
+        legacy.psor = nodes.url_for(mode)?;
+    }
+    Ok(legacy)
+}
+
 /// Runs a parsed request with the same code (and exit codes) as `pacup`.
 async fn run(legacy: caspac::Legacy) -> anyhow::Result<ExitCode> {
     let only = if legacy.needs_only_pac() {
@@ -79,6 +91,18 @@ async fn main() -> std::process::ExitCode {
     let legacy = match caspac::parse(&args, &env) {
         Ok(l) => l,
         Err(e) => return usage_error(&e.to_string()),
+    };
+    let legacy = match resolve_nodes(legacy).await {
+        Ok(l) => l,
+        // A node list that is neither Sentinel (with -n) nor Cluster is bad input, like
+        // any other refusal of the arguments: shown with the usage.
+        Err(e) => match e.downcast_ref::<pacup::error::Error>() {
+            Some(pacup::error::Error::Usage(msg)) => return usage_error(msg),
+            _ => {
+                eprintln!("caspac: {e:#}");
+                return cli::exit_code_of(&e).into();
+            }
+        },
     };
     let code = match run(legacy).await {
         Ok(c) => c,

@@ -3,14 +3,15 @@
 //! `caspac -a<Action>[=<arg>] -s<type>,<host>:<port>[,<host>:<port>...] [-n<sorName>]`
 //! (docs/reference.md#caspac). Option letters and action names are case-insensitive; an option's
 //! value may be attached (`-aInitPac=MyPAC`) or follow as the next argument
-//! (`-a InitPac=MyPAC`). `-s` types: `redis` and `redis_TLS`; several hosts mean Redis
-//! Sentinel with master `<sorName>`. Environment: `ES_PAC` names the PAC for `SetMode`
+//! (`-a InitPac=MyPAC`). `-s` types: `redis` and `redis_TLS`; several hosts are a Redis
+//! Sentinel (master `<sorName>`) or a Redis Cluster, as the first reachable node answers
+//! (`INFO server`, `redis_mode`; see [`NodeList::url_for`]). Environment: `ES_PAC` names the PAC for `SetMode`
 //! (else the only PAC in the PSOR), `PACUP_PRODUCT_VERSION`, `PACUP_OS` and
 //! `PACUP_BITNESS` describe the product for `CheckCompat`; without them, `PACUP_HOST`
 //! names the host whose installed product is checked (the real caspac checks the
 //! product it belongs to, so on a host it is that host's product).
 //!
-//! Translation is pure: [`parse`] reads argv and an environment lookup into a
+//! Translation is pure but for that probe: [`parse`] reads argv and an environment lookup into a
 //! [`Legacy`] request, and [`Legacy::into_cli`] builds the `pacup` [`Cli`] for it, so
 //! every rule below is table-tested without a PSOR.
 
@@ -21,6 +22,7 @@ use clap::Parser;
 /// Usage text shown with every refusal.
 pub const USAGE: &str = concat!(
     "usage: caspac -a<Action>[=<arg>] -s<redis|redis_TLS>,<host>:<port>[,<host>:<port>...] [-n<sorName>]\n",
+    "  several addresses: Redis Sentinel (-n names the master) or Redis Cluster nodes\n",
     "  actions: InitPac=<PAC>  CheckCompat=<PAC>  SetMode=Running|Quiesce  RemOldPAC=<PAC>\n",
     "  env: ES_PAC (PAC for SetMode), PACUP_PRODUCT_VERSION, PACUP_OS, PACUP_BITNESS (product for CheckCompat),\n",
     "       PACUP_HOST (CheckCompat without PACUP_PRODUCT_VERSION: the product installed on that host),\n",
@@ -65,10 +67,47 @@ pub enum Action {
 /// A parsed caspac request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Legacy {
-    /// The PSOR URL built from `-s` (and `-n`).
+    /// The PSOR URL built from `-s` (and `-n`). With several addresses it is a guess
+    /// (Sentinel with `-n`, else Cluster) until the nodes are asked ([`Legacy::nodes`]).
     pub psor: String,
+    /// Several `-s` addresses: what kind of node list they are is asked of the nodes.
+    pub nodes: Option<NodeList>,
     /// The action.
     pub action: Action,
+}
+
+/// Several `-s` addresses: Redis Sentinel or Redis Cluster nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeList {
+    /// `redis_TLS`.
+    pub tls: bool,
+    /// `host:port` of each node, in the order given.
+    pub hosts: Vec<String>,
+    /// `-n<sorName>`: the master's name behind Sentinel.
+    pub name: Option<String>,
+}
+
+impl NodeList {
+    /// The PSOR URL for the kind of node the first reachable one said it is.
+    pub fn url_for(&self, mode: crate::conn::ServerMode) -> Result<String, Error> {
+        use crate::conn::ServerMode;
+        let hosts = self.hosts.join(",");
+        let s = if self.tls { "s" } else { "" };
+        match mode {
+            ServerMode::Cluster => Ok(format!("redis{s}+cluster://{hosts}")),
+            ServerMode::Sentinel => match &self.name {
+                Some(m) => Ok(format!("redis{s}+sentinel://{hosts}/{m}")),
+                None => Err(Error::Usage(
+                    "the PSOR addresses are Redis Sentinels: name the master with -n<sorName>"
+                        .into(),
+                )),
+            },
+            ServerMode::Standalone => Err(Error::Usage(format!(
+                "the PSOR addresses {hosts} are standalone Redis servers, neither Sentinels nor \
+                 Cluster nodes: give one address"
+            ))),
+        }
+    }
 }
 
 fn need_arg(action: &str, arg: Option<&str>, what: &str) -> Result<String, String> {
@@ -141,7 +180,7 @@ fn parse_text<S: AsRef<str>>(
     }
     let action = action.ok_or("no action: give -a<Action>")?;
     let sor = sor.ok_or("no PSOR: give -sredis,<host>:<port>")?;
-    let psor = psor_url(&sor, name.as_deref())?;
+    let (psor, nodes) = psor_url(&sor, name.as_deref())?;
     let (verb, arg) = match action.split_once('=') {
         Some((v, a)) => (v, Some(a)),
         None => (action.as_str(), None),
@@ -159,6 +198,7 @@ fn parse_text<S: AsRef<str>>(
                             .map_err(|e| format!("env PACUP_HOST={host}: {e}"))?;
                         return Ok(Legacy {
                             psor,
+                            nodes,
                             action: Action::CheckCompatOnHost { pac, host },
                         });
                     }
@@ -204,11 +244,16 @@ fn parse_text<S: AsRef<str>>(
             ))
         }
     };
-    Ok(Legacy { psor, action })
+    Ok(Legacy {
+        psor,
+        nodes,
+        action,
+    })
 }
 
-/// Builds the PSOR URL from `-s<type>,<host:port>...` and `-n<sorName>`.
-fn psor_url(sor: &str, name: Option<&str>) -> Result<String, String> {
+/// Builds the PSOR URL from `-s<type>,<host:port>...` and `-n<sorName>`; several
+/// addresses also give the node list to ask what they are.
+fn psor_url(sor: &str, name: Option<&str>) -> Result<(String, Option<NodeList>), String> {
     let mut parts = sor.split(',');
     let kind = parts.next().unwrap_or("");
     let tls = match kind.to_ascii_lowercase().as_str() {
@@ -233,24 +278,23 @@ fn psor_url(sor: &str, name: Option<&str>) -> Result<String, String> {
         }
     }
     if hosts.len() == 1 {
-        return Ok(format!(
-            "{}://{}",
-            if tls { "rediss" } else { "redis" },
-            hosts[0]
+        return Ok((
+            format!("{}://{}", if tls { "rediss" } else { "redis" }, hosts[0]),
+            None,
         ));
     }
-    let master = name
-        .filter(|n| !n.is_empty())
-        .ok_or("several PSOR addresses mean Redis Sentinel: name the master with -n<sorName>")?;
-    Ok(format!(
-        "{}://{}/{master}",
-        if tls {
-            "rediss+sentinel"
-        } else {
-            "redis+sentinel"
-        },
-        hosts.join(",")
-    ))
+    let nodes = NodeList {
+        tls,
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        name: name.filter(|n| !n.is_empty()).map(String::from),
+    };
+    let guess = if nodes.name.is_some() {
+        crate::conn::ServerMode::Sentinel
+    } else {
+        crate::conn::ServerMode::Cluster
+    };
+    let url = nodes.url_for(guess).map_err(|e| e.to_string())?;
+    Ok((url, Some(nodes)))
 }
 
 impl Legacy {
@@ -385,14 +429,37 @@ mod tests {
     }
 
     #[test]
-    fn several_hosts_mean_sentinel_with_sor_name() {
+    fn several_hosts_are_sentinel_or_cluster_as_the_nodes_say() {
+        use crate::conn::ServerMode;
         let l = p(&["-aInitPac=P", "-sredis,a:1,b:2", "-nmymaster"]).unwrap();
-        assert_eq!(l.psor, "redis+sentinel://a:1,b:2/mymaster");
+        let nodes = l.nodes.clone().unwrap();
+        assert_eq!(nodes.hosts, ["a:1", "b:2"]);
+        assert_eq!(
+            nodes.url_for(ServerMode::Sentinel).unwrap(),
+            "redis+sentinel://a:1,b:2/mymaster"
+        );
+        assert_eq!(
+            nodes.url_for(ServerMode::Cluster).unwrap(),
+            "redis+cluster://a:1,b:2"
+        );
         let l = p(&["-aInitPac=P", "-sredis_TLS,a:1,b:2", "-n", "m"]).unwrap();
-        assert_eq!(l.psor, "rediss+sentinel://a:1,b:2/m");
-        assert!(p(&["-aInitPac=P", "-sredis,a:1,b:2"])
-            .unwrap_err()
-            .contains("-n<sorName>"));
+        let nodes = l.nodes.unwrap();
+        assert_eq!(
+            nodes.url_for(ServerMode::Sentinel).unwrap(),
+            "rediss+sentinel://a:1,b:2/m"
+        );
+        assert_eq!(
+            nodes.url_for(ServerMode::Cluster).unwrap(),
+            "rediss+cluster://a:1,b:2"
+        );
+        let l = p(&["-aInitPac=P", "-sredis,a:1,b:2"]).unwrap();
+        let nodes = l.nodes.unwrap();
+        let e = nodes.url_for(ServerMode::Sentinel).unwrap_err();
+        assert_eq!(e.exit_code().code(), 2);
+        assert!(e.to_string().contains("-n<sorName>"), "{e}");
+        let e = nodes.url_for(ServerMode::Standalone).unwrap_err();
+        assert_eq!(e.exit_code().code(), 2);
+        assert!(p(&["-aInitPac=P", "-sredis,h:1"]).unwrap().nodes.is_none());
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub struct Cli {
 #[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// PSOR URL: redis://[user:pass@]host:port, rediss://host:port (TLS),
-    /// redis+sentinel://h1:p1,h2:p2/<master>, unix:///path.
+    /// redis+sentinel://h1:p1,h2:p2/<master>, redis+cluster://h1:p1,h2:p2, unix:///path.
     #[arg(
         long,
         global = true,

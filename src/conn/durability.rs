@@ -275,7 +275,7 @@ impl Psor {
             // WAIT on the same connection covers every write sent on it before, ours
             // included. A wait the server refuses (a master demoted meanwhile) counts as
             // unconfirmed.
-            confirmation = match wait.query_async(&mut conn).await {
+            confirmation = match conn.confirm_again(&wait, &p).await {
                 Ok(v) => v,
                 Err(e) if e.code().is_some() => Value::Nil,
                 Err(e) => return Err(self.err(e)),

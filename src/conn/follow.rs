@@ -66,6 +66,7 @@ struct WeakPsor {
 
 #[derive(Clone)]
 struct PsorParts {
+    cluster: Option<super::cluster::Cluster>,
     sentinel: bool,
     target: String,
     opts: super::PsorOptions,
@@ -77,6 +78,7 @@ impl WeakPsor {
         Some(Psor {
             live: self.live.upgrade()?,
             follow: self.follow.upgrade()?,
+            cluster: self.psor.cluster.clone(),
             sentinel: self.psor.sentinel,
             target: self.psor.target.clone(),
             opts: self.psor.opts.clone(),
@@ -100,6 +102,10 @@ impl Psor {
     /// Asks the sentinels for the master and, when it moved, swaps the connection (and
     /// re-chooses an automatic durability for the new master). Returns whether it moved.
     pub(crate) async fn follow_master(&self) -> crate::Result<bool> {
+        if self.cluster.is_some() {
+            // The cluster client follows each slot to its master by itself.
+            return Ok(false);
+        }
         let _one = self.follow.swap.lock().await;
         let client = open_client(&self.opts).await?;
         let moved =
@@ -170,6 +176,7 @@ impl Psor {
             live: Arc::downgrade(&self.live),
             follow: Arc::downgrade(&self.follow),
             psor: PsorParts {
+                cluster: self.cluster.clone(),
                 sentinel: self.sentinel,
                 target: self.target.clone(),
                 opts: self.opts.clone(),

@@ -5,6 +5,8 @@
 //! - `rediss://...` (TLS; a private CA and a client certificate come from [`PsorOptions`])
 //! - `redis+sentinel://[user[:password]@]h1:p1[,h2:p2...]/<master>` (and `rediss+sentinel://`
 //!   for TLS to both the sentinels and the master)
+//! - `redis+cluster://[user[:password]@]h1:p1[,h2:p2...]` (and `rediss+cluster://`): a
+//!   Redis Cluster reached through any of the listed nodes (see [`cluster`])
 //! - `unix:///path/to/redis.sock` (handy for local test rigs)
 //!
 //! Passwords never appear in output: [`PsorTarget::redacted`] is what every message shows.
@@ -16,10 +18,16 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+pub mod cluster;
 mod durability;
 mod follow;
+mod probe;
+mod routed;
 mod url;
+pub use cluster::Notifications;
 pub use durability::{Durability, WAIT_ATTEMPTS, WAIT_BOUND};
+pub use probe::{server_mode, ServerMode};
+pub use routed::PsorConn;
 use url::bad_url;
 pub use url::{redact_url, PsorTarget};
 
@@ -107,6 +115,8 @@ fn install_crypto_provider() {
 #[derive(Clone)]
 pub struct Psor {
     live: Arc<RwLock<Live>>,
+    /// Set on a Redis Cluster; then every command goes through it and `live` is unused.
+    cluster: Option<cluster::Cluster>,
     follow: Arc<follow::Follow>,
     sentinel: bool,
     target: String,
@@ -212,6 +222,10 @@ async fn open_client(opts: &PsorOptions) -> Result<Client> {
                 })?
                 .map_err(|e| classify(&shown, e))
         }
+        PsorTarget::Cluster { .. } => Err(bad_url(
+            &opts.url,
+            "a cluster has no single server to open a client for",
+        )),
     }
 }
 
@@ -266,8 +280,24 @@ impl Psor {
     /// [`Error::AuthFailed`] (exit code 5); a bad URL is [`Error::InvalidInput`] (exit 2)
     /// and nothing is attempted.
     pub async fn connect(opts: &PsorOptions) -> Result<Psor> {
-        let sentinel = matches!(PsorTarget::parse(&opts.url)?, PsorTarget::Sentinel { .. });
+        let target = PsorTarget::parse(&opts.url)?;
+        let sentinel = matches!(target, PsorTarget::Sentinel { .. });
         let shown = redact_url(&opts.url);
+        if let PsorTarget::Cluster {
+            nodes,
+            username,
+            password,
+            tls,
+        } = target
+        {
+            let seeds = cluster::Seeds {
+                nodes,
+                username,
+                password,
+                tls,
+            };
+            return Self::connect_cluster(seeds, opts, shown).await;
+        }
         let client = open_client(opts).await?;
         let mut conn = open_manager(&client, opts, &shown).await?;
         let durable = durability::resolve(&mut conn, opts.durability, &shown).await?;
@@ -277,6 +307,7 @@ impl Psor {
                 client,
                 durable,
             })),
+            cluster: None,
             follow: follow::Follow::new(),
             sentinel,
             target: shown,
@@ -289,15 +320,48 @@ impl Psor {
         Ok(psor)
     }
 
+    async fn connect_cluster(
+        seeds: cluster::Seeds,
+        opts: &PsorOptions,
+        shown: String,
+    ) -> Result<Psor> {
+        let c = cluster::Cluster::connect(seeds, opts, &shown).await?;
+        // The standalone slot is never used on a cluster; a client for the first seed
+        // fills it without connecting.
+        let client = Client::open(format!("redis://{}", c.first_seed()))
+            .map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+        let conn =
+            ConnectionManager::new_lazy_with_config(client.clone(), ConnectionManagerConfig::new())
+                .map_err(|e| bad_url(&opts.url, &e.to_string()))?;
+        let durable = c.durable;
+        Ok(Psor {
+            live: Arc::new(RwLock::new(Live {
+                conn,
+                client,
+                durable,
+            })),
+            cluster: Some(c),
+            follow: follow::Follow::new(),
+            sentinel: false,
+            target: shown,
+            opts: opts.clone(),
+            metrics: crate::metrics::Metrics::disabled(),
+        })
+    }
+
     /// This handle (and its clones) counts failed commands in `metrics`.
     pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Psor {
         self.metrics = metrics;
         self
     }
 
-    /// The reconnecting connection shared by every command of this process (cheap clone).
-    pub fn conn(&self) -> ConnectionManager {
-        self.live.read().expect("connection lock").conn.clone()
+    /// The reconnecting connection shared by every command of this process (cheap clone);
+    /// on a cluster it routes each command to its key's slot.
+    pub fn conn(&self) -> PsorConn {
+        match &self.cluster {
+            Some(c) => PsorConn::Cluster(c.conn.clone()),
+            None => PsorConn::Manager(self.live.read().expect("connection lock").conn.clone()),
+        }
     }
 
     fn client(&self) -> Client {
@@ -308,9 +372,12 @@ impl Psor {
         self.live.read().expect("connection lock").durable
     }
 
-    fn conn_and_durability(&self) -> (ConnectionManager, durability::Resolved) {
+    fn conn_and_durability(&self) -> (PsorConn, durability::Resolved) {
+        if let Some(c) = &self.cluster {
+            return (PsorConn::Cluster(c.conn.clone()), c.durable);
+        }
         let live = self.live.read().expect("connection lock");
-        (live.conn.clone(), live.durable)
+        (PsorConn::Manager(live.conn.clone()), live.durable)
     }
 
     /// The address with any password removed, for messages.
@@ -323,7 +390,21 @@ impl Psor {
         &self.opts
     }
 
-    /// A dedicated pub/sub connection (subscriptions cannot share the multiplexed one).
+    /// A subscription to a PAC's notification channel on a connection of its own
+    /// (subscriptions cannot share the multiplexed one): `SUBSCRIBE` on one server,
+    /// sharded `SSUBSCRIBE` on the master of the channel's slot on a cluster.
+    pub async fn notifications(&self, channel: &str) -> Result<Notifications> {
+        if let Some(c) = &self.cluster {
+            return c.notifications(channel, &self.opts, &self.target).await;
+        }
+        let mut ps = self.pubsub().await?;
+        ps.subscribe(channel).await.map_err(|e| self.err(e))?;
+        Ok(Notifications::server(ps))
+    }
+
+    /// A dedicated pub/sub connection to one server. On a cluster it reaches only the
+    /// first listed node, while a PAC's channel lives on its slot's master: subscribe
+    /// with [`Psor::notifications`], which works on both.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub> {
         tokio::time::timeout(self.opts.connect_timeout, self.client().get_async_pubsub())
             .await
@@ -346,7 +427,10 @@ impl Psor {
     /// A dedicated connection for blocking commands (BLPOP, XREAD BLOCK), which would
     /// stall every other command sharing the multiplexed one. No response timeout: the
     /// caller bounds the block itself.
-    pub async fn dedicated(&self) -> Result<redis::aio::MultiplexedConnection> {
+    pub async fn dedicated(&self) -> Result<PsorConn> {
+        if let Some(c) = &self.cluster {
+            return c.dedicated(&self.opts, &self.target).await;
+        }
         let cfg = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.opts.connect_timeout))
             .set_response_timeout(None);
@@ -360,6 +444,7 @@ impl Psor {
             target: self.target.clone(),
             reason: "timed out opening a connection".into(),
         })?
+        .map(PsorConn::Dedicated)
         .map_err(|e| self.err(e))
     }
 

@@ -27,6 +27,17 @@ pub enum PsorTarget {
         /// TLS to sentinels and master.
         tls: bool,
     },
+    /// A Redis Cluster, reached through any of its nodes (the client learns the rest).
+    Cluster {
+        /// `host:port` of each seed node.
+        nodes: Vec<(String, u16)>,
+        /// Username from the URL, if any.
+        username: Option<String>,
+        /// Password from the URL, if any.
+        password: Option<String>,
+        /// TLS to every node.
+        tls: bool,
+    },
 }
 
 pub(super) fn bad_url(url: &str, why: &str) -> Error {
@@ -35,7 +46,7 @@ pub(super) fn bad_url(url: &str, why: &str) -> Error {
         redact_url(url),
         format!(
             "{why}; accepted: redis://[user:password@]host:port, rediss://host:port (TLS), \
-             redis+sentinel://h1:p1,h2:p2/<master>, unix:///path"
+             redis+sentinel://h1:p1,h2:p2/<master>, redis+cluster://h1:p1,h2:p2, unix:///path"
         ),
     )
 }
@@ -135,8 +146,59 @@ impl PsorTarget {
                     tls: scheme == "rediss+sentinel",
                 })
             }
+            "redis+cluster" | "rediss+cluster" => {
+                let (cred, hosts) = match rest.rsplit_once('@') {
+                    Some((c, h)) => (Some(c), h),
+                    None => (None, rest),
+                };
+                // A cluster has one database: a path (`/1`) would be silently ignored.
+                let hosts = hosts.strip_suffix('/').unwrap_or(hosts);
+                if hosts.contains('/') || hosts.contains('?') {
+                    return Err(bad_url(
+                        url,
+                        "a cluster URL is only the node list (a cluster has no database number)",
+                    ));
+                }
+                let nodes = host_ports(url, hosts, "cluster node")?;
+                let (username, password) = credentials(cred);
+                Ok(PsorTarget::Cluster {
+                    nodes,
+                    username,
+                    password,
+                    tls: scheme == "rediss+cluster",
+                })
+            }
             _ => Err(bad_url(url, &format!("unknown scheme {scheme:?}"))),
         }
+    }
+}
+
+/// `h1:p1,h2:p2,...` as (host, port) pairs; `what` names an entry in messages.
+fn host_ports(url: &str, hosts: &str, what: &str) -> Result<Vec<(String, u16)>> {
+    let mut out = Vec::new();
+    for hp in hosts.split(',') {
+        let (h, p) = hp
+            .rsplit_once(':')
+            .ok_or_else(|| bad_url(url, &format!("{what} {hp:?} is not host:port")))?;
+        let port: u16 = p
+            .parse()
+            .map_err(|_| bad_url(url, &format!("{what} port {p:?} is not a number")))?;
+        if h.is_empty() {
+            return Err(bad_url(url, &format!("empty {what} host")));
+        }
+        out.push((h.to_string(), port));
+    }
+    Ok(out)
+}
+
+/// `user[:password]` (either may be empty) as its parts.
+fn credentials(cred: Option<&str>) -> (Option<String>, Option<String>) {
+    match cred {
+        None => (None, None),
+        Some(c) => match c.split_once(':') {
+            Some((u, p)) => ((!u.is_empty()).then(|| u.to_string()), Some(p.to_string())),
+            None => (Some(c.to_string()), None),
+        },
     }
 }
 
@@ -165,6 +227,41 @@ mod tests {
                 tls: false
             }
         );
+    }
+
+    #[test]
+    fn parses_cluster_urls() {
+        assert_eq!(
+            PsorTarget::parse("redis+cluster://a:1,b:2").unwrap(),
+            PsorTarget::Cluster {
+                nodes: vec![("a".into(), 1), ("b".into(), 2)],
+                username: None,
+                password: None,
+                tls: false
+            }
+        );
+        assert_eq!(
+            PsorTarget::parse("rediss+cluster://u:pw@a:1/").unwrap(),
+            PsorTarget::Cluster {
+                nodes: vec![("a".into(), 1)],
+                username: Some("u".into()),
+                password: Some("pw".into()),
+                tls: true
+            }
+        );
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://a",
+            "redis+cluster://a:1,b",
+            "redis+cluster://a:1,:2",
+            "redis+cluster://a:x",
+            "redis+cluster://a:1/0",
+            "redis+cluster://u:secret@a:1,b:99999",
+        ] {
+            let e = PsorTarget::parse(bad).unwrap_err();
+            assert_eq!(e.exit_code().code(), 2, "{bad}: {e}");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use super::keys::Keys;
 use super::model::now_ms;
-use super::scan::scan_page;
 use super::Pac;
 use crate::error::{Advice, Error, Result};
 use crate::names::PacName;
@@ -39,10 +38,8 @@ impl Pac {
     pub async fn backup(&self) -> Result<Backup> {
         let mut c = self.conn();
         let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (nc, batch): (u64, Vec<String>) =
-                scan_page(&mut c, &self.psor, cursor, &self.keys.all_pattern()).await?;
+        let mut w = self.walk(&self.keys.all_pattern());
+        while let Some(batch) = self.next_page(&mut c, &mut w).await? {
             if !batch.is_empty() {
                 let mut p = redis::pipe();
                 for k in &batch {
@@ -62,10 +59,6 @@ impl Pac {
                         });
                     }
                 }
-            }
-            cursor = nc;
-            if cursor == 0 {
-                break;
             }
         }
         keys.sort_by(|a, b| a.key.cmp(&b.key));

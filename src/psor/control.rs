@@ -272,7 +272,7 @@ impl Pac {
     /// do not parse are returned as `Err` text so the agent can log them.
     pub async fn read_control(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut crate::conn::PsorConn,
         host: &str,
         after: &str,
         block: Duration,

@@ -180,6 +180,13 @@ pub const HISTORY_LEN: u64 = 100;
 const PAC_OPEN: &str = "pac:{";
 const PAC_CLOSE: &str = "}:";
 
+/// Whether `s` is a key of some PAC (or a PAC's prefix), so its hash tag names the PAC's
+/// slot on a cluster.
+pub fn is_pac_key(s: &str) -> bool {
+    s.strip_prefix(PAC_OPEN)
+        .is_some_and(|rest| rest.contains(PAC_CLOSE))
+}
+
 /// SCAN pattern that finds every PAC's record (`pac list`).
 pub fn all_pac_meta_pattern() -> String {
     format!("{PAC_OPEN}*{PAC_CLOSE}{}", META.pattern_tail())
@@ -459,6 +466,8 @@ mod tests {
         assert!(k.store_meta("2.0.0").starts_with(&k.store_prefix("2.0.0")));
         assert_eq!(pac_of_meta_key(&k.meta()), Some("MyPAC"));
         assert_eq!(all_pac_meta_pattern(), "pac:{*}:meta");
+        assert!(is_pac_key(&k.meta()) && is_pac_key(k.prefix()));
+        assert!(!is_pac_key("other:{MyPAC}:meta") && !is_pac_key("pac:MyPAC"));
         assert_eq!(
             k.host_control_patterns(),
             ["pac:{MyPAC}:host:*:ctl", "pac:{MyPAC}:host:*:done"]

@@ -8,8 +8,9 @@
 //!   shared by a process's regions;
 //! - `snapshot`: reads of a whole PAC in two pipelined round trips, and of the PACs in a
 //!   PSOR; `region_ops`: a region's life (join, heartbeat, leave); `store_ops`: InitPac
-//!   and SetMode; `removal`: detaching and incrementally deleting stores; `backup`:
-//!   backup and restore; `scan`: SCAN-based walks that never block Redis;
+//!   and SetMode; `removal`: detaching and incrementally deleting stores (on a cluster
+//!   `removal_slot`: by listing the PAC's slot); `backup`: backup and restore; `scan`:
+//!   batched walks over a PAC's keys that never block Redis;
 //! - [`work`], [`control`], [`rollout`], [`series`]: jobs and transactions, the agent
 //!   control protocol, the coordinator's lease and journal, rollout series.
 //!
@@ -23,6 +24,7 @@ pub mod model;
 pub mod notify;
 mod region_ops;
 mod removal;
+mod removal_slot;
 pub mod rollout;
 mod scan;
 pub mod scripts;
@@ -74,12 +76,14 @@ impl Pac {
         &self.psor
     }
 
-    pub(crate) fn conn(&self) -> redis::aio::ConnectionManager {
+    pub(crate) fn conn(&self) -> crate::conn::PsorConn {
         self.psor.conn()
     }
 
     fn invocation<C: Call>(&self, call: &C) -> redis::ScriptInvocation<'static> {
-        let mut inv = C::lua().script().key(self.keys.prefix());
+        let mut inv = C::lua()
+            .script_for(self.psor.is_cluster())
+            .key(self.keys.prefix());
         for k in call.keys(&self.keys) {
             inv.key(k);
         }
@@ -112,10 +116,11 @@ impl Pac {
     /// again; loading only then keeps the script's text off every call.
     async fn eval_durable<C: Call>(&self, call: &C) -> Result<C::Reply> {
         let lua = C::lua();
+        let script = lua.script_for(self.psor.is_cluster());
         let mut evalsha = redis::cmd("EVALSHA");
         let keys = call.keys(&self.keys);
         evalsha
-            .arg(lua.script().get_hash())
+            .arg(script.get_hash())
             .arg(1 + keys.len())
             .arg(self.keys.prefix())
             .arg(keys)
@@ -130,7 +135,7 @@ impl Pac {
                 Some(redis::Value::ServerError(e))
                     if !loaded && e.kind() == Some(redis::ServerErrorKind::NoScript) =>
                 {
-                    lua.script()
+                    script
                         .prepare_invoke()
                         .load_async(&mut self.conn())
                         .await
@@ -154,7 +159,8 @@ impl Pac {
     /// pipeline working after a `SCRIPT FLUSH` or on a replica promoted without the
     /// script. Its reply is decoded with [`Pac::pipe_reply`].
     pub(crate) fn pipe_call<C: Call>(&self, p: &mut redis::Pipeline, call: &C) {
-        p.load_script(C::lua().script()).ignore();
+        p.load_script(C::lua().script_for(self.psor.is_cluster()))
+            .ignore();
         p.invoke_script(&self.invocation(call));
     }
 

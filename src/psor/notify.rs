@@ -9,8 +9,6 @@
 //! messages, so it is announced as such a change too.
 
 use super::{Mode, Pac};
-use crate::error::Error;
-use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::sync::{broadcast, watch};
 
@@ -77,13 +75,7 @@ pub async fn listen(pac: Pac, out: Notices, mut shutdown: watch::Receiver<bool>)
     let mut moved = pac.psor().moved();
     loop {
         moved.borrow_and_update();
-        let sub = async {
-            let mut ps = pac.psor().pubsub().await?;
-            ps.subscribe(&channel)
-                .await
-                .map_err(|e| pac.psor().err(e))?;
-            Ok::<_, Error>(ps)
-        };
+        let sub = pac.psor().notifications(&channel);
         let ps = tokio::select! {
             _ = crate::until_true(&mut shutdown) => return,
             r = sub => r,
@@ -92,16 +84,13 @@ pub async fn listen(pac: Pac, out: Notices, mut shutdown: watch::Receiver<bool>)
             Ok(mut ps) => {
                 backoff = Duration::from_millis(100);
                 let _ = out.0.send(Notice::Changed);
-                let mut stream = ps.on_message();
                 loop {
                     tokio::select! {
                         _ = crate::until_true(&mut shutdown) => return,
                         _ = moved.changed() => break,
-                        m = stream.next() => match m {
-                            Some(m) => {
-                                let n = m
-                                    .get_payload::<String>()
-                                    .map_or(Notice::Changed, |p| Notice::parse(&p));
+                        m = ps.next() => match m {
+                            Some(payload) => {
+                                let n = payload.map_or(Notice::Changed, |p| Notice::parse(&p));
                                 let _ = out.0.send(n);
                             }
                             None => break,

@@ -107,6 +107,9 @@ impl Pac {
     /// store written by an older pacup). Its record and index go last, with the version's
     /// entry in `removing`, so a re-run after a crash finds out again how to go on.
     pub async fn gc_removing(&self) -> Result<u64> {
+        if self.psor.is_cluster() {
+            return self.gc_removing_slot().await;
+        }
         let mut c = self.conn();
         let versions: Vec<String> = c
             .smembers(self.keys.removing())

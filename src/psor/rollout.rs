@@ -244,7 +244,7 @@ impl Pac {
     /// Events after stream id `after` ("0" for all), at most `count`, optionally blocking.
     pub async fn read_events(
         &self,
-        conn: &mut redis::aio::MultiplexedConnection,
+        conn: &mut crate::conn::PsorConn,
         after: &str,
         count: usize,
         block: Option<Duration>,

@@ -251,8 +251,21 @@ pub async fn list_pacs(psor: &Psor) -> Result<Vec<PacSummary>> {
 
 /// The names of the PACs in the PSOR (those with a PAC record), sorted.
 pub async fn pac_names(psor: &Psor) -> Result<Vec<PacName>> {
-    let mut c = psor.conn();
     let mut names = Vec::new();
+    if psor.is_cluster() {
+        // PACs live in different slots, so on different masters: each one is scanned.
+        names.extend(
+            psor.scan_masters(&keys::all_pac_meta_pattern())
+                .await?
+                .iter()
+                .filter_map(|k| keys::pac_of_meta_key(k))
+                .filter_map(|n| PacName::new(n).ok()),
+        );
+        names.sort();
+        names.dedup();
+        return Ok(names);
+    }
+    let mut c = psor.conn();
     let mut cursor = 0u64;
     loop {
         let (nc, batch): (u64, Vec<String>) =

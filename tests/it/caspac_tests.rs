@@ -363,10 +363,6 @@ fn bad_arguments_exit_2_with_the_usage_text_and_write_nothing() {
                 "not <host>:<port>",
             ),
             (
-                vec!["-aInitPac=MyPAC".into(), format!("{sor},{hostport}")],
-                "-n<sorName>",
-            ),
-            (
                 vec!["-aInitPac=MyPAC".into(), sor.clone(), "-x1".into()],
                 "unknown option",
             ),
@@ -389,6 +385,14 @@ fn bad_arguments_exit_2_with_the_usage_text_and_write_nothing() {
             assert!(out.stdout.is_empty(), "{out}");
         }
     }
+    // Several addresses are asked what they are: two of a standalone server are neither
+    // Sentinels nor Cluster nodes.
+    let out = caspac()
+        .args(["-aInitPac=MyPAC", &format!("-sredis,{live},{live}")])
+        .run();
+    out.code(2)
+        .stderr_contains("standalone")
+        .stderr_contains(USAGE);
     let n: u64 = redis::cmd("DBSIZE").query(&mut s.conn()).unwrap();
     assert_eq!(n, 0, "a refused caspac command wrote to the PSOR");
 

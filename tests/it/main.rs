@@ -6,6 +6,7 @@ mod support;
 mod agent_tests;
 mod caspac_tests;
 mod cli_tests;
+mod cluster_tests;
 mod command_driver_tests;
 mod conn_tests;
 mod executor_tests;

@@ -69,7 +69,7 @@ local function bump()
   return redis.call('HINCRBY', K.meta(), 'gen', 1)
 end
 local function notify(what)
-  redis.call('PUBLISH', K.notify_channel(), what)
+  redis.call(PUBLISH_CMD, K.notify_channel(), what)
 end
 -- The rollout series (counted only while a rollout runs, so a series is bounded by its
 -- rollout's running time; its TTL is renewed on each write).
@@ -96,6 +96,7 @@ pub struct Lua {
     /// before returning (`--durability`).
     pub critical: bool,
     compiled: OnceLock<Script>,
+    compiled_cluster: OnceLock<Script>,
 }
 
 impl Lua {
@@ -106,6 +107,7 @@ impl Lua {
             body,
             critical: false,
             compiled: OnceLock::new(),
+            compiled_cluster: OnceLock::new(),
         }
     }
 
@@ -121,17 +123,40 @@ impl Lua {
             body,
             critical: true,
             compiled: OnceLock::new(),
+            compiled_cluster: OnceLock::new(),
         }
     }
 
-    /// The whole script as Redis runs it.
+    /// The whole script as one Redis server runs it.
     pub fn source(&self) -> String {
-        format!("{}{HELPERS}\n{}", keys::lua_prelude(), self.body)
+        self.source_for(false)
     }
 
-    /// The compiled script (its SHA is what EVALSHA sends).
+    /// The whole script for one server or for a cluster. They differ only in how they
+    /// notify: on a cluster with sharded pub/sub (`SPUBLISH`), which stays on the PAC's
+    /// slot, instead of `PUBLISH`, which every node would broadcast to every other.
+    pub fn source_for(&self, cluster: bool) -> String {
+        let publish = if cluster { "SPUBLISH" } else { "PUBLISH" };
+        format!(
+            "local PUBLISH_CMD = '{publish}'\n{}{HELPERS}\n{}",
+            keys::lua_prelude(),
+            self.body
+        )
+    }
+
+    /// The compiled script for one server (its SHA is what EVALSHA sends).
     pub fn script(&self) -> &Script {
-        self.compiled.get_or_init(|| Script::new(&self.source()))
+        self.script_for(false)
+    }
+
+    /// The compiled script for one server or for a cluster.
+    pub fn script_for(&self, cluster: bool) -> &Script {
+        let cell = if cluster {
+            &self.compiled_cluster
+        } else {
+            &self.compiled
+        };
+        cell.get_or_init(|| Script::new(&self.source_for(cluster)))
     }
 }
 

@@ -13,6 +13,8 @@
 //! allowance: each test binary only uses a subset.
 #![allow(dead_code, unused_imports)]
 
+pub mod cluster;
+pub mod cluster_pac;
 pub mod cmd;
 pub mod monitor;
 pub mod pac;
@@ -25,6 +27,7 @@ pub mod state;
 pub mod tls;
 pub mod work;
 
+pub use cluster::RedisCluster;
 pub use cmd::{caspac, pacup, Cmd, Output, Running, SIGHUP, SIGINT, SIGKILL, SIGTERM};
 pub use monitor::Monitor;
 pub use sentinel::{Sentinel, SentinelSet, SentinelSetBuilder};

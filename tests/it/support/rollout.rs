@@ -9,7 +9,7 @@ use redis::Commands;
 use serde_json::{json, Value};
 
 use super::pac::{key, LivePac, ALL_REGIONS, PAC, RUN_TIMEOUT, STATE_TIMEOUT};
-use super::{wait_for, wait_until, Output, Running};
+use super::{wait_for, wait_until, Cmd, Output, Running};
 
 /// The documented event action names.
 pub(crate) const EVENT_ACTIONS: [&str; 17] = [
@@ -82,25 +82,7 @@ impl LivePac {
 
     /// Writes a plan: the fixture with short timings, then `overrides` (top-level keys).
     pub fn plan(&self, name: &str, fixture: &str, overrides: Value) -> PathBuf {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/plans")
-            .join(fixture);
-        let text = std::fs::read_to_string(&path).expect("fixture plan");
-        let mut plan: Value = serde_json::from_str(&text).expect("fixture is JSON");
-        let short = json!({
-            "drain_timeout": "3s",
-            "stop_timeout": "10s",
-            "health": {"min_healthy": "1s", "deadline": "20s"},
-            "progress_deadline": "60s",
-        });
-        for src in [short, overrides] {
-            for (k, v) in src.as_object().expect("object") {
-                plan[k.as_str()] = v.clone();
-            }
-        }
-        let out = self.dir.path().join(name);
-        std::fs::write(&out, serde_json::to_string_pretty(&plan).unwrap()).expect("write plan");
-        out
+        write_plan(self.dir.path(), name, fixture, overrides)
     }
 
     /// `rollout run <plan> --json --lease-ttl 2s [extra]`, in the background.
@@ -210,6 +192,56 @@ impl LivePac {
     }
 }
 
+/// Writes plan `name` into `dir`: the fixture with short timings, then `overrides`
+/// (top-level keys).
+pub(crate) fn write_plan(
+    dir: &std::path::Path,
+    name: &str,
+    fixture: &str,
+    overrides: Value,
+) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/plans")
+        .join(fixture);
+    let text = std::fs::read_to_string(&path).expect("fixture plan");
+    let mut plan: Value = serde_json::from_str(&text).expect("fixture is JSON");
+    let short = json!({
+        "drain_timeout": "3s",
+        "stop_timeout": "10s",
+        "health": {"min_healthy": "1s", "deadline": "20s"},
+        "progress_deadline": "60s",
+    });
+    for src in [short, overrides] {
+        for (k, v) in src.as_object().expect("object") {
+            plan[k.as_str()] = v.clone();
+        }
+    }
+    let out = dir.join(name);
+    std::fs::write(&out, serde_json::to_string_pretty(&plan).unwrap()).expect("write plan");
+    out
+}
+
+/// What a [`Load`] needs of a PAC under test: its `pacup` command line.
+pub(crate) trait PacCli {
+    /// `pacup --psor <the PAC's PSOR>`.
+    fn cli(&self) -> Cmd;
+
+    /// `jobs stats --json`.
+    fn stats(&self) -> Value {
+        self.cli()
+            .args(["jobs", "stats", PAC, "--json"])
+            .run()
+            .success()
+            .json()
+    }
+}
+
+impl PacCli for LivePac {
+    fn cli(&self) -> Cmd {
+        self.pacup()
+    }
+}
+
 /// Job submission (and optionally client transactions) at 30/s for a while, in the
 /// background; [`Load::finish`] checks that nothing was lost.
 pub(crate) struct Load {
@@ -220,10 +252,10 @@ pub(crate) struct Load {
 
 impl Load {
     /// Starts the load and waits until jobs are completing.
-    pub fn start(env: &LivePac, duration: &str, with_clients: bool) -> Load {
+    pub fn start(env: &impl PacCli, duration: &str, with_clients: bool) -> Load {
         let d = humantime_secs(duration);
         let jobs = env
-            .pacup()
+            .cli()
             .args([
                 "jobs",
                 "submit",
@@ -236,7 +268,7 @@ impl Load {
             ])
             .spawn();
         let clients = with_clients.then(|| {
-            env.pacup()
+            env.cli()
                 .args([
                     "clients",
                     "run",
@@ -250,7 +282,7 @@ impl Load {
                 .spawn()
         });
         wait_until(STATE_TIMEOUT, "jobs to be completing", || {
-            env.job_stats()["completed"].as_u64().unwrap_or(0) > 0
+            env.stats()["completed"].as_u64().unwrap_or(0) > 0
         });
         Load {
             jobs,
@@ -262,7 +294,7 @@ impl Load {
     /// Waits for the load to end and every job to complete; asserts zero lost, zero
     /// duplicate jobs and zero failed client transactions. Returns (job stats, client report).
     #[track_caller]
-    pub fn finish(self, env: &LivePac) -> (Value, Option<Value>) {
+    pub fn finish(self, env: &impl PacCli) -> (Value, Option<Value>) {
         let bound = self.duration + Duration::from_secs(60);
         let submitted = self.jobs.wait_with_timeout(bound);
         submitted.success();
@@ -277,7 +309,7 @@ impl Load {
             report
         });
         let stats = wait_for(STATE_TIMEOUT, "every submitted job to complete", || {
-            let s = env.job_stats();
+            let s = env.stats();
             (s["pending"] == 0).then_some(s)
         });
         assert!(submitted > 0, "no job was submitted");
