@@ -40,39 +40,53 @@ pub(super) fn bad_url(url: &str, why: &str) -> Error {
     )
 }
 
-/// Removes a password from a URL for display (userinfo and `pass=`/`password=` query
-/// parameters, which `unix://` URLs use).
+/// Removes a password from a URL for display: the userinfo's password (whatever the
+/// scheme separator looks like, so a mistyped `redis//u:p@h` or `redis:/u:p@h` is
+/// redacted too) and `pass=`/`password=` parameters (which `unix://` URLs use), wherever
+/// they appear. Anything that could be a password is hidden: a malformed URL may show
+/// less than it could, never more.
 pub fn redact_url(url: &str) -> String {
-    let url = match url.split_once('?') {
-        Some((base, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _))
-                        if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
-                    {
-                        format!("{k}=***")
-                    }
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", q.join("&"))
-        }
-        None => url.to_string(),
+    let url = redact_params(url);
+    // The userinfo ends at the last `@` (a password may itself contain `@`, `/` or `?`).
+    let Some(at) = url.rfind('@') else {
+        return url;
     };
-    let url = url.as_str();
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((cred, host)) = rest.rsplit_once('@') {
-            let user = cred.split(':').next().unwrap_or("");
-            let shown = if cred.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            return format!("{scheme}://{shown}@{host}");
+    let (prefix, host) = url.split_at(at);
+    let start = prefix
+        .find("//")
+        .map(|i| i + 2)
+        .or_else(|| prefix.find(":/").map(|i| i + 2))
+        .unwrap_or(0);
+    let (head, cred) = prefix.split_at(start);
+    // Without a `//`, `redis:u:p@h` shows `redis:***`: more hidden than needed, never less.
+    let shown = match cred.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => cred.to_string(),
+    };
+    format!("{head}{shown}{host}")
+}
+
+/// Replaces the value of every `pass=`/`password=` parameter (after `?` or `&`) by `***`.
+fn redact_params(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find(['?', '&']) {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let end = rest.find('&').unwrap_or(rest.len());
+        match rest[..end].split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+            {
+                out.push_str(k);
+                out.push_str("=***");
+                rest = &rest[end..];
+            }
+            _ => {}
         }
     }
-    url.to_string()
+    out.push_str(rest);
+    out
 }
 
 impl PsorTarget {
@@ -193,5 +207,46 @@ mod tests {
         assert!(!redact_url("redis+unix:///s?password=secret").contains("secret"));
         let e = PsorTarget::parse("http://u:secret@h:1").unwrap_err();
         assert!(!e.to_string().contains("secret"));
+        for bad in [
+            "redis//user:secret@127.0.0.1:1",
+            "redis:/user:secret@127.0.0.1:1",
+            "redis:user:secret@127.0.0.1:1",
+            "user:secret@127.0.0.1:1",
+            "redis://user:sec?ret@h:1",
+            "redis://user:sec@ret@h:1",
+            "redis://u:p@h:1?password=secret&db=0",
+        ] {
+            let r = redact_url(bad);
+            assert!(!r.contains("secret") && !r.contains("ret@"), "{bad} -> {r}");
+        }
+        assert_eq!(
+            redact_url("redis//user:secret@127.0.0.1:1"),
+            "redis//user:***@127.0.0.1:1"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever surrounds it, a password in a URL's userinfo or in a `pass=` /
+        /// `password=` parameter never survives redaction, nor the parse error's message.
+        #[test]
+        fn no_password_survives(
+            scheme in "(redis|rediss|unix|redis\\+sentinel|http|)",
+            sep in "(://|//|:/|:|/|)",
+            user in "[a-z]{0,5}",
+            pass in "[A-Za-z0-9!*%/?#:@]{0,6}Pw9[A-Za-z0-9!*%/?#:@]{0,6}",
+            host in "(127\\.0\\.0\\.1:1|h|a:1,b:2/m|/tmp/s|)",
+            in_query in proptest::bool::ANY,
+        ) {
+            let url = if in_query {
+                format!("{scheme}{sep}{host}?db=0&password={}", pass.replace('&', ""))
+            } else {
+                format!("{scheme}{sep}{user}:{pass}@{host}")
+            };
+            let r = redact_url(&url);
+            proptest::prop_assert!(!r.contains("Pw9"), "{} -> {}", url, r);
+            if let Err(e) = PsorTarget::parse(&url) {
+                proptest::prop_assert!(!e.to_string().contains("Pw9"), "{}: {}", url, e);
+            }
+        }
     }
 }

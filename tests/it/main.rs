@@ -12,6 +12,7 @@ mod executor_tests;
 mod messages_tests;
 mod metrics_tests;
 mod psor_tests;
+mod redaction_tests;
 mod region_tests;
 mod report_tests;
 mod rollout_fault_tests;
