@@ -52,16 +52,23 @@ pub fn redact_url(url: &str) -> String {
         return url;
     };
     let (prefix, host) = url.split_at(at);
-    let start = prefix
-        .find("//")
-        .map(|i| i + 2)
-        .or_else(|| prefix.find(":/").map(|i| i + 2))
-        .unwrap_or(0);
-    let (head, cred) = prefix.split_at(start);
-    // Without a `//`, `redis:u:p@h` shows `redis:***`: more hidden than needed, never less.
+    // The scheme (possibly empty) and the run of `:` and `/` after it, however mistyped.
+    let scheme = prefix
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(prefix.len());
+    let sep = prefix[scheme..]
+        .find(|c: char| c != ':' && c != '/')
+        .map_or(prefix.len(), |i| scheme + i);
+    let (head, cred) = prefix.split_at(sep);
+    let run = &head[scheme..];
+    // The user name is shown only after a `//`-like separator (`redis://user:pw@h`).
+    // After anything else (`user:pw@h` has no scheme, `redis:u:pw@h` may have none, and
+    // `redis:/:pw@h` swallowed the user's `:`) all of it may be the password.
+    let clean = ["://", ":///", "//", ":/", "/"].contains(&run);
     let shown = match cred.split_once(':') {
-        Some((user, _)) => format!("{user}:***"),
-        None => cred.to_string(),
+        Some((user, _)) if clean => format!("{user}:***"),
+        None if clean => cred.to_string(),
+        _ => "***".to_string(),
     };
     format!("{head}{shown}{host}")
 }
@@ -121,12 +128,14 @@ impl PsorTarget {
                 }
                 let mut sentinels = Vec::new();
                 for hp in hosts.split(',') {
-                    let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
-                        bad_url(url, &format!("sentinel {hp:?} is not host:port"))
-                    })?;
-                    let port: u16 = p.parse().map_err(|_| {
-                        bad_url(url, &format!("sentinel port {p:?} is not a number"))
-                    })?;
+                    // The message shows the (redacted) URL, never a fragment of it: a
+                    // fragment of a mistyped URL may be part of a password.
+                    let (h, p) = hp
+                        .rsplit_once(':')
+                        .ok_or_else(|| bad_url(url, "a sentinel is not host:port"))?;
+                    let port: u16 = p
+                        .parse()
+                        .map_err(|_| bad_url(url, "a sentinel port is not a number"))?;
                     if h.is_empty() {
                         return Err(bad_url(url, "empty sentinel host"));
                     }
@@ -149,7 +158,16 @@ impl PsorTarget {
                     tls: scheme == "rediss+sentinel",
                 })
             }
-            _ => Err(bad_url(url, &format!("unknown scheme {scheme:?}"))),
+            _ => {
+                // Only what can be a scheme is echoed: the rest may be credentials.
+                let end = scheme
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+                    .unwrap_or(scheme.len());
+                Err(bad_url(
+                    url,
+                    &format!("unknown scheme {:?}", &scheme[..end]),
+                ))
+            }
         }
     }
 }
@@ -233,7 +251,9 @@ mod tests {
             scheme in "(redis|rediss|unix|redis\\+sentinel|http|)",
             sep in "(://|//|:/|:|/|)",
             user in "[a-z]{0,5}",
-            pass in "[A-Za-z0-9!*%/?#:@]{0,6}Pw9[A-Za-z0-9!*%/?#:@]{0,6}",
+            // (Not beginning with `/`: `redis:` + `:` + `//pw@h` is `redis:://pw@h`,
+            // fine, but `redis` + `:` + `//pw@h` is a well-formed URL whose user is `pw`.)
+            pass in "([A-Za-z0-9!*%?#:@][A-Za-z0-9!*%/?#:@]{0,5})?Pw9[A-Za-z0-9!*%/?#:@]{0,6}",
             host in "(127\\.0\\.0\\.1:1|h|a:1,b:2/m|/tmp/s|)",
             in_query in proptest::bool::ANY,
         ) {

@@ -184,3 +184,18 @@ pub(crate) fn encode_userinfo(s: &str) -> String {
     }
     out
 }
+
+/// The seed of a randomised test: `PACUP_TEST_SEED` if set (to replay a failure), else
+/// the clock; printed either way, so every run can be replayed.
+pub(crate) fn seed(test: &str) -> u64 {
+    let seed = std::env::var("PACUP_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: seed {seed} (PACUP_TEST_SEED={seed} replays it)");
+    seed
+}
