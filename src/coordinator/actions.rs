@@ -3,6 +3,7 @@
 //! coordinator crash neither repeats an action nor skips one.
 
 use super::driver::Driver;
+use super::observe::{after_failure, alive_now, known_down, AfterFailure};
 use super::plan::Plan;
 use super::steps::{old_version, On, Process, Step, StepKind};
 use crate::compat;
@@ -132,12 +133,13 @@ pub(super) const POLL: Duration = Duration::from_millis(100);
 
 /// The region's record once it is not unseen (waiting up to [`UNSEEN_GRACE`], and at
 /// most half the progress deadline, so the failure names the region rather than the
-/// deadline); fails naming it if it stays so.
+/// deadline); fails naming it if it stays so. A region that stopped heartbeating on a
+/// host whose agent is seen died there: that is settled (not running) at once.
 async fn settle(ctx: &Ctx<'_>, o: &On) -> Result<RegionInfo> {
     let end = Instant::now() + UNSEEN_GRACE.min(ctx.plan.progress_deadline / 2);
     loop {
         let ri = ctx.pac.region(&o.region).await?;
-        if !unseen(&ri) {
+        if !unseen(&ri) || (ctx.driver.observes_hosts() && known_down(ctx, &o.host, &ri).await?) {
             return Ok(ri);
         }
         if Instant::now() >= end {
@@ -158,11 +160,23 @@ async fn listener(ctx: &Ctx<'_>, o: &On, on: bool) -> Result<StepOutcome> {
     if !ri.alive && !on {
         return Ok(StepOutcome::Skipped("region not running".into()));
     }
-    let m = ctx
+    match ctx
         .driver
         .listener(ctx.pac, &o.host, &o.region, on, ctx.epoch, ctx.actor)
-        .await?;
-    Ok(StepOutcome::Done(m))
+        .await
+    {
+        Ok(m) => Ok(StepOutcome::Done(m)),
+        // A region that died within its TTL refuses the command: with its listener gone
+        // with it, there is nothing to switch off.
+        Err(e)
+            if !on
+                && !matches!(e, Error::Fenced { .. })
+                && after_failure(ctx, &o.host, &o.region).await? == AfterFailure::Down =>
+        {
+            Ok(StepOutcome::Skipped(format!("region not running ({e})")))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `drain`: waits until the region's clients are gone (bounded by the drain timeout).
@@ -172,7 +186,7 @@ async fn drain(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
     let end = Instant::now() + ctx.plan.drain_timeout;
     loop {
         let ri = ctx.pac.region(&o.region).await?;
-        if unseen(&ri) {
+        if unseen(&ri) && !known_down(ctx, &o.host, &ri).await? {
             return Err(unseen_error(&ri, &o.host));
         }
         if !ri.alive {
@@ -212,8 +226,23 @@ async fn wait_region(
     }
 }
 
-/// `stop`: graceful stop (forced past the stop timeout); skipped when not alive.
+/// `stop`: graceful stop (forced past the stop timeout); skipped when not alive. A stop
+/// that fails or goes unanswered counts as done only when the region is seen down (see
+/// [`after_failure`]): a region on a silent (frozen, cut off) host is waited for and
+/// stopped once its host is seen again, or the step fails; it is never assumed stopped.
 async fn stop(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
+    match stop_once(ctx, o).await? {
+        Ok(done) => Ok(done),
+        // Settling waits for the silent host; the stop is then sent again.
+        Err(_) => match stop_once(ctx, o).await? {
+            Ok(done) => Ok(done),
+            Err(ri) => Err(unseen_error(&ri, &o.host)),
+        },
+    }
+}
+
+/// One attempt of [`stop`]: `Err(record)` when the region and its host went silent.
+async fn stop_once(ctx: &Ctx<'_>, o: &On) -> Result<std::result::Result<StepOutcome, RegionInfo>> {
     let ri = settle(ctx, o).await?;
     let bound = ctx.plan.stop_timeout + Duration::from_secs(5);
     if ri.alive && ri.state == "stopping" {
@@ -222,10 +251,10 @@ async fn stop(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
             .await
             .is_ok()
         {
-            return Ok(StepOutcome::Done("an earlier stop finished".into()));
+            return Ok(Ok(StepOutcome::Done("an earlier stop finished".into())));
         }
     } else if !ri.alive {
-        return Ok(StepOutcome::Skipped("region not running".into()));
+        return Ok(Ok(StepOutcome::Skipped("region not running".into())));
     }
     let p = ctx.plan;
     match ctx
@@ -248,14 +277,16 @@ async fn stop(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
                 .map_err(|_| {
                     Error::refused(format!("{m}; but region {} is still alive", o.region))
                 })?;
-            Ok(StepOutcome::Done(m))
+            Ok(Ok(StepOutcome::Done(m)))
         }
-        // The stop may have completed through another path (an earlier command): what
-        // counts is that the region is down now.
-        Err(e) if !matches!(e, Error::Fenced { .. }) && !ctx.pac.region(&o.region).await?.alive => {
-            Ok(StepOutcome::Done(format!("region down ({e})")))
-        }
-        Err(e) => Err(e),
+        Err(e @ Error::Fenced { .. }) => Err(e),
+        // The stop may have completed through another path (an earlier command), or the
+        // region died: what counts is that it is seen down now.
+        Err(e) => match after_failure(ctx, &o.host, &o.region).await? {
+            AfterFailure::Down => Ok(Ok(StepOutcome::Done(format!("region down ({e})")))),
+            AfterFailure::Running => Err(e),
+            AfterFailure::Unseen => Ok(Err(ctx.pac.region(&o.region).await?)),
+        },
     }
 }
 
@@ -350,22 +381,40 @@ async fn check_compat(ctx: &Ctx<'_>) -> Result<StepOutcome> {
     Ok(StepOutcome::Done(v.reasons.join("; ")))
 }
 
+/// The store a started region must be in, when the process decides it: the target's in
+/// an incompatible rollout, the old one in its rollback.
+fn wanted_store(ctx: &Ctx<'_>) -> Option<String> {
+    match (ctx.moving, ctx.process) {
+        (Moving::Forward, Process::Incompatible) => Some(ctx.target()),
+        (Moving::Back { from, .. }, Process::Incompatible) => Some(from.clone()),
+        _ => None,
+    }
+}
+
 /// `start_upgrade` / `start_warm`: skipped when the region already runs at the wanted
-/// version. The region starts with its listener off; `listener_on` follows the gate.
+/// version (in the wanted store). The region starts with its listener off;
+/// `listener_on` follows the gate. A region found up at another version or in another
+/// store (its agent restarted and autostarted it from a stale installation, say) is
+/// repaired: listener off, stopped, its host updated, started again.
 async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
     let version = ctx.version_of(&o.host);
-    let ri = ctx.pac.region(&o.region).await?;
+    // A key that outlives a dead region is not a running region: start it.
+    let ri = alive_now(ctx, &o.region).await?;
+    let mut repaired = String::new();
     if ri.alive {
-        if ri.product_version == version {
+        let store_ok = wanted_store(ctx).is_none_or(|s| s == ri.store);
+        if ri.product_version == version && store_ok {
             return Ok(StepOutcome::Skipped(format!(
                 "already running {} in store {}",
                 ri.product_version, ri.store
             )));
         }
-        return Err(Error::refused(format!(
-            "region {} is running {} but should run {version}; it was not stopped",
-            o.region, ri.product_version
-        )));
+        listener(ctx, o, false).await?;
+        stop(ctx, o).await?;
+        repaired = format!(
+            " (it was up at {} in store {}: stopped and started again)",
+            ri.product_version, ri.store
+        );
     }
     // A host whose agent restarted (or was reinstalled) since apply_update may be back at
     // the old version: install the wanted one first (skipped when it is).
@@ -397,6 +446,7 @@ async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
         }
         Err(e) => return Err(e),
     };
+    let m = format!("{m}{repaired}");
     // A region started by other means (a template, an agent of an earlier version) may
     // have turned its listener on itself: clients must not reach it before its gate.
     if ctx.pac.region(&o.region).await?.listener == "on" {
@@ -474,6 +524,13 @@ async fn verify(ctx: &Ctx<'_>) -> Result<StepOutcome> {
             return Err(Error::refused(format!("verify: {p}")));
         }
     }
+    // Every plan region heartbeating now, at the target: one that died after its gate
+    // (its liveness key not yet expired) fails verify, so the rollout does not end done.
+    let all = ctx.plan.all_regions();
+    let versions = vec![target.clone(); all.len()];
+    super::gate::heartbeating(ctx, &all, &versions)
+        .await
+        .map_err(|p| Error::refused(format!("verify: {p}")))?;
     match ctx.process {
         Process::Incompatible => {
             let newest = snap.newest().map(|s| s.version.clone()).unwrap_or_default();

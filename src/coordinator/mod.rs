@@ -20,6 +20,7 @@ pub mod driver;
 mod exec;
 mod gate;
 pub mod journal;
+mod observe;
 pub mod plan;
 pub mod preflight;
 pub mod preflight_wait;

@@ -161,6 +161,7 @@ impl Starter<'_> {
             product: cfg.product.clone(),
             token: self.token.to_string(),
             ttl_ms: cfg.heartbeat_ttl.as_millis() as u64,
+            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             start_type: decision.effective,
             require_no_other_alive: decision.effective == StartType::Cold,
             resources: if decision.create {

@@ -83,6 +83,7 @@ fn join(
         product: product(store),
         token: token.into(),
         ttl_ms: 60_000,
+        interval_ms: 20_000,
         start_type: if alone {
             StartType::Cold
         } else {
