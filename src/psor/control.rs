@@ -318,6 +318,7 @@ impl Pac {
         &self,
         host: &str,
         product: &crate::names::Product,
+        started_with: &str,
         regions: &[String],
         ttl: Duration,
     ) -> Result<()> {
@@ -328,6 +329,7 @@ impl Pac {
                 &key,
                 &[
                     ("product_version", product.version.to_string()),
+                    ("started_with", started_with.to_string()),
                     ("os", product.os.clone()),
                     ("bitness", product.bitness.to_string()),
                     ("regions", regions.join(",")),
@@ -347,6 +349,20 @@ impl Pac {
             .await
             .map_err(|e| self.psor.err(e))?;
         Ok(())
+    }
+
+    /// What host `host`'s record says is installed there: `(product_version,
+    /// started_with)`, the latter the `--product-version` of the agent that wrote the
+    /// record; `None` without a record (a new host, or the PAC was reset).
+    pub async fn host_installed(&self, host: &str) -> Result<Option<(String, String)>> {
+        let (v, with): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.host(host))
+            .arg("product_version")
+            .arg("started_with")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(v.map(|v| (v, with.unwrap_or_default())))
     }
 
     /// Agent side: drops the host's liveness on a clean exit.
