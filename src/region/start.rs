@@ -93,6 +93,7 @@ impl Region {
             store,
             mode,
             observer,
+            lapses: super::heartbeat::Lapses::new(),
         })
     }
 }
