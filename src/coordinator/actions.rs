@@ -3,12 +3,10 @@
 //! coordinator crash neither repeats an action nor skips one.
 
 use super::driver::Driver;
-use super::observe::{after_failure, alive_now, known_down, AfterFailure};
+use super::observe::{after_failure, alive_now, host_seen, known_down, AfterFailure};
 use super::plan::Plan;
 use super::steps::{old_version, On, Process, Step, StepKind};
-use crate::compat;
 use crate::error::{Error, Result};
-use crate::names::Product;
 use crate::psor::{Mode, Pac, RegionInfo};
 use crate::region::StartType;
 use std::collections::BTreeMap;
@@ -94,16 +92,16 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::Drain(o) => drain(ctx, o).await,
         StepKind::Stop(o) => stop(ctx, o).await,
         StepKind::ApplyUpdate { host } => apply_update(ctx, host).await,
-        StepKind::CheckCompat => check_compat(ctx).await,
+        StepKind::CheckCompat => super::store_steps::check_compat(ctx).await,
         StepKind::StartUpgrade(o) => start(ctx, o, StartType::Upgrade).await,
         StepKind::StartWarm(o) => start(ctx, o, StartType::Warm).await,
         StepKind::HealthGate(scope) => super::gate::gate(ctx, *scope).await,
-        StepKind::SetModeRunning => set_mode(ctx, Mode::Running).await,
-        StepKind::SetModeQuiesce => set_mode(ctx, Mode::Quiesce).await,
-        StepKind::Unquiesce { store } => unquiesce(ctx, store).await,
+        StepKind::SetModeRunning => super::store_steps::set_mode(ctx, Mode::Running).await,
+        StepKind::SetModeQuiesce => super::store_steps::set_mode(ctx, Mode::Quiesce).await,
+        StepKind::Unquiesce { store } => super::store_steps::unquiesce(ctx, store).await,
         StepKind::Verify => verify(ctx).await,
-        StepKind::RemoveOld => remove_old(ctx).await,
-        StepKind::RemoveStore { store } => remove_store(ctx, store).await,
+        StepKind::RemoveOld => super::store_steps::remove_old(ctx).await,
+        StepKind::RemoveStore { store } => super::store_steps::remove_store(ctx, store).await,
     }
 }
 
@@ -126,7 +124,7 @@ fn unseen_error(ri: &RegionInfo, host: &str) -> Error {
 
 /// How long a step waits for an unseen region to be seen again (its host reconnecting)
 /// before it fails: a few heartbeat intervals of any sane configuration.
-const UNSEEN_GRACE: Duration = Duration::from_secs(20);
+pub(super) const UNSEEN_GRACE: Duration = Duration::from_secs(20);
 
 /// How often a waiting step re-reads what it waits for.
 pub(super) const POLL: Duration = Duration::from_millis(100);
@@ -335,50 +333,31 @@ async fn apply(ctx: &Ctx<'_>, host: &str, version: &str) -> Result<StepOutcome> 
     if hi.iter().any(|h| h.product_version == version) {
         return Ok(StepOutcome::Skipped(format!("host already at {version}")));
     }
-    let m = ctx
+    let m = match ctx
         .driver
         .apply_update(ctx.pac, host, version, ctx.epoch, ctx.actor)
-        .await?;
+        .await
+    {
+        Err(e) if !matches!(e, Error::Fenced { .. }) && host_seen(ctx, host).await? => {
+            // Sent again once the agent is seen (it may have restarted): skipped if the
+            // first one did land.
+            if ctx
+                .pac
+                .hosts(&[host])
+                .await?
+                .iter()
+                .any(|h| h.product_version == version)
+            {
+                format!("host at {version} ({e})")
+            } else {
+                ctx.driver
+                    .apply_update(ctx.pac, host, version, ctx.epoch, ctx.actor)
+                    .await?
+            }
+        }
+        r => r?,
+    };
     Ok(StepOutcome::Done(m))
-}
-
-/// `check_compat`: the target must still be incompatible with the running store.
-async fn check_compat(ctx: &Ctx<'_>) -> Result<StepOutcome> {
-    let target = ctx.target();
-    let stores = ctx.pac.stores().await?;
-    if stores.store(&target).is_some() {
-        return Ok(StepOutcome::Skipped(format!(
-            "store {target} exists already"
-        )));
-    }
-    let compatible = |detail: &str| {
-        Error::refused(format!(
-            "target {target} is compatible with the running store; the incompatible process \
-             does not apply{detail}"
-        ))
-    };
-    if let Some(r) = ctx.driver.check_compat(ctx.pac, &target, ctx.epoch).await {
-        let (code, detail) = r?;
-        return match code {
-            3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
-            0 => Err(compatible(&format!(" ({detail})"))),
-            _ => Err(Error::refused(format!("check_compat failed: {detail}"))),
-        };
-    }
-    let base = stores
-        .newest_running()
-        .and_then(|s| s.product())
-        .ok_or_else(|| Error::refused(format!("PAC {} has no running store", ctx.pac.name())))?;
-    let product = Product {
-        version: ctx.plan.target.version.clone(),
-        os: base.os.clone(),
-        bitness: base.bitness,
-    };
-    let v = compat::check(&product, &base, None);
-    if v.compatible {
-        return Err(compatible(""));
-    }
-    Ok(StepOutcome::Done(v.reasons.join("; ")))
 }
 
 /// The store a started region must be in, when the process decides it: the target's in
@@ -416,19 +395,42 @@ async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
             ri.product_version, ri.store
         );
     }
-    // A host whose agent restarted (or was reinstalled) since apply_update may be back at
-    // the old version: install the wanted one first (skipped when it is).
-    if ctx.driver.observes_hosts() {
-        apply(ctx, &o.host, &version).await?;
-    }
     let up = |ri: &RegionInfo| ri.alive && ri.product_version == version && !ri.store.is_empty();
-    let m = match ctx
-        .driver
-        .start(
-            ctx.pac, &o.host, &o.region, &version, st, ctx.epoch, ctx.actor,
-        )
-        .await
-    {
+    let mut sent = 0;
+    let m = loop {
+        // A host whose agent restarted (or was reinstalled) since apply_update may be back
+        // at the old version: install the wanted one first (skipped when it is).
+        if ctx.driver.observes_hosts() {
+            apply(ctx, &o.host, &version).await?;
+        }
+        let r = ctx
+            .driver
+            .start(
+                ctx.pac, &o.host, &o.region, &version, st, ctx.epoch, ctx.actor,
+            )
+            .await;
+        sent += 1;
+        match r {
+            // An agent that died (and was restarted) before answering: send it again.
+            Err(e)
+                if sent == 1
+                    && !matches!(e, Error::Fenced { .. })
+                    && !up(&ctx.pac.region(&o.region).await?)
+                    && host_seen(ctx, &o.host).await? =>
+            {
+                tracing::info!(
+                    "start of {} not confirmed ({e}); sending it again",
+                    o.region
+                );
+                if up(&ctx.pac.region(&o.region).await?) {
+                    break Ok(format!("region up ({e})"));
+                }
+                continue;
+            }
+            r => break r,
+        }
+    };
+    let m = match m {
         // A template's exit 0 is not proof: the region must have joined a store.
         Ok(m) => {
             wait_region(ctx, &o.region, ctx.plan.health.deadline, up)
@@ -455,44 +457,6 @@ async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
             .await?;
     }
     Ok(StepOutcome::Done(m))
-}
-
-/// `set_mode_running` / `set_mode_quiesce`: skipped when there is nothing to change.
-async fn set_mode(ctx: &Ctx<'_>, mode: Mode) -> Result<StepOutcome> {
-    let target = ctx.target();
-    let s = ctx.pac.stores().await?;
-    let nothing = match mode {
-        Mode::Running => s.store(&target).is_some_and(|s| s.mode == Mode::Running),
-        _ => {
-            let n = s.stores.len();
-            n < 2 || s.stores[..n - 1].iter().all(|s| s.mode != Mode::Running)
-        }
-    };
-    if nothing {
-        return Ok(StepOutcome::Skipped(format!("nothing to set {mode}")));
-    }
-    let m = ctx
-        .driver
-        .set_mode(ctx.pac, mode, &target, ctx.epoch, ctx.actor)
-        .await?;
-    Ok(StepOutcome::Done(m))
-}
-
-/// Rollback's `set_mode_running`: the old store takes batch work again.
-async fn unquiesce(ctx: &Ctx<'_>, store: &str) -> Result<StepOutcome> {
-    let s = ctx.pac.stores().await?;
-    match s.store(store) {
-        None => Err(Error::refused(format!(
-            "the old store {store} is gone (remove_old ran); the rollout cannot be rolled back"
-        ))),
-        Some(st) if st.mode == Mode::Running => Ok(StepOutcome::Skipped(format!(
-            "store {store} already running"
-        ))),
-        Some(_) => {
-            ctx.pac.unquiesce(store, ctx.actor, ctx.epoch).await?;
-            Ok(StepOutcome::Done(format!("store {store} running")))
-        }
-    }
 }
 
 /// `verify`: the end state before the old store goes (reads the whole PAC once).
@@ -572,26 +536,4 @@ async fn verify(ctx: &Ctx<'_>) -> Result<StepOutcome> {
             )))
         }
     }
-}
-
-/// `remove_old`: deletes the old store (incremental, idempotent).
-async fn remove_old(ctx: &Ctx<'_>) -> Result<StepOutcome> {
-    let s = ctx.pac.stores().await?;
-    if s.stores.len() < 2 && s.removing.is_empty() {
-        return Ok(StepOutcome::Skipped("no old store left".into()));
-    }
-    let m = ctx.driver.remove_old(ctx.pac, ctx.epoch, ctx.actor).await?;
-    Ok(StepOutcome::Done(m))
-}
-
-/// Rollback's `remove_old`: deletes the new store (refused while it has live members).
-async fn remove_store(ctx: &Ctx<'_>, store: &str) -> Result<StepOutcome> {
-    let s = ctx.pac.stores().await?;
-    if s.store(store).is_none() && !s.removing.iter().any(|v| v == store) {
-        return Ok(StepOutcome::Skipped(format!("store {store} already gone")));
-    }
-    let k = ctx.pac.remove_store(store, ctx.actor, ctx.epoch).await?;
-    Ok(StepOutcome::Done(format!(
-        "store {store} deleted ({k} keys)"
-    )))
 }

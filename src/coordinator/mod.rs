@@ -27,6 +27,7 @@ pub mod preflight_wait;
 pub mod progress;
 pub mod status;
 pub mod steps;
+mod store_steps;
 mod writer;
 
 use crate::error::{Error, ExitCode, Result};

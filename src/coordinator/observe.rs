@@ -64,3 +64,23 @@ pub(super) async fn after_failure(ctx: &Ctx<'_>, host: &str, region: &str) -> Re
     }
     Ok(AfterFailure::Unseen)
 }
+
+/// After a command to `host`'s agent failed (not fenced): waits, within the grace a step
+/// gives a silent host, until the host's agent is seen; true when it is, so the caller
+/// sends its (idempotent, observe-first) command once more. An agent killed and restarted
+/// by its supervisor meanwhile never answered the first one.
+pub(super) async fn host_seen(ctx: &Ctx<'_>, host: &str) -> Result<bool> {
+    if !ctx.driver.observes_hosts() {
+        return Ok(false);
+    }
+    let end = Instant::now() + super::actions::UNSEEN_GRACE.min(ctx.plan.progress_deadline / 2);
+    loop {
+        if ctx.pac.host_is_alive(host).await? {
+            return Ok(true);
+        }
+        if Instant::now() >= end {
+            return Ok(false);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
