@@ -18,6 +18,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 impl Agent {
+    /// The product version installed on the host, as this agent runs it (the host
+    /// record's over a stale `--product-version`).
+    pub fn product_version(&self) -> String {
+        self.lock().product.version.to_string()
+    }
+
     /// Publishes the host record (installed product, regions) and the host's liveness.
     pub(super) async fn publish(&self) -> Result<()> {
         let product = self.lock().product.clone();

@@ -159,7 +159,9 @@ impl Pac {
     }
 
     /// Waits up to `timeout` for the reply to command `id`. With a `host`, gives up early
-    /// once that host's agent has stopped heartbeating (nobody is left to answer).
+    /// once that host's agent has stopped heartbeating (nobody is left to answer), or was
+    /// replaced by another incarnation (an agent restarted by its supervisor reads only
+    /// commands sent after it started: this one will never be answered).
     pub async fn wait_reply(
         &self,
         id: &str,
@@ -169,6 +171,15 @@ impl Pac {
         let mut c = self.psor.dedicated().await?;
         let end = tokio::time::Instant::now() + timeout;
         let mut missing = 0;
+        // The host's liveness key holds its agent's pid: who was there when we sent.
+        let sent_to: Option<String> = match host {
+            Some(h) => redis::cmd("GET")
+                .arg(self.keys.host_alive(h))
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.psor.err(e))?,
+            None => None,
+        };
         loop {
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             let chunk = left.min(Duration::from_secs(1)).as_secs_f64().max(0.01);
@@ -189,11 +200,18 @@ impl Pac {
                 )));
             }
             if let Some(h) = host {
-                let alive: bool = redis::cmd("EXISTS")
+                let now: Option<String> = redis::cmd("GET")
                     .arg(self.keys.host_alive(h))
                     .query_async(&mut c)
                     .await
                     .map_err(|e| self.psor.err(e))?;
+                if now.is_some() && now != sent_to {
+                    return Err(Error::refused(format!(
+                        "the host agent of {h} restarted; command {id} got no reply (it may \
+                         or may not have run)"
+                    )));
+                }
+                let alive = now.is_some();
                 missing = if alive { 0 } else { missing + 1 };
                 // Twice in a row, so a heartbeat racing its own expiry is not mistaken.
                 if missing >= 2 {

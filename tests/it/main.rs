@@ -9,6 +9,7 @@ mod cli_tests;
 mod command_driver_tests;
 mod conn_tests;
 mod executor_tests;
+mod fault_matrix_tests;
 mod messages_tests;
 mod metrics_tests;
 mod psor_tests;

@@ -2,30 +2,17 @@
 //! addresses carrying a password, given to `pacup` (`--psor`, `PACUP_PSOR`) and to
 //! `caspac` (`-s`), and every byte of their stdout and stderr searched for it.
 
-use crate::support::{caspac, pacup, Output, RedisServer};
+use crate::support::{caspac, pacup, Output, RedisServer, Rng};
 
 /// The password every generated address carries (letters no message uses otherwise).
 const PW: &str = "Zq7Secret";
-
-/// A small deterministic generator (the seed is printed, so a failure can be replayed).
-struct Lcg(u64);
-
-impl Lcg {
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        xs[((self.0 >> 33) as usize) % xs.len()]
-    }
-}
 
 /// Addresses with [`PW`] in their userinfo or in a `password=` parameter, around every
 /// mistake the parser refuses (no scheme, one slash, no port, an unknown scheme, ...),
 /// and a few it accepts (pointing at a live server that refuses the password, or at
 /// nothing).
 fn addresses(seed: u64, live: &str, n: usize) -> Vec<String> {
-    let mut g = Lcg(seed);
+    let mut g = Rng::new(seed);
     let schemes = [
         "redis",
         "rediss",

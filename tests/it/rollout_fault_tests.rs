@@ -201,7 +201,7 @@ fn a_coordinator_stopped_past_its_lease_is_fenced_after_a_takeover() {
 }
 
 /// The plan of the failure tests: gates long enough to inject the failure in them.
-fn failure_plan(
+pub(crate) fn failure_plan(
     env: &Env,
     on_failure: &str,
     min_healthy: &str,
@@ -221,7 +221,7 @@ fn failure_plan(
 
 /// The failed event of a run's output.
 #[track_caller]
-fn failed_event(events: &[Value]) -> Value {
+pub(crate) fn failed_event(events: &[Value]) -> Value {
     let failed: Vec<&Value> = events.iter().filter(|e| e["status"] == "failed").collect();
     assert!(!failed.is_empty(), "no failed event");
     failed[0].clone()
@@ -285,12 +285,16 @@ fn an_agent_dead_before_its_wave_pauses_the_rollout_and_resume_finishes_it() {
 
 /// Runs the rollout until `region` was started in its wave, crashes it there (through its
 /// agent), and returns the finished run: its health gate cannot pass.
-fn crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> crate::support::Output {
+pub(crate) fn crash_in_gate(
+    env: &Env,
+    plan: &std::path::Path,
+    region: &str,
+) -> crate::support::Output {
     spawn_crash_in_gate(env, plan, region).wait_with_timeout(RUN_TIMEOUT)
 }
 
 /// [`crash_in_gate`], returning the still running coordinator.
-fn spawn_crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> Running {
+pub(crate) fn spawn_crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> Running {
     let mut run = env.spawn_run(plan, &[]);
     run.wait_for_stdout_line(
         |l| {
@@ -307,7 +311,7 @@ fn spawn_crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> Runni
 }
 
 #[track_caller]
-fn assert_gate_failed_on(events: &[Value], region: &str) {
+pub(crate) fn assert_gate_failed_on(events: &[Value], region: &str) {
     let failed = failed_event(events);
     assert_eq!(failed["action"], "health_gate", "{failed}");
     let d = failed["detail"].as_str().unwrap();
@@ -355,7 +359,7 @@ fn a_region_failing_its_health_gate_pauses_and_resume_finishes() {
 /// After a rollback: the old store runs again with every region live in it at 1.0.0, the
 /// new store is gone, the history says rolled back.
 #[track_caller]
-fn assert_rolled_back(env: &Env, out: &crate::support::Output) {
+pub(crate) fn assert_rolled_back(env: &Env, out: &crate::support::Output) {
     let events = stdout_events(&out.stdout);
     events.iter().for_each(check_event_shape);
     pos(&events, "rollback", "started", None);
