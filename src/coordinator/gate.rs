@@ -81,7 +81,16 @@ pub(super) async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome>
     loop {
         let (infos, stores) = ctx.pac.gate_view(&names).await?;
         let now = now_ms();
-        min_healthy = lengthened(asked, &infos).max(min_healthy);
+        let longer = lengthened(asked, &infos);
+        if longer > min_healthy {
+            tracing::warn!(
+                "health.min_healthy {} is shorter than the regions' heartbeat TTL; the gate \
+                 waits {} instead",
+                crate::names::format_duration(asked),
+                crate::names::format_duration(longer)
+            );
+            min_healthy = longer;
+        }
         let mut first = None;
         for (ri, v) in infos.iter().zip(&versions) {
             let p = region_problem(ri, v, &stores);
@@ -166,13 +175,6 @@ fn lengthened(asked: Duration, infos: &[RegionInfo]) -> Duration {
     if asked.is_zero() || asked >= ttl {
         return asked;
     }
-    tracing::warn!(
-        "health.min_healthy {} is shorter than the regions' heartbeat TTL {}; the gate \
-         waits {} instead",
-        crate::names::format_duration(asked),
-        crate::names::format_duration(ttl),
-        crate::names::format_duration(ttl)
-    );
     ttl
 }
 

@@ -463,3 +463,35 @@ fn a_rollback_interrupted_by_kill_9_is_finished_by_resume() {
     load.finish(&env);
     assert_rolled_back(&env, &resumed);
 }
+
+/// A `min_healthy` shorter than the regions' heartbeat TTL (1 s here) is lengthened to it
+/// (the gate's event says so), and a region crashed right after its start never passes
+/// its gate: its liveness key outlives it, its heartbeats do not.
+#[test]
+fn a_short_min_healthy_is_lengthened_and_a_region_crashed_after_its_start_fails_its_gate() {
+    let env = Env::start();
+    let plan = failure_plan(&env, "pause", "300ms", "5s", "30s");
+    let load = Load::start(&env, "6s", false);
+    let out = crash_in_gate(&env, &plan, "REGION2");
+    out.code(6);
+    let events = stdout_events(&out.stdout);
+    let first_gate = events
+        .iter()
+        .find(|e| e["action"] == "health_gate" && e["status"] == "done")
+        .expect("wave 1's gate passed");
+    assert!(
+        first_gate["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(min_healthy 300ms lengthened to the heartbeat TTL)"),
+        "{first_gate}"
+    );
+    assert_gate_failed_on(&events, "REGION2");
+    assert!(
+        out.stderr
+            .contains("is shorter than the regions' heartbeat TTL"),
+        "{out}"
+    );
+    assert_eq!(env.rollout_status()["state"], "paused");
+    load.finish(&env);
+}
