@@ -109,9 +109,12 @@ pub(super) async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome>
                 first = p;
             }
         }
-        let beating = infos
-            .iter()
-            .all(|ri| base.get(&ri.name).is_some_and(|b| ri.liveness.beats > *b));
+        // (A record without an interval was written by an earlier version, which counts
+        // no beats: judged on freshness alone.)
+        let beating = infos.iter().all(|ri| {
+            ri.liveness.interval_ms == 0
+                || base.get(&ri.name).is_some_and(|b| ri.liveness.beats > *b)
+        });
         view.problem = first;
         if shown.as_ref() != Some(&view) {
             prog.gate(&view).await;
@@ -194,7 +197,11 @@ pub(super) async fn heartbeating(
             return Err(p);
         }
     }
-    let base: Vec<u64> = infos.iter().map(|ri| ri.liveness.beats).collect();
+    // Regions recorded by an earlier version count no beats: judged on freshness alone.
+    let base: Vec<Option<u64>> = infos
+        .iter()
+        .map(|ri| (ri.liveness.interval_ms > 0).then_some(ri.liveness.beats))
+        .collect();
     let window = infos
         .iter()
         .map(|ri| ri.liveness.interval_ms)
@@ -212,7 +219,7 @@ pub(super) async fn heartbeating(
             if let Some(p) = region_problem(ri, v, &stores) {
                 return Err(p);
             }
-            if ri.liveness.beats <= *b && waiting.is_none() {
+            if b.is_some_and(|b| ri.liveness.beats <= b) && waiting.is_none() {
                 waiting = Some(ri.name.clone());
             }
         }

@@ -495,3 +495,62 @@ fn a_short_min_healthy_is_lengthened_and_a_region_crashed_after_its_start_fails_
     assert_eq!(env.rollout_status()["state"], "paused");
     load.finish(&env);
 }
+
+/// A region found up at the wrong version when its start step runs (here: the coordinator
+/// was killed after host1's update, and REGION1 was started at 1.0.0 again by hand, as an
+/// agent restarted from a stale installation would) is repaired by the step: listener
+/// off, stopped, its host updated, started at the target.
+#[test]
+fn a_region_found_up_at_the_wrong_version_is_stopped_updated_and_started_again() {
+    let env = Env::start();
+    let plan = env.plan("p.json", "two-host-incompatible.json", json!({}));
+    let load = Load::start(&env, "6s", false);
+    let mut run = env.spawn_run(&plan, &[]);
+    run.wait_for_stdout_line(|l| is_event(l, "apply_update", "done", None), RUN_TIMEOUT);
+    run.signal(SIGKILL);
+    run.wait_with_timeout(Duration::from_secs(10));
+    env.wait_lease_free();
+    // REGION1 comes back at the old version, in the old store.
+    let pacup = |args: &[&str]| env.pacup().args(args).run();
+    pacup(&[
+        "host",
+        "update",
+        "host1",
+        "--pac",
+        PAC,
+        "--product-version",
+        "1.0.0",
+    ])
+    .success();
+    pacup(&[
+        "region",
+        "start",
+        "REGION1",
+        "--pac",
+        PAC,
+        "--start-type",
+        "warm",
+    ])
+    .success();
+    assert_eq!(
+        env.hget(&key("region:REGION1"), "store").as_deref(),
+        Some("1.0.0")
+    );
+    let resumed = env.rollout("resume", &[]);
+    resumed.success();
+    let events = stdout_events(&resumed.stdout);
+    let start = events
+        .iter()
+        .find(|e| e["action"] == "start_upgrade" && e["status"] == "done")
+        .expect("REGION1's start ran");
+    assert!(
+        start["detail"]
+            .as_str()
+            .unwrap()
+            .contains("it was up at 1.0.0 in store 1.0.0: stopped and started again"),
+        "{start}"
+    );
+    assert_clean_run(&events);
+    load.finish(&env);
+    env.assert_all_at("2.0.0", "2.0.0");
+}
