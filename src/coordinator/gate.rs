@@ -182,8 +182,8 @@ fn lengthened(asked: Duration, infos: &[RegionInfo]) -> Duration {
 }
 
 /// Every region in `regions` heartbeats now: each is healthy at its version (see
-/// [`region_problem`]) and its heartbeat counter advances within about two heartbeat
-/// intervals. `verify` uses it, so a region that died after its gate (its liveness key
+/// [`region_problem`]) and its heartbeat counter advances within its heartbeat TTL (at
+/// least two intervals: one late heartbeat is not a death). `verify` uses it, so a region that died after its gate (its liveness key
 /// not yet expired) fails instead of being reported done.
 pub(super) async fn heartbeating(
     ctx: &Ctx<'_>,
@@ -202,16 +202,18 @@ pub(super) async fn heartbeating(
         .iter()
         .map(|ri| (ri.liveness.interval_ms > 0).then_some(ri.liveness.beats))
         .collect();
-    let window = infos
+    let interval = infos
         .iter()
         .map(|ri| ri.liveness.interval_ms)
         .max()
         .unwrap_or(0);
     // A record without an interval (an earlier version) is judged on its key alone.
-    if window == 0 {
+    if interval == 0 {
         return Ok(());
     }
-    let end = Instant::now() + Duration::from_millis(2 * window + FRESH_SLACK_MS);
+    let ttl = infos.iter().map(|ri| ri.liveness.ttl_ms).max().unwrap_or(0);
+    let window = ttl.max(2 * interval + FRESH_SLACK_MS);
+    let end = Instant::now() + Duration::from_millis(window);
     loop {
         let (infos, stores) = ctx.pac.gate_view(&names).await.map_err(|e| e.to_string())?;
         let mut waiting = None;
