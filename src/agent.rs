@@ -2,9 +2,11 @@
 //! through the PSOR (see [`crate::psor::control`]).
 //!
 //! On start it cleans what a previous incarnation may have left (its regions' stale
-//! memberships and liveness), publishes its host record (installed product, regions) with
-//! a liveness TTL, and reads only commands sent after it started. A command id is taken
-//! at most once, even if delivered twice.
+//! memberships and liveness), takes the installed product from its host record over a
+//! stale `--product-version` ([`host`]), publishes the record (installed product, regions)
+//! with a liveness TTL, and reads only commands sent after it started. It autostarts its
+//! regions unless a rollout is acting on its host right then (the coordinator starts
+//! them). A command id is taken at most once, even if delivered twice.
 //!
 //! Each region has its own slot (`Idle`, `Starting`, `Running`): a start holds its
 //! region's slot, not the host, so a start that waits (for another region's cold start,
@@ -27,6 +29,9 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+#[path = "agent_host.rs"]
+mod host;
 
 /// How long a command for a region that is starting waits for the start to end.
 const SETTLE_WAIT: Duration = Duration::from_secs(60);
@@ -89,6 +94,8 @@ pub struct Agent {
     /// The PAC's notifications from the agent's one subscription, fanned out to its
     /// regions: a host of 20 regions holds one pub/sub connection, not 20.
     notices: Notices,
+    /// `--product-version` as given (kept in the host record as `started_with`).
+    started_with: String,
 }
 
 /// Turns a `Starting` slot back to `Idle` unless the start committed it, however the
@@ -133,9 +140,11 @@ impl Agent {
             .iter()
             .map(|(r, _)| (r.to_string(), Slot::Idle))
             .collect();
+        let product = host::installed(&pac, cfg.host.as_str(), &cfg.product).await?;
         Ok(Arc::new(Agent {
+            started_with: cfg.product.version.to_string(),
             state: Mutex::new(State {
-                product: cfg.product.clone(),
+                product,
                 slots,
                 closing: false,
             }),
@@ -160,18 +169,6 @@ impl Agent {
             .collect()
     }
 
-    async fn publish(&self) -> Result<()> {
-        let product = self.lock().product.clone();
-        self.pac
-            .host_heartbeat(
-                self.cfg.host.as_str(),
-                &product,
-                &self.region_names(),
-                self.cfg.host_ttl,
-            )
-            .await
-    }
-
     /// Runs until `shutdown`; then finishes the commands in hand, stops every region
     /// gracefully and withdraws the host.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
@@ -183,7 +180,15 @@ impl Agent {
             self.notices.clone(),
             notes_stopped,
         ));
-        if let Some(t) = self.cfg.autostart {
+        let autostart = match self.cfg.autostart {
+            Some(t)
+                if host::may_autostart(&self.pac, &self.cfg.host, &self.region_names()).await? =>
+            {
+                Some(t)
+            }
+            _ => None,
+        };
+        if let Some(t) = autostart {
             for (r, _) in &self.cfg.regions {
                 if let Err(e) = self.start_region(r.as_str(), t, None).await {
                     tracing::error!("autostart of {r} failed: {e}");
@@ -275,20 +280,6 @@ impl Agent {
         let _ = notes.await;
         let _ = self.pac.host_gone(self.cfg.host.as_str()).await;
         Ok(())
-    }
-
-    async fn host_beats(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.cfg.host_ttl / 3);
-        loop {
-            tokio::select! {
-                _ = crate::until_true(&mut stop) => return,
-                _ = tick.tick() => {
-                    if let Err(e) = self.publish().await {
-                        tracing::warn!("host heartbeat failed: {e}");
-                    }
-                }
-            }
-        }
     }
 
     async fn stop_all(&self) {

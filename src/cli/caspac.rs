@@ -261,20 +261,28 @@ fn psor_url(sor: &str, name: Option<&str>) -> Result<(String, Option<NodeList>),
         "redis_tls" => true,
         _ => {
             return Err(format!(
-                "unknown PSOR type {kind:?}; accepted: redis, redis_TLS"
+                "unknown PSOR type {:?}; accepted: redis, redis_TLS",
+                crate::conn::redact_url(kind)
             ))
         }
     };
     let hosts: Vec<&str> = parts.collect();
     if hosts.is_empty() {
-        return Err(format!("-s{kind} needs at least one <host>:<port>"));
+        return Err(format!(
+            "-s{} needs at least one <host>:<port>",
+            crate::conn::redact_url(kind)
+        ));
     }
     for h in &hosts {
         let ok = h
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !ok {
-            return Err(format!("PSOR address {h:?} is not <host>:<port>"));
+            // A mistyped address may carry credentials (`u:pw@host`): never echo them.
+            return Err(format!(
+                "PSOR address {:?} is not <host>:<port>",
+                crate::conn::redact_url(h)
+            ));
         }
     }
     if hosts.len() == 1 {

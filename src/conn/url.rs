@@ -51,39 +51,60 @@ pub(super) fn bad_url(url: &str, why: &str) -> Error {
     )
 }
 
-/// Removes a password from a URL for display (userinfo and `pass=`/`password=` query
-/// parameters, which `unix://` URLs use).
+/// Removes a password from a URL for display: the userinfo's password (whatever the
+/// scheme separator looks like, so a mistyped `redis//u:p@h` or `redis:/u:p@h` is
+/// redacted too) and `pass=`/`password=` parameters (which `unix://` URLs use), wherever
+/// they appear. Anything that could be a password is hidden: a malformed URL may show
+/// less than it could, never more.
 pub fn redact_url(url: &str) -> String {
-    let url = match url.split_once('?') {
-        Some((base, query)) => {
-            let q: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, _))
-                        if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
-                    {
-                        format!("{k}=***")
-                    }
-                    _ => kv.to_string(),
-                })
-                .collect();
-            format!("{base}?{}", q.join("&"))
-        }
-        None => url.to_string(),
+    let url = redact_params(url);
+    // The userinfo ends at the last `@` (a password may itself contain `@`, `/` or `?`).
+    let Some(at) = url.rfind('@') else {
+        return url;
     };
-    let url = url.as_str();
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((cred, host)) = rest.rsplit_once('@') {
-            let user = cred.split(':').next().unwrap_or("");
-            let shown = if cred.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            return format!("{scheme}://{shown}@{host}");
+    let (prefix, host) = url.split_at(at);
+    // The scheme (possibly empty) and the run of `:` and `/` after it, however mistyped.
+    let scheme = prefix
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+        .unwrap_or(prefix.len());
+    let sep = prefix[scheme..]
+        .find(|c: char| c != ':' && c != '/')
+        .map_or(prefix.len(), |i| scheme + i);
+    let (head, cred) = prefix.split_at(sep);
+    let run = &head[scheme..];
+    // The user name is shown only after a `//`-like separator (`redis://user:pw@h`).
+    // After anything else (`user:pw@h` has no scheme, `redis:u:pw@h` may have none, and
+    // `redis:/:pw@h` swallowed the user's `:`) all of it may be the password.
+    let clean = ["://", ":///", "//", ":/", "/"].contains(&run);
+    let shown = match cred.split_once(':') {
+        Some((user, _)) if clean => format!("{user}:***"),
+        None if clean => cred.to_string(),
+        _ => "***".to_string(),
+    };
+    format!("{head}{shown}{host}")
+}
+
+/// Replaces the value of every `pass=`/`password=` parameter (after `?` or `&`) by `***`.
+fn redact_params(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find(['?', '&']) {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let end = rest.find('&').unwrap_or(rest.len());
+        match rest[..end].split_once('=') {
+            Some((k, _))
+                if k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password") =>
+            {
+                out.push_str(k);
+                out.push_str("=***");
+                rest = &rest[end..];
+            }
+            _ => {}
         }
     }
-    url.to_string()
+    out.push_str(rest);
+    out
 }
 
 impl PsorTarget {
@@ -118,12 +139,14 @@ impl PsorTarget {
                 }
                 let mut sentinels = Vec::new();
                 for hp in hosts.split(',') {
-                    let (h, p) = hp.rsplit_once(':').ok_or_else(|| {
-                        bad_url(url, &format!("sentinel {hp:?} is not host:port"))
-                    })?;
-                    let port: u16 = p.parse().map_err(|_| {
-                        bad_url(url, &format!("sentinel port {p:?} is not a number"))
-                    })?;
+                    // The message shows the (redacted) URL, never a fragment of it: a
+                    // fragment of a mistyped URL may be part of a password.
+                    let (h, p) = hp
+                        .rsplit_once(':')
+                        .ok_or_else(|| bad_url(url, "a sentinel is not host:port"))?;
+                    let port: u16 = p
+                        .parse()
+                        .map_err(|_| bad_url(url, "a sentinel port is not a number"))?;
                     if h.is_empty() {
                         return Err(bad_url(url, "empty sentinel host"));
                     }
@@ -168,7 +191,16 @@ impl PsorTarget {
                     tls: scheme == "rediss+cluster",
                 })
             }
-            _ => Err(bad_url(url, &format!("unknown scheme {scheme:?}"))),
+            _ => {
+                // Only what can be a scheme is echoed: the rest may be credentials.
+                let end = scheme
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+                    .unwrap_or(scheme.len());
+                Err(bad_url(
+                    url,
+                    &format!("unknown scheme {:?}", &scheme[..end]),
+                ))
+            }
         }
     }
 }
@@ -290,5 +322,48 @@ mod tests {
         assert!(!redact_url("redis+unix:///s?password=secret").contains("secret"));
         let e = PsorTarget::parse("http://u:secret@h:1").unwrap_err();
         assert!(!e.to_string().contains("secret"));
+        for bad in [
+            "redis//user:secret@127.0.0.1:1",
+            "redis:/user:secret@127.0.0.1:1",
+            "redis:user:secret@127.0.0.1:1",
+            "user:secret@127.0.0.1:1",
+            "redis://user:sec?ret@h:1",
+            "redis://user:sec@ret@h:1",
+            "redis://u:p@h:1?password=secret&db=0",
+        ] {
+            let r = redact_url(bad);
+            assert!(!r.contains("secret") && !r.contains("ret@"), "{bad} -> {r}");
+        }
+        assert_eq!(
+            redact_url("redis//user:secret@127.0.0.1:1"),
+            "redis//user:***@127.0.0.1:1"
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever surrounds it, a password in a URL's userinfo or in a `pass=` /
+        /// `password=` parameter never survives redaction, nor the parse error's message.
+        #[test]
+        fn no_password_survives(
+            scheme in "(redis|rediss|unix|redis\\+sentinel|http|)",
+            sep in "(://|//|:/|:|/|)",
+            user in "[a-z]{0,5}",
+            // (Not beginning with `/`: `redis:` + `:` + `//pw@h` is `redis:://pw@h`,
+            // fine, but `redis` + `:` + `//pw@h` is a well-formed URL whose user is `pw`.)
+            pass in "([A-Za-z0-9!*%?#:@][A-Za-z0-9!*%/?#:@]{0,5})?Pw9[A-Za-z0-9!*%/?#:@]{0,6}",
+            host in "(127\\.0\\.0\\.1:1|h|a:1,b:2/m|/tmp/s|)",
+            in_query in proptest::bool::ANY,
+        ) {
+            let url = if in_query {
+                format!("{scheme}{sep}{host}?db=0&password={}", pass.replace('&', ""))
+            } else {
+                format!("{scheme}{sep}{user}:{pass}@{host}")
+            };
+            let r = redact_url(&url);
+            proptest::prop_assert!(!r.contains("Pw9"), "{} -> {}", url, r);
+            if let Err(e) = PsorTarget::parse(&url) {
+                proptest::prop_assert!(!e.to_string().contains("Pw9"), "{}: {}", url, e);
+            }
+        }
     }
 }

@@ -3,11 +3,10 @@
 //! coordinator crash neither repeats an action nor skips one.
 
 use super::driver::Driver;
+use super::observe::{after_failure, alive_now, host_seen, known_down, AfterFailure};
 use super::plan::Plan;
 use super::steps::{old_version, On, Process, Step, StepKind};
-use crate::compat;
 use crate::error::{Error, Result};
-use crate::names::Product;
 use crate::psor::{Mode, Pac, RegionInfo};
 use crate::region::StartType;
 use std::collections::BTreeMap;
@@ -93,16 +92,16 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::Drain(o) => drain(ctx, o).await,
         StepKind::Stop(o) => stop(ctx, o).await,
         StepKind::ApplyUpdate { host } => apply_update(ctx, host).await,
-        StepKind::CheckCompat => check_compat(ctx).await,
+        StepKind::CheckCompat => super::store_steps::check_compat(ctx).await,
         StepKind::StartUpgrade(o) => start(ctx, o, StartType::Upgrade).await,
         StepKind::StartWarm(o) => start(ctx, o, StartType::Warm).await,
         StepKind::HealthGate(scope) => super::gate::gate(ctx, *scope).await,
-        StepKind::SetModeRunning => set_mode(ctx, Mode::Running).await,
-        StepKind::SetModeQuiesce => set_mode(ctx, Mode::Quiesce).await,
-        StepKind::Unquiesce { store } => unquiesce(ctx, store).await,
+        StepKind::SetModeRunning => super::store_steps::set_mode(ctx, Mode::Running).await,
+        StepKind::SetModeQuiesce => super::store_steps::set_mode(ctx, Mode::Quiesce).await,
+        StepKind::Unquiesce { store } => super::store_steps::unquiesce(ctx, store).await,
         StepKind::Verify => verify(ctx).await,
-        StepKind::RemoveOld => remove_old(ctx).await,
-        StepKind::RemoveStore { store } => remove_store(ctx, store).await,
+        StepKind::RemoveOld => super::store_steps::remove_old(ctx).await,
+        StepKind::RemoveStore { store } => super::store_steps::remove_store(ctx, store).await,
     }
 }
 
@@ -125,19 +124,20 @@ fn unseen_error(ri: &RegionInfo, host: &str) -> Error {
 
 /// How long a step waits for an unseen region to be seen again (its host reconnecting)
 /// before it fails: a few heartbeat intervals of any sane configuration.
-const UNSEEN_GRACE: Duration = Duration::from_secs(20);
+pub(super) const UNSEEN_GRACE: Duration = Duration::from_secs(20);
 
 /// How often a waiting step re-reads what it waits for.
 pub(super) const POLL: Duration = Duration::from_millis(100);
 
 /// The region's record once it is not unseen (waiting up to [`UNSEEN_GRACE`], and at
 /// most half the progress deadline, so the failure names the region rather than the
-/// deadline); fails naming it if it stays so.
+/// deadline); fails naming it if it stays so. A region that stopped heartbeating on a
+/// host whose agent is seen died there: that is settled (not running) at once.
 async fn settle(ctx: &Ctx<'_>, o: &On) -> Result<RegionInfo> {
     let end = Instant::now() + UNSEEN_GRACE.min(ctx.plan.progress_deadline / 2);
     loop {
         let ri = ctx.pac.region(&o.region).await?;
-        if !unseen(&ri) {
+        if !unseen(&ri) || (ctx.driver.observes_hosts() && known_down(ctx, &o.host, &ri).await?) {
             return Ok(ri);
         }
         if Instant::now() >= end {
@@ -158,11 +158,23 @@ async fn listener(ctx: &Ctx<'_>, o: &On, on: bool) -> Result<StepOutcome> {
     if !ri.alive && !on {
         return Ok(StepOutcome::Skipped("region not running".into()));
     }
-    let m = ctx
+    match ctx
         .driver
         .listener(ctx.pac, &o.host, &o.region, on, ctx.epoch, ctx.actor)
-        .await?;
-    Ok(StepOutcome::Done(m))
+        .await
+    {
+        Ok(m) => Ok(StepOutcome::Done(m)),
+        // A region that died within its TTL refuses the command: with its listener gone
+        // with it, there is nothing to switch off.
+        Err(e)
+            if !on
+                && !matches!(e, Error::Fenced { .. })
+                && after_failure(ctx, &o.host, &o.region).await? == AfterFailure::Down =>
+        {
+            Ok(StepOutcome::Skipped(format!("region not running ({e})")))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `drain`: waits until the region's clients are gone (bounded by the drain timeout).
@@ -172,7 +184,7 @@ async fn drain(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
     let end = Instant::now() + ctx.plan.drain_timeout;
     loop {
         let ri = ctx.pac.region(&o.region).await?;
-        if unseen(&ri) {
+        if unseen(&ri) && !known_down(ctx, &o.host, &ri).await? {
             return Err(unseen_error(&ri, &o.host));
         }
         if !ri.alive {
@@ -212,8 +224,23 @@ async fn wait_region(
     }
 }
 
-/// `stop`: graceful stop (forced past the stop timeout); skipped when not alive.
+/// `stop`: graceful stop (forced past the stop timeout); skipped when not alive. A stop
+/// that fails or goes unanswered counts as done only when the region is seen down (see
+/// [`after_failure`]): a region on a silent (frozen, cut off) host is waited for and
+/// stopped once its host is seen again, or the step fails; it is never assumed stopped.
 async fn stop(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
+    match stop_once(ctx, o).await? {
+        Ok(done) => Ok(done),
+        // Settling waits for the silent host; the stop is then sent again.
+        Err(_) => match stop_once(ctx, o).await? {
+            Ok(done) => Ok(done),
+            Err(ri) => Err(unseen_error(&ri, &o.host)),
+        },
+    }
+}
+
+/// One attempt of [`stop`]: `Err(record)` when the region and its host went silent.
+async fn stop_once(ctx: &Ctx<'_>, o: &On) -> Result<std::result::Result<StepOutcome, RegionInfo>> {
     let ri = settle(ctx, o).await?;
     let bound = ctx.plan.stop_timeout + Duration::from_secs(5);
     if ri.alive && ri.state == "stopping" {
@@ -222,10 +249,10 @@ async fn stop(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
             .await
             .is_ok()
         {
-            return Ok(StepOutcome::Done("an earlier stop finished".into()));
+            return Ok(Ok(StepOutcome::Done("an earlier stop finished".into())));
         }
     } else if !ri.alive {
-        return Ok(StepOutcome::Skipped("region not running".into()));
+        return Ok(Ok(StepOutcome::Skipped("region not running".into())));
     }
     let p = ctx.plan;
     match ctx
@@ -248,14 +275,16 @@ async fn stop(ctx: &Ctx<'_>, o: &On) -> Result<StepOutcome> {
                 .map_err(|_| {
                     Error::refused(format!("{m}; but region {} is still alive", o.region))
                 })?;
-            Ok(StepOutcome::Done(m))
+            Ok(Ok(StepOutcome::Done(m)))
         }
-        // The stop may have completed through another path (an earlier command): what
-        // counts is that the region is down now.
-        Err(e) if !matches!(e, Error::Fenced { .. }) && !ctx.pac.region(&o.region).await?.alive => {
-            Ok(StepOutcome::Done(format!("region down ({e})")))
-        }
-        Err(e) => Err(e),
+        Err(e @ Error::Fenced { .. }) => Err(e),
+        // The stop may have completed through another path (an earlier command), or the
+        // region died: what counts is that it is seen down now.
+        Err(e) => match after_failure(ctx, &o.host, &o.region).await? {
+            AfterFailure::Down => Ok(Ok(StepOutcome::Done(format!("region down ({e})")))),
+            AfterFailure::Running => Err(e),
+            AfterFailure::Unseen => Ok(Err(ctx.pac.region(&o.region).await?)),
+        },
     }
 }
 
@@ -304,82 +333,104 @@ async fn apply(ctx: &Ctx<'_>, host: &str, version: &str) -> Result<StepOutcome> 
     if hi.iter().any(|h| h.product_version == version) {
         return Ok(StepOutcome::Skipped(format!("host already at {version}")));
     }
-    let m = ctx
+    let m = match ctx
         .driver
         .apply_update(ctx.pac, host, version, ctx.epoch, ctx.actor)
-        .await?;
+        .await
+    {
+        Err(e) if !matches!(e, Error::Fenced { .. }) && host_seen(ctx, host).await? => {
+            // Sent again once the agent is seen (it may have restarted): skipped if the
+            // first one did land.
+            if ctx
+                .pac
+                .hosts(&[host])
+                .await?
+                .iter()
+                .any(|h| h.product_version == version)
+            {
+                format!("host at {version} ({e})")
+            } else {
+                ctx.driver
+                    .apply_update(ctx.pac, host, version, ctx.epoch, ctx.actor)
+                    .await?
+            }
+        }
+        r => r?,
+    };
     Ok(StepOutcome::Done(m))
 }
 
-/// `check_compat`: the target must still be incompatible with the running store.
-async fn check_compat(ctx: &Ctx<'_>) -> Result<StepOutcome> {
-    let target = ctx.target();
-    let stores = ctx.pac.stores().await?;
-    if stores.store(&target).is_some() {
-        return Ok(StepOutcome::Skipped(format!(
-            "store {target} exists already"
-        )));
+/// The store a started region must be in, when the process decides it: the target's in
+/// an incompatible rollout, the old one in its rollback.
+fn wanted_store(ctx: &Ctx<'_>) -> Option<String> {
+    match (ctx.moving, ctx.process) {
+        (Moving::Forward, Process::Incompatible) => Some(ctx.target()),
+        (Moving::Back { from, .. }, Process::Incompatible) => Some(from.clone()),
+        _ => None,
     }
-    let compatible = |detail: &str| {
-        Error::refused(format!(
-            "target {target} is compatible with the running store; the incompatible process \
-             does not apply{detail}"
-        ))
-    };
-    if let Some(r) = ctx.driver.check_compat(ctx.pac, &target, ctx.epoch).await {
-        let (code, detail) = r?;
-        return match code {
-            3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
-            0 => Err(compatible(&format!(" ({detail})"))),
-            _ => Err(Error::refused(format!("check_compat failed: {detail}"))),
-        };
-    }
-    let base = stores
-        .newest_running()
-        .and_then(|s| s.product())
-        .ok_or_else(|| Error::refused(format!("PAC {} has no running store", ctx.pac.name())))?;
-    let product = Product {
-        version: ctx.plan.target.version.clone(),
-        os: base.os.clone(),
-        bitness: base.bitness,
-    };
-    let v = compat::check(&product, &base, None);
-    if v.compatible {
-        return Err(compatible(""));
-    }
-    Ok(StepOutcome::Done(v.reasons.join("; ")))
 }
 
 /// `start_upgrade` / `start_warm`: skipped when the region already runs at the wanted
-/// version. The region starts with its listener off; `listener_on` follows the gate.
+/// version (in the wanted store). The region starts with its listener off;
+/// `listener_on` follows the gate. A region found up at another version or in another
+/// store (its agent restarted and autostarted it from a stale installation, say) is
+/// repaired: listener off, stopped, its host updated, started again.
 async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
     let version = ctx.version_of(&o.host);
-    let ri = ctx.pac.region(&o.region).await?;
+    // A key that outlives a dead region is not a running region: start it.
+    let ri = alive_now(ctx, &o.region).await?;
+    let mut repaired = String::new();
     if ri.alive {
-        if ri.product_version == version {
+        let store_ok = wanted_store(ctx).is_none_or(|s| s == ri.store);
+        if ri.product_version == version && store_ok {
             return Ok(StepOutcome::Skipped(format!(
                 "already running {} in store {}",
                 ri.product_version, ri.store
             )));
         }
-        return Err(Error::refused(format!(
-            "region {} is running {} but should run {version}; it was not stopped",
-            o.region, ri.product_version
-        )));
-    }
-    // A host whose agent restarted (or was reinstalled) since apply_update may be back at
-    // the old version: install the wanted one first (skipped when it is).
-    if ctx.driver.observes_hosts() {
-        apply(ctx, &o.host, &version).await?;
+        listener(ctx, o, false).await?;
+        stop(ctx, o).await?;
+        repaired = format!(
+            " (it was up at {} in store {}: stopped and started again)",
+            ri.product_version, ri.store
+        );
     }
     let up = |ri: &RegionInfo| ri.alive && ri.product_version == version && !ri.store.is_empty();
-    let m = match ctx
-        .driver
-        .start(
-            ctx.pac, &o.host, &o.region, &version, st, ctx.epoch, ctx.actor,
-        )
-        .await
-    {
+    let mut sent = 0;
+    let m = loop {
+        // A host whose agent restarted (or was reinstalled) since apply_update may be back
+        // at the old version: install the wanted one first (skipped when it is).
+        if ctx.driver.observes_hosts() {
+            apply(ctx, &o.host, &version).await?;
+        }
+        let r = ctx
+            .driver
+            .start(
+                ctx.pac, &o.host, &o.region, &version, st, ctx.epoch, ctx.actor,
+            )
+            .await;
+        sent += 1;
+        match r {
+            // An agent that died (and was restarted) before answering: send it again.
+            Err(e)
+                if sent == 1
+                    && !matches!(e, Error::Fenced { .. })
+                    && !up(&ctx.pac.region(&o.region).await?)
+                    && host_seen(ctx, &o.host).await? =>
+            {
+                tracing::info!(
+                    "start of {} not confirmed ({e}); sending it again",
+                    o.region
+                );
+                if up(&ctx.pac.region(&o.region).await?) {
+                    break Ok(format!("region up ({e})"));
+                }
+                continue;
+            }
+            r => break r,
+        }
+    };
+    let m = match m {
         // A template's exit 0 is not proof: the region must have joined a store.
         Ok(m) => {
             wait_region(ctx, &o.region, ctx.plan.health.deadline, up)
@@ -397,6 +448,7 @@ async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
         }
         Err(e) => return Err(e),
     };
+    let m = format!("{m}{repaired}");
     // A region started by other means (a template, an agent of an earlier version) may
     // have turned its listener on itself: clients must not reach it before its gate.
     if ctx.pac.region(&o.region).await?.listener == "on" {
@@ -405,44 +457,6 @@ async fn start(ctx: &Ctx<'_>, o: &On, st: StartType) -> Result<StepOutcome> {
             .await?;
     }
     Ok(StepOutcome::Done(m))
-}
-
-/// `set_mode_running` / `set_mode_quiesce`: skipped when there is nothing to change.
-async fn set_mode(ctx: &Ctx<'_>, mode: Mode) -> Result<StepOutcome> {
-    let target = ctx.target();
-    let s = ctx.pac.stores().await?;
-    let nothing = match mode {
-        Mode::Running => s.store(&target).is_some_and(|s| s.mode == Mode::Running),
-        _ => {
-            let n = s.stores.len();
-            n < 2 || s.stores[..n - 1].iter().all(|s| s.mode != Mode::Running)
-        }
-    };
-    if nothing {
-        return Ok(StepOutcome::Skipped(format!("nothing to set {mode}")));
-    }
-    let m = ctx
-        .driver
-        .set_mode(ctx.pac, mode, &target, ctx.epoch, ctx.actor)
-        .await?;
-    Ok(StepOutcome::Done(m))
-}
-
-/// Rollback's `set_mode_running`: the old store takes batch work again.
-async fn unquiesce(ctx: &Ctx<'_>, store: &str) -> Result<StepOutcome> {
-    let s = ctx.pac.stores().await?;
-    match s.store(store) {
-        None => Err(Error::refused(format!(
-            "the old store {store} is gone (remove_old ran); the rollout cannot be rolled back"
-        ))),
-        Some(st) if st.mode == Mode::Running => Ok(StepOutcome::Skipped(format!(
-            "store {store} already running"
-        ))),
-        Some(_) => {
-            ctx.pac.unquiesce(store, ctx.actor, ctx.epoch).await?;
-            Ok(StepOutcome::Done(format!("store {store} running")))
-        }
-    }
 }
 
 /// `verify`: the end state before the old store goes (reads the whole PAC once).
@@ -474,6 +488,13 @@ async fn verify(ctx: &Ctx<'_>) -> Result<StepOutcome> {
             return Err(Error::refused(format!("verify: {p}")));
         }
     }
+    // Every plan region heartbeating now, at the target: one that died after its gate
+    // (its liveness key not yet expired) fails verify, so the rollout does not end done.
+    let all = ctx.plan.all_regions();
+    let versions = vec![target.clone(); all.len()];
+    super::gate::heartbeating(ctx, &all, &versions)
+        .await
+        .map_err(|p| Error::refused(format!("verify: {p}")))?;
     match ctx.process {
         Process::Incompatible => {
             let newest = snap.newest().map(|s| s.version.clone()).unwrap_or_default();
@@ -515,26 +536,4 @@ async fn verify(ctx: &Ctx<'_>) -> Result<StepOutcome> {
             )))
         }
     }
-}
-
-/// `remove_old`: deletes the old store (incremental, idempotent).
-async fn remove_old(ctx: &Ctx<'_>) -> Result<StepOutcome> {
-    let s = ctx.pac.stores().await?;
-    if s.stores.len() < 2 && s.removing.is_empty() {
-        return Ok(StepOutcome::Skipped("no old store left".into()));
-    }
-    let m = ctx.driver.remove_old(ctx.pac, ctx.epoch, ctx.actor).await?;
-    Ok(StepOutcome::Done(m))
-}
-
-/// Rollback's `remove_old`: deletes the new store (refused while it has live members).
-async fn remove_store(ctx: &Ctx<'_>, store: &str) -> Result<StepOutcome> {
-    let s = ctx.pac.stores().await?;
-    if s.store(store).is_none() && !s.removing.iter().any(|v| v == store) {
-        return Ok(StepOutcome::Skipped(format!("store {store} already gone")));
-    }
-    let k = ctx.pac.remove_store(store, ctx.actor, ctx.epoch).await?;
-    Ok(StepOutcome::Done(format!(
-        "store {store} deleted ({k} keys)"
-    )))
 }

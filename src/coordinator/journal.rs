@@ -9,7 +9,7 @@
 
 use super::plan::Plan;
 use super::progress::{CommandProgress, CurrentStep, GateProgress};
-use super::steps::{Process, Step};
+use super::steps::{Action, Process, Step};
 use crate::error::{Error, ExitCode, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -289,6 +289,28 @@ fn unreadable(name: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Journal {
+    /// Whether the rollout is acting on `host` now: it is active and its next step lies
+    /// between the host's first step and its last start (of the rollback's steps, while
+    /// rolling back). A host agent restarted then leaves its regions to the coordinator
+    /// instead of autostarting them; before and after that stretch it autostarts them.
+    pub fn owns_host(&self, host: &str) -> bool {
+        let steps = match self.state {
+            Some(RolloutState::RollingBack) => &self.rollback_steps,
+            Some(RolloutState::Running | RolloutState::Paused | RolloutState::Held) => &self.steps,
+            _ => return false,
+        };
+        let mine = || steps.iter().filter(|s| s.host() == Some(host));
+        let first = mine().map(|s| s.n).min();
+        let last_start = mine()
+            .filter(|s| matches!(s.action(), Action::StartUpgrade | Action::StartWarm))
+            .map(|s| s.n)
+            .max();
+        match (first, last_start) {
+            (Some(f), Some(l)) => (f..=l).contains(&self.next_step),
+            _ => false,
+        }
+    }
+
     /// Reads the journal hash. Absent fields (journals of earlier versions) take their
     /// defaults; a field that is present but not understood is refused, naming it.
     pub fn decode(h: &HashMap<String, String>) -> Result<Journal> {

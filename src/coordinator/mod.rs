@@ -21,12 +21,14 @@ mod exec;
 mod gate;
 pub mod journal;
 mod outage;
+mod observe;
 pub mod plan;
 pub mod preflight;
 pub mod preflight_wait;
 pub mod progress;
 pub mod status;
 pub mod steps;
+mod store_steps;
 mod writer;
 
 use crate::error::{Error, ExitCode, Result};
@@ -87,13 +89,18 @@ pub enum Outcome {
     /// Rolled back because an operator asked (`rollout rollback`): the command did
     /// what it was asked, so it succeeds.
     RolledBackOnRequest(String),
+    /// `rollout resume` of a rollout that had already finished (a coordinator killed
+    /// after its last write): nothing left to do, which is success.
+    AlreadyDone(String),
 }
 
 impl Outcome {
     /// The documented exit code.
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            Outcome::Done | Outcome::RolledBackOnRequest(_) => ExitCode::Ok,
+            Outcome::Done | Outcome::RolledBackOnRequest(_) | Outcome::AlreadyDone(_) => {
+                ExitCode::Ok
+            }
             Outcome::Paused(_) => ExitCode::Paused,
             Outcome::Held(_) => ExitCode::Held,
             Outcome::Aborted(_) => ExitCode::Refused,
@@ -172,6 +179,72 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow_downtime: bool) -> Result<Pre
         },
     )
     .await
+}
+
+/// What a rollout command found before taking the lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precheck {
+    /// The command applies: take the lease and run it.
+    Proceed,
+    /// `rollout resume` of a finished rollout: report it, take nothing.
+    AlreadyDone(Outcome),
+}
+
+/// Checks, before the lease is taken, that `trigger` applies to the PAC's rollout (and,
+/// for `rollout run`, that the plan passes preflight), so a refused command writes
+/// nothing: no lease, no epoch bump. The coordinator checks again once it holds the
+/// lease (the state may have moved in between).
+pub async fn precheck(
+    pac: &Pac,
+    trigger: Trigger,
+    plan: Option<(&Plan, Allow)>,
+) -> Result<Precheck> {
+    pac.require().await?;
+    // A live coordinator's rollout is judged once its lease is ours (`--wait-lock`), or
+    // the lease refusal (exit 4) says who holds it: taking nothing either way.
+    if pac.lease_holder().await?.is_some() {
+        return Ok(Precheck::Proceed);
+    }
+    let j = Journal::decode(&pac.rollout_current().await?)?;
+    let name = pac.name().as_str();
+    if trigger == Trigger::Resume && j.state == Some(RolloutState::Done) {
+        return Ok(Precheck::AlreadyDone(Outcome::AlreadyDone(format!(
+            "rollout {} of PAC {name} is done; nothing to resume",
+            j.id
+        ))));
+    }
+    if RolloutState::next(j.state, trigger).is_none() {
+        let doing = match trigger {
+            Trigger::Run => {
+                format!("`pacup rollout resume {name}` or `pacup rollout abort {name}` it first")
+            }
+            Trigger::Rollback => "nothing to roll back".into(),
+            Trigger::Abort => "nothing to abort".into(),
+            _ => "nothing to resume".into(),
+        };
+        return Err(Error::refused(format!(
+            "rollout {} of PAC {name} is {}; {doing}",
+            j.id,
+            j.state.map_or("not started", |s| s.as_str())
+        )));
+    }
+    if matches!(trigger, Trigger::Resume | Trigger::Rollback) {
+        j.plan(name)?;
+    }
+    if let Some((plan, allow)) = plan {
+        let pv = preflight::preview(pac, plan, allow).await?;
+        if !pv.problems.is_empty() {
+            return Err(preflight_refusal(&pv.problems));
+        }
+    }
+    Ok(Precheck::Proceed)
+}
+
+fn preflight_refusal(problems: &[String]) -> Error {
+    Error::refused(format!(
+        "preflight failed:\n  - {}",
+        problems.join("\n  - ")
+    ))
 }
 
 /// A coordinator holding the lease of one PAC.
@@ -322,10 +395,7 @@ impl Coordinator {
         };
         let pv = preflight::preview(&self.pac, &plan, allow).await?;
         if !pv.problems.is_empty() {
-            return Err(Error::refused(format!(
-                "preflight failed:\n  - {}",
-                pv.problems.join("\n  - ")
-            )));
+            return Err(preflight_refusal(&pv.problems));
         }
         let plan = pv.plan.clone();
         self.id = format!("{pac}-{:x}", now_ms());
@@ -374,6 +444,13 @@ impl Coordinator {
         let j = self.load().await?;
         j.plan(self.pac.name().as_str())?;
         let was = self.state;
+        if was == Some(RolloutState::Done) {
+            return Ok(Outcome::AlreadyDone(format!(
+                "rollout {} of PAC {} is done; nothing to resume",
+                self.id,
+                self.pac.name()
+            )));
+        }
         self.next_state(Trigger::Resume, "nothing to resume")?;
         let mut w = Write::new().clear_pause_request();
         if was == Some(RolloutState::Held) {

@@ -139,6 +139,7 @@ fn region(name: &str, host: &str, version: &str, alive: bool) -> RegionInfo {
         jobs_done: 0,
         alive,
         heartbeat_age_ms: None,
+        liveness: Default::default(),
     }
 }
 

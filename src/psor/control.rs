@@ -159,7 +159,9 @@ impl Pac {
     }
 
     /// Waits up to `timeout` for the reply to command `id`. With a `host`, gives up early
-    /// once that host's agent has stopped heartbeating (nobody is left to answer).
+    /// once that host's agent has stopped heartbeating (nobody is left to answer), or was
+    /// replaced by another incarnation (an agent restarted by its supervisor reads only
+    /// commands sent after it started: this one will never be answered).
     pub async fn wait_reply(
         &self,
         id: &str,
@@ -170,6 +172,15 @@ impl Pac {
         let mut generation = self.psor.generation();
         let end = tokio::time::Instant::now() + timeout;
         let mut missing = 0;
+        // The host's liveness key holds its agent's pid: who was there when we sent.
+        let sent_to: Option<String> = match host {
+            Some(h) => redis::cmd("GET")
+                .arg(self.keys.host_alive(h))
+                .query_async(&mut c)
+                .await
+                .map_err(|e| self.psor.err(e))?,
+            None => None,
+        };
         loop {
             // Each block is at most a second, so a moved master is followed within one.
             if self.psor.generation() != generation {
@@ -195,11 +206,18 @@ impl Pac {
                 )));
             }
             if let Some(h) = host {
-                let alive: bool = redis::cmd("EXISTS")
+                let now: Option<String> = redis::cmd("GET")
                     .arg(self.keys.host_alive(h))
                     .query_async(&mut c)
                     .await
                     .map_err(|e| self.psor.err(e))?;
+                if now.is_some() && now != sent_to {
+                    return Err(Error::refused(format!(
+                        "the host agent of {h} restarted; command {id} got no reply (it may \
+                         or may not have run)"
+                    )));
+                }
+                let alive = now.is_some();
                 missing = if alive { 0 } else { missing + 1 };
                 // Twice in a row, so a heartbeat racing its own expiry is not mistaken.
                 if missing >= 2 {
@@ -324,6 +342,7 @@ impl Pac {
         &self,
         host: &str,
         product: &crate::names::Product,
+        started_with: &str,
         regions: &[String],
         ttl: Duration,
     ) -> Result<()> {
@@ -334,6 +353,7 @@ impl Pac {
                 &key,
                 &[
                     ("product_version", product.version.to_string()),
+                    ("started_with", started_with.to_string()),
                     ("os", product.os.clone()),
                     ("bitness", product.bitness.to_string()),
                     ("regions", regions.join(",")),
@@ -353,6 +373,20 @@ impl Pac {
             .await
             .map_err(|e| self.psor.err(e))?;
         Ok(())
+    }
+
+    /// What host `host`'s record says is installed there: `(product_version,
+    /// started_with)`, the latter the `--product-version` of the agent that wrote the
+    /// record; `None` without a record (a new host, or the PAC was reset).
+    pub async fn host_installed(&self, host: &str) -> Result<Option<(String, String)>> {
+        let (v, with): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.host(host))
+            .arg("product_version")
+            .arg("started_with")
+            .query_async(&mut self.conn())
+            .await
+            .map_err(|e| self.psor.err(e))?;
+        Ok(v.map(|v| (v, with.unwrap_or_default())))
     }
 
     /// Agent side: drops the host's liveness on a clean exit.

@@ -115,9 +115,40 @@ pub struct RegionInfo {
     pub alive: bool,
     /// Milliseconds since its last heartbeat, when known.
     pub heartbeat_age_ms: Option<u64>,
+    /// How it heartbeats (not part of any JSON document).
+    #[serde(skip)]
+    pub liveness: Liveness,
 }
 
+/// How a region heartbeats, as its record says: what tells a region that heartbeats now
+/// from one whose liveness key merely has not expired yet (it died less than a TTL ago).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Liveness {
+    /// Heartbeats so far (a counter each heartbeat increments: seeing it advance needs no
+    /// clock).
+    pub beats: u64,
+    /// Its heartbeat interval in ms (0: recorded by an earlier version).
+    pub interval_ms: u64,
+    /// Its liveness TTL in ms (0: recorded by an earlier version).
+    pub ttl_ms: u64,
+}
+
+/// Scheduling slack on top of two heartbeat intervals before a heartbeat counts as late.
+pub const FRESH_SLACK_MS: u64 = 250;
+
 impl RegionInfo {
+    /// Heartbeating now, not merely inside its TTL: alive, and its last heartbeat (aged on
+    /// the PSOR's clock, so no two hosts' clocks are compared) younger than about two
+    /// heartbeat intervals. A record of an earlier version (no interval) falls back to
+    /// the TTL.
+    pub fn fresh(&self) -> bool {
+        match (self.liveness.interval_ms, self.heartbeat_age_ms) {
+            _ if !self.alive => false,
+            (0, _) | (_, None) => true,
+            (i, Some(age)) => age <= 2 * i + FRESH_SLACK_MS,
+        }
+    }
+
     /// The state to show: a region recorded active whose heartbeat expired is `dead`.
     pub fn effective_state(&self) -> &str {
         if !self.alive && self.state != "stopped" {

@@ -30,6 +30,8 @@ pub struct JoinRequest {
     pub token: String,
     /// Heartbeat TTL.
     pub ttl_ms: u64,
+    /// Heartbeat interval.
+    pub interval_ms: u64,
     /// Effective start type.
     pub start_type: StartType,
     /// Refuse if any other region is alive (cold starts).

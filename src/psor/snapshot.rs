@@ -2,9 +2,7 @@
 //! the PACs in a PSOR.
 
 use super::keys;
-use super::model::{
-    now_ms, HostInfo, Mode, PacSummary, RegionInfo, Snapshot, StoreInfo, StoreSummary,
-};
+use super::model::{HostInfo, Mode, PacSummary, Snapshot, StoreInfo, StoreSummary};
 use super::scan::scan_page;
 use super::Pac;
 use crate::conn::Psor;
@@ -47,6 +45,8 @@ impl Pac {
         let mut hosts = hosts;
         hosts.sort();
         let mut p = redis::pipe();
+        // Heartbeat ages on the PSOR's clock, the one the heartbeats were stamped with.
+        p.cmd("TIME");
         for v in &stores {
             p.hgetall(k.store_meta(v)).smembers(k.store_members(v));
         }
@@ -63,8 +63,8 @@ impl Pac {
                 p.query_async(&mut c).await.map_err(|e| self.psor.err(e))?
             };
         let mut it = values.into_iter();
+        let now = super::views::redis_now(it.next());
         let mut next = || it.next().unwrap_or(redis::Value::Nil);
-        let now = now_ms();
         let mut region_infos = Vec::new();
         let mut store_infos = Vec::new();
         let mut store_raw = Vec::new();
@@ -77,23 +77,7 @@ impl Pac {
         for r in &regions {
             let h: HashMap<String, String> = redis::from_redis_value(next()).unwrap_or_default();
             let pttl: i64 = redis::from_redis_value(next()).unwrap_or(-2);
-            let hb: u64 = num(&h, "heartbeat_at");
-            region_infos.push(RegionInfo {
-                name: r.clone(),
-                host: text(&h, "host"),
-                product_version: text(&h, "product_version"),
-                os: text(&h, "os"),
-                bitness: num(&h, "bitness"),
-                store: text(&h, "store"),
-                state: text(&h, "state"),
-                start_type: text(&h, "start_type"),
-                listener: text(&h, "listener"),
-                endpoint: text(&h, "endpoint"),
-                clients: num(&h, "clients"),
-                jobs_done: num(&h, "jobs_done"),
-                alive: pttl > 0 || pttl == -1,
-                heartbeat_age_ms: (hb > 0).then(|| now.saturating_sub(hb)),
-            });
+            region_infos.push(super::views::region_info(r, &h, pttl, now));
         }
         for (v, m, members) in store_raw {
             let live_members = members

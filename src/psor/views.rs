@@ -15,7 +15,18 @@ fn text(h: &HashMap<String, String>, k: &str) -> String {
     h.get(k).cloned().unwrap_or_default()
 }
 
-fn region_info(name: &str, h: &HashMap<String, String>, pttl: i64, now: u64) -> RegionInfo {
+/// The PSOR's clock (`TIME`) in ms, from a pipeline's reply; the local clock when absent.
+pub(super) fn redis_now(v: Option<redis::Value>) -> u64 {
+    let t: Option<(u64, u64)> = v.and_then(|v| redis::from_redis_value(v).ok());
+    t.map_or_else(now_ms, |(s, us)| s * 1000 + us / 1000)
+}
+
+pub(super) fn region_info(
+    name: &str,
+    h: &HashMap<String, String>,
+    pttl: i64,
+    now: u64,
+) -> RegionInfo {
     let hb: u64 = num(h, "heartbeat_at");
     RegionInfo {
         name: name.to_string(),
@@ -32,6 +43,11 @@ fn region_info(name: &str, h: &HashMap<String, String>, pttl: i64, now: u64) -> 
         jobs_done: num(h, "jobs_done"),
         alive: pttl > 0 || pttl == -1,
         heartbeat_age_ms: (hb > 0).then(|| now.saturating_sub(hb)),
+        liveness: super::Liveness {
+            beats: num(h, "beats"),
+            interval_ms: num(h, "heartbeat_interval_ms"),
+            ttl_ms: num(h, "heartbeat_ttl_ms"),
+        },
     }
 }
 
@@ -88,6 +104,8 @@ impl Pac {
         }
         let k = self.keys();
         let mut p = redis::pipe();
+        // Heartbeat ages on the PSOR's clock, the one the heartbeats were stamped with.
+        p.cmd("TIME");
         for r in names {
             p.hgetall(k.region(r)).pttl(k.region_alive(r));
         }
@@ -95,8 +113,8 @@ impl Pac {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.psor().err(e))?;
-        let now = now_ms();
         let mut it = values.into_iter();
+        let now = redis_now(it.next());
         let mut out = Vec::with_capacity(names.len());
         for r in names {
             let h: HashMap<String, String> =
@@ -201,6 +219,7 @@ impl Pac {
     pub async fn gate_view(&self, names: &[&str]) -> Result<(Vec<RegionInfo>, Vec<String>)> {
         let k = self.keys();
         let mut p = redis::pipe();
+        p.cmd("TIME");
         p.zrange(k.stores(), 0, -1);
         for r in names {
             p.hgetall(k.region(r)).pttl(k.region_alive(r));
@@ -209,8 +228,8 @@ impl Pac {
             .query_async(&mut self.conn())
             .await
             .map_err(|e| self.psor().err(e))?;
-        let now = now_ms();
         let mut it = values.into_iter();
+        let now = redis_now(it.next());
         let stores: Vec<String> =
             redis::from_redis_value(it.next().unwrap_or(redis::Value::Nil)).unwrap_or_default();
         let mut out = Vec::with_capacity(names.len());

@@ -8,11 +8,11 @@
 //! is recorded once per job id ([`super::scripts::COMPLETE`]); a job re-run after its region
 //! died (reclaimed once idle past the reclaim time) counts a duplicate instead.
 
-use super::scripts::{ClaimJob, CompleteJob, Completion, RecordTx, Submit, SubmitReply};
+use super::scripts::{ClaimJob, CompleteJob, RecordTx, Submit, SubmitReply};
 use super::Pac;
 use crate::error::{Error, Result};
 
-pub use super::scripts::Claim;
+pub use super::scripts::{Claim, Completion};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -73,22 +73,25 @@ impl Pac {
         .await
     }
 
-    /// Records a job's completion (idempotent for the same region and entry). Returns
-    /// false only for a duplicate run.
+    /// Records a job's completion (idempotent for the same region and entry); with
+    /// `check_claim`, only while the job is still the region's claim (else
+    /// [`Completion::Reclaimed`]: dropped).
     pub async fn complete_job(
         &self,
         region: &str,
         entry: &str,
         job: &str,
         store: &str,
-    ) -> Result<bool> {
+        check_claim: bool,
+    ) -> Result<Completion> {
         let call = CompleteJob {
             region,
             entry,
             job,
             store,
+            check_claim,
         };
-        Ok(self.eval(&call).await? != Completion::Duplicate)
+        self.eval(&call).await
     }
 
     /// Records a client transaction served by `region`. Returns true the first time.

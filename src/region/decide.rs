@@ -251,6 +251,7 @@ mod tests {
                     jobs_done: 0,
                     alive: true,
                     heartbeat_age_ms: Some(0),
+                    liveness: Default::default(),
                 })
                 .collect(),
             hosts: vec![],

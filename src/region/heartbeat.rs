@@ -8,7 +8,55 @@ use crate::psor::{Heartbeat, Mode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+
+/// When a region last heartbeated, and how many of its heartbeats came more than its TTL
+/// after the one before: each such gap means its liveness key may have expired (it was
+/// frozen or cut off), so another region may have taken over the job in its hands.
+/// Monotonic time, which keeps running while the process is stopped.
+pub(crate) struct Lapses {
+    start: Instant,
+    /// ms since `start` of the last recorded heartbeat.
+    last_ok_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Lapses {
+    pub(super) fn new() -> Self {
+        Lapses {
+            start: Instant::now(),
+            last_ok_ms: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn beat_recorded(&self, ttl_ms: u64) {
+        let now = self.now_ms();
+        let prev = self.last_ok_ms.swap(now, Ordering::SeqCst);
+        if now.saturating_sub(prev) > ttl_ms {
+            self.count.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A mark to compare with later (taken when a job is claimed).
+    pub(super) fn mark(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Whether the liveness may have lapsed since `mark`: a late heartbeat came since, or
+    /// none for longer than the TTL now.
+    pub(super) fn since(&self, mark: u64, ttl: Duration) -> bool {
+        let silent = self
+            .now_ms()
+            .saturating_sub(self.last_ok_ms.load(Ordering::SeqCst));
+        self.mark() != mark || silent > ttl.as_millis() as u64
+    }
+}
 
 impl Region {
     /// Takes on its store's mode `m` (reported once, when it differs).
@@ -31,6 +79,7 @@ impl Region {
             .await
         {
             Ok(Heartbeat::Ok { mode: Some(m), .. }) => {
+                self.lapses.beat_recorded(ttl);
                 self.set_mode(m);
                 Ok(())
             }

@@ -19,6 +19,8 @@ pub struct Region {
     pub(super) store: String,
     pub(super) mode: watch::Sender<Mode>,
     pub(super) observer: Observer,
+    /// Its heartbeats' record of lapses (the worker fences its jobs with it).
+    pub(super) lapses: super::heartbeat::Lapses,
 }
 
 /// A region running in its own task.
@@ -91,10 +93,7 @@ impl Region {
         ));
         let (taking_tx, taking_rx) = watch::channel(true);
         let mut worker = tokio::spawn(worker::work(
-            me.pac.clone(),
-            me.cfg.clone(),
-            me.token.clone(),
-            me.store.clone(),
+            me.clone(),
             me.mode.subscribe(),
             taking_rx,
             lost_tx,

@@ -93,6 +93,7 @@ impl Region {
             store,
             mode,
             observer,
+            lapses: super::heartbeat::Lapses::new(),
         })
     }
 }
@@ -161,6 +162,7 @@ impl Starter<'_> {
             product: cfg.product.clone(),
             token: self.token.to_string(),
             ttl_ms: cfg.heartbeat_ttl.as_millis() as u64,
+            interval_ms: cfg.heartbeat_interval.as_millis() as u64,
             start_type: decision.effective,
             require_no_other_alive: decision.effective == StartType::Cold,
             resources: if decision.create {

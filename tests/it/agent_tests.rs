@@ -518,3 +518,67 @@ fn a_start_racing_shutdown_leaves_no_region_in_any_store() {
     r0.signal(SIGTERM);
     r0.wait_with_timeout(SOON).success();
 }
+
+/// An agent restarted with its original `--product-version` after an update runs what is
+/// installed (its host record), warning that the flag is stale; a different
+/// `--product-version` is a new installation and is taken as given.
+#[test]
+fn a_restarted_agent_runs_the_installed_version_over_a_stale_flag() {
+    let server = RedisServer::start();
+    let mut conn = server.conn();
+    let mut first = spawn_host1(&server, "cold", &[]);
+    let url = server.url();
+    let pacup = |args: &[&str]| {
+        crate::support::pacup()
+            .args(["--psor", &url])
+            .args(args)
+            .run()
+    };
+    for r in HOST1_REGIONS {
+        pacup(&["region", "stop", r, "--pac", PAC]).success();
+    }
+    pacup(&[
+        "host",
+        "update",
+        "host1",
+        "--pac",
+        PAC,
+        "--product-version",
+        "2.0.0",
+    ])
+    .success();
+    first.signal(SIGKILL);
+    let _ = first.wait_with_timeout(Duration::from_secs(5));
+
+    // The supervisor's original command line: --product-version 1.0.0 --autostart cold.
+    let ready = "Host agent host1 ready for PAC MyPAC (product 2.0.0";
+    let mut second = agent_cmd(&url, "host1", "1.0.0", &HOST1_REGIONS, "cold", &[]).spawn();
+    second.wait_for_stdout_line(|l| l.starts_with(ready), SOON);
+    for r in HOST1_REGIONS {
+        wait_until(SOON, &format!("{r} to run"), || region_alive(&mut conn, r));
+        assert_eq!(
+            region_field(&mut conn, r, "product_version").as_deref(),
+            Some("2.0.0")
+        );
+    }
+    second.signal(SIGTERM);
+    let out = second.wait_with_timeout(SOON);
+    out.success().stderr_contains(
+        "host host1: --product-version 1.0.0 is stale: the host's record shows 2.0.0 installed",
+    );
+
+    // A new installation: another --product-version wins over the record.
+    let mut third = agent_cmd(&url, "host1", "3.0.0", &HOST1_REGIONS, "none", &[]).spawn();
+    third.wait_for_stdout_line(
+        |l| l.starts_with("Host agent host1 ready for PAC MyPAC (product 3.0.0"),
+        SOON,
+    );
+    wait_until(SOON, "the record to show 3.0.0", || {
+        conn.hget::<_, _, Option<String>>(key("host:host1"), "product_version")
+            .unwrap()
+            .as_deref()
+            == Some("3.0.0")
+    });
+    third.signal(SIGTERM);
+    assert!(!third.wait_with_timeout(SOON).stderr.contains("is stale"));
+}

@@ -201,7 +201,7 @@ fn a_coordinator_stopped_past_its_lease_is_fenced_after_a_takeover() {
 }
 
 /// The plan of the failure tests: gates long enough to inject the failure in them.
-fn failure_plan(
+pub(crate) fn failure_plan(
     env: &Env,
     on_failure: &str,
     min_healthy: &str,
@@ -221,7 +221,7 @@ fn failure_plan(
 
 /// The failed event of a run's output.
 #[track_caller]
-fn failed_event(events: &[Value]) -> Value {
+pub(crate) fn failed_event(events: &[Value]) -> Value {
     let failed: Vec<&Value> = events.iter().filter(|e| e["status"] == "failed").collect();
     assert!(!failed.is_empty(), "no failed event");
     failed[0].clone()
@@ -285,12 +285,16 @@ fn an_agent_dead_before_its_wave_pauses_the_rollout_and_resume_finishes_it() {
 
 /// Runs the rollout until `region` was started in its wave, crashes it there (through its
 /// agent), and returns the finished run: its health gate cannot pass.
-fn crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> crate::support::Output {
+pub(crate) fn crash_in_gate(
+    env: &Env,
+    plan: &std::path::Path,
+    region: &str,
+) -> crate::support::Output {
     spawn_crash_in_gate(env, plan, region).wait_with_timeout(RUN_TIMEOUT)
 }
 
 /// [`crash_in_gate`], returning the still running coordinator.
-fn spawn_crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> Running {
+pub(crate) fn spawn_crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> Running {
     let mut run = env.spawn_run(plan, &[]);
     run.wait_for_stdout_line(
         |l| {
@@ -307,7 +311,7 @@ fn spawn_crash_in_gate(env: &Env, plan: &std::path::Path, region: &str) -> Runni
 }
 
 #[track_caller]
-fn assert_gate_failed_on(events: &[Value], region: &str) {
+pub(crate) fn assert_gate_failed_on(events: &[Value], region: &str) {
     let failed = failed_event(events);
     assert_eq!(failed["action"], "health_gate", "{failed}");
     let d = failed["detail"].as_str().unwrap();
@@ -355,7 +359,7 @@ fn a_region_failing_its_health_gate_pauses_and_resume_finishes() {
 /// After a rollback: the old store runs again with every region live in it at 1.0.0, the
 /// new store is gone, the history says rolled back.
 #[track_caller]
-fn assert_rolled_back(env: &Env, out: &crate::support::Output) {
+pub(crate) fn assert_rolled_back(env: &Env, out: &crate::support::Output) {
     let events = stdout_events(&out.stdout);
     events.iter().for_each(check_event_shape);
     pos(&events, "rollback", "started", None);
@@ -458,4 +462,95 @@ fn a_rollback_interrupted_by_kill_9_is_finished_by_resume() {
     assert_seq_consecutive(&stream);
     load.finish(&env);
     assert_rolled_back(&env, &resumed);
+}
+
+/// A `min_healthy` shorter than the regions' heartbeat TTL (1 s here) is lengthened to it
+/// (the gate's event says so), and a region crashed right after its start never passes
+/// its gate: its liveness key outlives it, its heartbeats do not.
+#[test]
+fn a_short_min_healthy_is_lengthened_and_a_region_crashed_after_its_start_fails_its_gate() {
+    let env = Env::start();
+    let plan = failure_plan(&env, "pause", "300ms", "5s", "30s");
+    let load = Load::start(&env, "6s", false);
+    let out = crash_in_gate(&env, &plan, "REGION2");
+    out.code(6);
+    let events = stdout_events(&out.stdout);
+    let first_gate = events
+        .iter()
+        .find(|e| e["action"] == "health_gate" && e["status"] == "done")
+        .expect("wave 1's gate passed");
+    assert!(
+        first_gate["detail"]
+            .as_str()
+            .unwrap()
+            .contains("(min_healthy 300ms lengthened to the heartbeat TTL)"),
+        "{first_gate}"
+    );
+    assert_gate_failed_on(&events, "REGION2");
+    assert!(
+        out.stderr
+            .contains("is shorter than the regions' heartbeat TTL"),
+        "{out}"
+    );
+    assert_eq!(env.rollout_status()["state"], "paused");
+    load.finish(&env);
+}
+
+/// A region found up at the wrong version when its start step runs (here: the coordinator
+/// was killed after host1's update, and REGION1 was started at 1.0.0 again by hand, as an
+/// agent restarted from a stale installation would) is repaired by the step: listener
+/// off, stopped, its host updated, started at the target.
+#[test]
+fn a_region_found_up_at_the_wrong_version_is_stopped_updated_and_started_again() {
+    let env = Env::start();
+    let plan = env.plan("p.json", "two-host-incompatible.json", json!({}));
+    let load = Load::start(&env, "6s", false);
+    let mut run = env.spawn_run(&plan, &[]);
+    run.wait_for_stdout_line(|l| is_event(l, "apply_update", "done", None), RUN_TIMEOUT);
+    run.signal(SIGKILL);
+    run.wait_with_timeout(Duration::from_secs(10));
+    env.wait_lease_free();
+    // REGION1 comes back at the old version, in the old store.
+    let pacup = |args: &[&str]| env.pacup().args(args).run();
+    pacup(&[
+        "host",
+        "update",
+        "host1",
+        "--pac",
+        PAC,
+        "--product-version",
+        "1.0.0",
+    ])
+    .success();
+    pacup(&[
+        "region",
+        "start",
+        "REGION1",
+        "--pac",
+        PAC,
+        "--start-type",
+        "warm",
+    ])
+    .success();
+    assert_eq!(
+        env.hget(&key("region:REGION1"), "store").as_deref(),
+        Some("1.0.0")
+    );
+    let resumed = env.rollout("resume", &[]);
+    resumed.success();
+    let events = stdout_events(&resumed.stdout);
+    let start = events
+        .iter()
+        .find(|e| e["action"] == "start_upgrade" && e["status"] == "done")
+        .expect("REGION1's start ran");
+    assert!(
+        start["detail"]
+            .as_str()
+            .unwrap()
+            .contains("it was up at 1.0.0 in store 1.0.0: stopped and started again"),
+        "{start}"
+    );
+    assert_clean_run(&events);
+    load.finish(&env);
+    env.assert_all_at("2.0.0", "2.0.0");
 }

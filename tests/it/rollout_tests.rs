@@ -251,7 +251,13 @@ fn plans_that_remove_all_capacity_or_are_invalid_write_nothing() {
     let env = Env::start();
     let xlen = env.xlen_events();
     let before = env.pac_status();
+    let epoch = env.hget(&key("meta"), "epoch");
     let nothing_written = |what: &str| {
+        assert_eq!(
+            env.hget(&key("meta"), "epoch"),
+            epoch,
+            "{what}: the fencing epoch moved"
+        );
         assert!(
             env.keys(&key("rollout:*")).is_empty(),
             "{what}: rollout keys written"
@@ -281,7 +287,6 @@ fn plans_that_remove_all_capacity_or_are_invalid_write_nothing() {
         .stdout_contains("wave 1 (host1, host2)");
 
     // Invalid plans: exit 2 naming the problem, before anything is written.
-    let epoch = env.hget(&key("meta"), "epoch");
     let cases = [
         ("unknown.json", json!({"colour": "blue"}), "colour"),
         (
@@ -301,11 +306,50 @@ fn plans_that_remove_all_capacity_or_are_invalid_write_nothing() {
         env.run(&p, &[]).code(2).stderr_contains(needle);
         nothing_written(name);
     }
-    assert_eq!(
-        env.hget(&key("meta"), "epoch"),
-        epoch,
-        "an invalid plan took the lease"
-    );
+}
+
+#[test]
+fn refused_resume_and_rollback_write_nothing_and_resuming_a_done_rollout_exits_0() {
+    let env = Env::start();
+    let xlen = env.xlen_events();
+    let epoch = env.hget(&key("meta"), "epoch");
+    for verb in ["resume", "rollback"] {
+        env.rollout(verb, &[])
+            .code(1)
+            .stderr_contains("not started");
+        assert_eq!(
+            env.hget(&key("meta"), "epoch"),
+            epoch,
+            "{verb} bumped the epoch"
+        );
+        assert!(!env.exists(&key("lock")), "{verb} left a lease");
+        assert!(
+            env.keys(&key("rollout:*")).is_empty(),
+            "{verb} wrote rollout keys"
+        );
+        assert_eq!(env.xlen_events(), xlen, "{verb} wrote events");
+    }
+
+    let plan = env.plan("p.json", "two-host-incompatible.json", json!({}));
+    env.run(&plan, &[]).success();
+    let epoch = env.hget(&key("meta"), "epoch");
+    let journal: std::collections::HashMap<String, String> =
+        env.conn().hgetall(key("rollout:current")).unwrap();
+    // A coordinator killed after its last write leaves a done rollout: resuming it is
+    // success, says so, and changes nothing.
+    let out = env.rollout("resume", &[]);
+    out.success().stderr_contains("is done; nothing to resume");
+    let plain = env.pacup().args(["rollout", "resume", PAC]).run();
+    plain
+        .success()
+        .stdout_contains("is done; nothing to resume");
+    assert_eq!(env.hget(&key("meta"), "epoch"), epoch);
+    let after: std::collections::HashMap<String, String> =
+        env.conn().hgetall(key("rollout:current")).unwrap();
+    assert_eq!(after, journal);
+    // Rolling a done rollout back is refused, writing nothing.
+    env.rollout("rollback", &[]).code(1);
+    assert_eq!(env.hget(&key("meta"), "epoch"), epoch);
 }
 
 /// `(version, mode)` of every store in a status document.

@@ -83,6 +83,7 @@ fn join(
         product: product(store),
         token: token.into(),
         ttl_ms: 60_000,
+        interval_ms: 20_000,
         start_type: if alone {
             StartType::Cold
         } else {
@@ -431,7 +432,7 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     expect!(
         seen,
         pac,
-        takeover,
+        takeover.clone(),
         "JOB",
         Claim::Job {
             reclaimed: true,
@@ -443,6 +444,7 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
         entry: &entry,
         job: &job,
         store: "1.0.0",
+        check_claim: false,
     };
     expect!(seen, pac, done.clone(), "FIRST", Completion::First);
     expect!(seen, pac, done.clone(), "REPEATED", Completion::Repeated);
@@ -456,6 +458,35 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
         "DUPLICATE",
         Completion::Duplicate
     );
+    // R2 takes over another of R1's jobs; R1, whose liveness lapsed meanwhile (frozen
+    // past its TTL, say), checks its claim before completing: it is R2's now, so R1's
+    // run is dropped and R2's is the one that counts.
+    let (entry1, job1) = held[1].clone();
+    expect!(seen, pac, takeover, "JOB", Claim::Job { ref entry, .. } if *entry == entry1);
+    let stale = CompleteJob {
+        region: "R1",
+        entry: &entry1,
+        job: &job1,
+        store: "1.0.0",
+        check_claim: true,
+    };
+    let dups = pac.work_stats().await.unwrap().duplicates;
+    expect!(seen, pac, stale.clone(), "RECLAIMED", Completion::Reclaimed);
+    let mine = CompleteJob {
+        region: "R2",
+        ..stale
+    };
+    expect!(seen, pac, mine, "FIRST", Completion::First);
+    assert_eq!(pac.work_stats().await.unwrap().duplicates, dups);
+    // A region whose liveness key expired (frozen past its TTL) takes no job until a
+    // heartbeat renews it.
+    let _: () = redis::cmd("DEL")
+        .arg(format!("pac:{{{}}}:region:R1:alive", pac.name()))
+        .query_async(&mut pac.psor().conn())
+        .await
+        .unwrap();
+    expect!(seen, pac, claim.clone(), "LAPSED", Claim::Lapsed);
+    expect!(seen, pac, beat.clone(), "OK", Heartbeat::Ok { .. });
     let tx = RecordTx {
         tx: "tx-1",
         region: "R1",

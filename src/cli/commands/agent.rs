@@ -97,7 +97,7 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs, m: &Metrics) -> anyhow::
             "Host agent {} ready for PAC {} (product {}, regions {})",
             a.host,
             a.pac,
-            a.product_version,
+            agent.product_version(),
             names.join(", ")
         );
     }

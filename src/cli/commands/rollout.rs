@@ -5,8 +5,11 @@ use super::{actor, connect, hints, print_json};
 use crate::cli::args::*;
 use crate::cli::output::outln;
 use crate::cli::{GlobalArgs, MetricsArgs};
+use crate::coordinator::journal::Trigger;
 use crate::coordinator::plan::Plan;
-use crate::coordinator::{self, Coordinator, Emitter, Event, Interrupt, Outcome, RunOptions};
+use crate::coordinator::{
+    self, Coordinator, Emitter, Event, Interrupt, Outcome, Precheck, RunOptions,
+};
 use crate::error::{Error, ExitCode};
 use crate::metrics::Metrics;
 use crate::names::PacName;
@@ -290,6 +293,7 @@ fn finish(g: &GlobalArgs, pac: &PacName, o: Outcome) -> anyhow::Result<ExitCode>
         ),
         Outcome::RolledBack(w) => format!("Rollout of PAC {pac} rolled back: {w}"),
         Outcome::RolledBackOnRequest(w) => format!("Rollout of PAC {pac} rolled back: {w}"),
+        Outcome::AlreadyDone(w) => format!("Rollout of PAC {pac}: {w}"),
     };
     let success = o.exit_code() == ExitCode::Ok;
     if g.json || !success {
@@ -390,6 +394,11 @@ pub(super) async fn rollout(
             );
             opts.metrics = m.clone();
             opts.allow_partial = allow_partial;
+            let allow = coordinator::Allow {
+                downtime: allow_downtime,
+                partial: allow_partial,
+            };
+            coordinator::precheck(&pac, Trigger::Run, Some((&plan, allow))).await?;
             let c = Coordinator::acquire(pac, opts).await?;
             sig.listen(&plan.pac)?;
             let name = plan.pac.clone();
@@ -408,6 +417,11 @@ pub(super) async fn rollout(
                 sig.interrupt.clone(),
             );
             opts.metrics = m.clone();
+            if let Precheck::AlreadyDone(o) =
+                coordinator::precheck(&p, Trigger::Resume, None).await?
+            {
+                return finish(g, &pac, o);
+            }
             let c = Coordinator::acquire(p, opts).await?;
             sig.listen(&pac)?;
             let o = c.resume().await?;
@@ -424,6 +438,7 @@ pub(super) async fn rollout(
                 true,
                 sig.interrupt.clone(),
             );
+            coordinator::precheck(&p, Trigger::Rollback, None).await?;
             let c = Coordinator::acquire(p, opts).await?;
             sig.listen(&pac)?;
             let o = c.rollback(fast).await?;

@@ -180,6 +180,7 @@ fn region(name: &str, host: &str, state: &str, alive: bool) -> RegionInfo {
         jobs_done: 0,
         alive,
         heartbeat_age_ms: Some(4200),
+        liveness: Default::default(),
     }
 }
 

@@ -16,7 +16,9 @@ use crate::psor::{JoinRequest, Mode};
 
 /// ARGV: 1 gen, 2 action (create|join), 3 store version, 4 mode (for create), 5 os,
 /// 6 bitness, 7 region, 8 host, 9 instance token, 10 ttl ms, 11 start type, 12 actor,
-/// 13 product version, 14 require no other live region (0/1), 15.. (kind, name, json)*.
+/// 13 product version, 14 require no other live region (0/1), 15 heartbeat interval ms,
+/// 16.. (kind, name, json)*. The interval and TTL are kept in the record, so a reader
+/// tells a region that heartbeats now from one whose liveness key has not yet expired.
 /// Returns `{OK, version, mode}`, `{CONFLICT}`, `{NOPAC}`, `{RUNNING, host}`,
 /// `{ALIVE, region}`, `{REMOVING, version}`.
 pub static JOIN: Lua = Lua::critical(
@@ -47,7 +49,7 @@ if ARGV[2] == 'create' then
     'key_index', '1')
   -- The index names every store key but the record (deleted last, it carries the flag).
   redis.call('RPUSH', K.store_index(V), K.store_members(V))
-  for i = 15, #ARGV, 3 do
+  for i = 16, #ARGV, 3 do
     redis.call('HSET', K.store_resources(V, ARGV[i]), ARGV[i + 1], ARGV[i + 2])
     redis.call('RPUSH', K.store_index(V), K.store_resources(V, ARGV[i]))
   end
@@ -66,7 +68,8 @@ redis.call('SADD', K.regions(), R)
 redis.call('HSET', K.region(R), 'host', ARGV[8], 'product_version', ARGV[13],
   'os', ARGV[5], 'bitness', ARGV[6], 'store', V, 'last_store', V, 'state', 'active',
   'start_type', ARGV[11], 'instance', ARGV[9], 'started_at', now, 'heartbeat_at', now,
-  'listener', 'off', 'clients', '0')
+  'listener', 'off', 'clients', '0', 'beats', '0', 'heartbeat_interval_ms', ARGV[15],
+  'heartbeat_ttl_ms', ARGV[10])
 redis.call('SET', K.region_alive(R), ARGV[9], 'PX', ARGV[10])
 event('region_started', R .. ' (' .. ARGV[11] .. ') joined store ' .. V, ARGV[12], R)
 return {'OK', V, store_mode(V)}
@@ -135,6 +138,7 @@ impl Call for Join<'_> {
             self.actor.to_string(),
             req.product.version.to_string(),
             flag(req.require_no_other_alive),
+            req.interval_ms.to_string(),
         ];
         for (kind, name, json) in &req.resources {
             args.extend([kind.clone(), name.clone(), json.clone()]);
@@ -171,6 +175,7 @@ local cur = redis.call('GET', K.region_alive(R))
 if cur and cur ~= token then return {'LOST', cur} end
 redis.call('SET', K.region_alive(R), token, 'PX', ttl)
 redis.call('HSET', K.region(R), 'heartbeat_at', now_ms())
+redis.call('HINCRBY', K.region(R), 'beats', 1)
 if clients and clients ~= '' then redis.call('HSET', K.region(R), 'clients', clients) end
 local V = redis.call('HGET', K.region(R), 'store') or ''
 local mode = ''

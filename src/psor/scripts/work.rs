@@ -101,10 +101,13 @@ impl Call for Submit<'_> {
 /// new|reclaimed}`, `{NONE}`, `{MODE, mode}` or `{LOST}`.
 pub static CLAIM: Lua = Lua::critical(
     "CLAIM",
-    &["JOB", "NONE", "MODE", "LOST"],
+    &["JOB", "NONE", "MODE", "LOST", "LAPSED"],
     r#"
 local R, token, idle = ARGV[1], ARGV[2], ARGV[3]
 if redis.call('HGET', K.region(R), 'instance') ~= token then return {'LOST'} end
+-- A region whose liveness lapsed (frozen, cut off) may have had its jobs reclaimed and
+-- may be counted dead by a health gate: it takes nothing until a heartbeat renews it.
+if redis.call('GET', K.region_alive(R)) ~= token then return {'LAPSED'} end
 local V = redis.call('HGET', K.region(R), 'store') or ''
 if V == '' then return {'MODE', ''} end
 local mode = store_mode(V) or ''
@@ -159,6 +162,9 @@ pub enum Claim {
     NotRunning(String),
     /// The region is no longer owned by this instance.
     Lost,
+    /// The region's liveness key expired (it was frozen or cut off): no job until its
+    /// next heartbeat renews it.
+    Lapsed,
 }
 
 impl Call for ClaimJob<'_> {
@@ -183,20 +189,24 @@ impl Call for ClaimJob<'_> {
             "NONE" => Claim::None,
             "MODE" => Claim::NotRunning(r.text(0)),
             "LOST" => Claim::Lost,
+            "LAPSED" => Claim::Lapsed,
             _ => return None,
         })
     }
 }
 
-/// ARGV: region, stream id, job id, store. Records the job's result once (a re-run counts
+/// ARGV: region, stream id, job id, store, check claim (0/1). Records the job's result once (a re-run counts
 /// a duplicate instead), acknowledges and deletes the stream entry, and keeps the
 /// completion-gap statistics. Returns `{FIRST}` for a first completion, `{DUPLICATE}` for
 /// a duplicate run, `{REPEATED}` for the same completion delivered again (a retry after a
-/// lost reply: not counted). While a rollout runs, a first completion also counts in its
+/// lost reply: not counted). With the claim checked (a region whose liveness lapsed while
+/// it held the job), `{RECLAIMED}` when the entry is no longer this region's claim
+/// (another region took it over while this one was frozen or cut off): nothing is
+/// written, the other region's run is the one that counts. While a rollout runs, a first completion also counts in its
 /// `jobs` series (per second and store).
 pub static COMPLETE: Lua = Lua::critical(
     "COMPLETE",
-    &["FIRST", "DUPLICATE", "REPEATED"],
+    &["FIRST", "DUPLICATE", "REPEATED", "RECLAIMED"],
     r#"
 local R, entry, job, store = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local jobs = K.jobs()
@@ -208,6 +218,12 @@ if prev then
   local mine = string.sub(prev, 1, #R + 1) == R .. ' '
     and string.sub(prev, -(#entry + 1)) == ' ' .. entry
   if mine then return {'REPEATED'} end
+end
+if ARGV[5] == '1' then
+  local pending = redis.call('XPENDING', jobs, JOB_GROUP, entry, entry, 1, R)
+  if #pending == 0 then return {'RECLAIMED'} end
+end
+if prev then
   redis.call('HINCRBY', st, 'duplicates', 1)
   redis.call('XACK', jobs, JOB_GROUP, entry)
   redis.call('XDEL', jobs, entry)
@@ -249,6 +265,9 @@ pub struct CompleteJob<'a> {
     pub job: &'a str,
     /// The region's store.
     pub store: &'a str,
+    /// Complete only if the job is still this region's claim (its liveness lapsed while
+    /// it held the job, so another region may have taken it over).
+    pub check_claim: bool,
 }
 
 /// What [`CompleteJob`] answered.
@@ -260,6 +279,9 @@ pub enum Completion {
     Duplicate,
     /// This very completion was recorded before (a retry after a lost reply).
     Repeated,
+    /// The job is no longer this region's claim (reclaimed by another region): dropped,
+    /// nothing recorded.
+    Reclaimed,
 }
 
 impl Call for CompleteJob<'_> {
@@ -273,6 +295,7 @@ impl Call for CompleteJob<'_> {
             self.entry.into(),
             self.job.into(),
             self.store.into(),
+            super::flag(self.check_claim),
         ]
     }
     fn decode(r: Raw) -> Option<Completion> {
@@ -280,6 +303,7 @@ impl Call for CompleteJob<'_> {
             "FIRST" => Completion::First,
             "DUPLICATE" => Completion::Duplicate,
             "REPEATED" => Completion::Repeated,
+            "RECLAIMED" => Completion::Reclaimed,
             _ => return None,
         })
     }

@@ -30,6 +30,8 @@ pub const SIGHUP: i32 = 1;
 pub const SIGINT: i32 = 2;
 pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
+pub const SIGCONT: i32 = 18;
+pub const SIGSTOP: i32 = 19;
 
 /// Variables removed from every child's environment (plus any other `PACUP_*`).
 const SCRUBBED_ENV: &[&str] = &[

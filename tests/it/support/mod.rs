@@ -28,7 +28,9 @@ pub mod tls;
 pub mod work;
 
 pub use cluster::RedisCluster;
-pub use cmd::{caspac, pacup, Cmd, Output, Running, SIGHUP, SIGINT, SIGKILL, SIGTERM};
+pub use cmd::{
+    caspac, pacup, Cmd, Output, Running, SIGCONT, SIGHUP, SIGINT, SIGKILL, SIGSTOP, SIGTERM,
+};
 pub use monitor::Monitor;
 pub use sentinel::{Sentinel, SentinelSet, SentinelSetBuilder};
 pub use server::{RedisServer, RedisServerBuilder};
@@ -186,4 +188,42 @@ pub(crate) fn encode_userinfo(s: &str) -> String {
         }
     }
     out
+}
+
+/// The seed of a randomised test: `PACUP_TEST_SEED` if set (to replay a failure), else
+/// the clock; printed either way, so every run can be replayed.
+pub(crate) fn seed(test: &str) -> u64 {
+    let seed = std::env::var("PACUP_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(7, |d| d.as_nanos() as u64)
+        });
+    eprintln!("{test}: seed {seed} (PACUP_TEST_SEED={seed} replays it)");
+    seed
+}
+
+/// A small deterministic generator for randomised tests (seeded with [`seed`]).
+pub(crate) struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n.max(1)
+    }
+
+    /// One of `xs`.
+    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
 }

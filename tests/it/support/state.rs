@@ -29,8 +29,10 @@ pub(crate) fn psor_state(conn: &mut redis::Connection) -> BTreeMap<String, Strin
         let v = match t.as_str() {
             "hash" => {
                 let h: BTreeMap<String, String> = conn.hgetall(&k).unwrap();
-                let h: BTreeMap<_, _> =
-                    h.into_iter().filter(|(f, _)| f != "heartbeat_at").collect();
+                let h: BTreeMap<_, _> = h
+                    .into_iter()
+                    .filter(|(f, _)| f != "heartbeat_at" && f != "beats")
+                    .collect();
                 format!("{h:?}")
             }
             "set" => {
