@@ -84,6 +84,11 @@ pub enum StepOutcome {
 
 /// Runs one step.
 pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
+    if ctx.driver.probes() {
+        if let Some(r) = run_probed(ctx, step).await {
+            return r;
+        }
+    }
     match &step.kind {
         StepKind::Preflight => Ok(StepOutcome::Skipped(
             "done before the journal was written".into(),
@@ -104,6 +109,31 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::RemoveOld => remove_old(ctx).await,
         StepKind::RemoveStore { store } => remove_store(ctx, store).await,
     }
+}
+
+/// The command driver's steps that observe through its templates rather than pacup's
+/// records (`None`: the step is the same for both drivers).
+async fn run_probed(ctx: &Ctx<'_>, step: &Step) -> Option<Result<StepOutcome>> {
+    use super::probed as p;
+    Some(match &step.kind {
+        StepKind::ListenerOff(o) => p::listener(ctx, o, false).await,
+        StepKind::ListenerOn(o) => p::listener(ctx, o, true).await,
+        StepKind::Drain(o) => p::drain(ctx, o).await,
+        StepKind::Stop(o) => p::stop(ctx, o).await,
+        StepKind::ApplyUpdate { host } => p::apply_update(ctx, host).await,
+        StepKind::StartUpgrade(o) => p::start(ctx, o, StartType::Upgrade).await,
+        StepKind::StartWarm(o) => p::start(ctx, o, StartType::Warm).await,
+        StepKind::HealthGate(scope) => p::gate(ctx, *scope).await,
+        StepKind::Verify => p::verify(ctx).await,
+        StepKind::SetModeRunning if ctx.driver.has("set_mode_running") => {
+            p::set_mode(ctx, Mode::Running).await
+        }
+        StepKind::SetModeQuiesce if ctx.driver.has("set_mode_quiesce") => {
+            p::set_mode(ctx, Mode::Quiesce).await
+        }
+        StepKind::RemoveOld if ctx.driver.has("remove_old") => p::remove_old(ctx).await,
+        _ => return None,
+    })
 }
 
 /// A region whose heartbeat expired without it ever leaving its store: its host may be
@@ -326,7 +356,13 @@ async fn check_compat(ctx: &Ctx<'_>) -> Result<StepOutcome> {
              does not apply{detail}"
         ))
     };
-    if let Some(r) = ctx.driver.check_compat(ctx.pac, &target, ctx.epoch).await {
+    // `{host}`: the first upgraded host, which has the new product by now.
+    let first_host = ctx.plan.waves[0][0].to_string();
+    if let Some(r) = ctx
+        .driver
+        .check_compat(ctx.pac, &first_host, &target, ctx.epoch)
+        .await
+    {
         let (code, detail) = r?;
         return match code {
             3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
@@ -523,7 +559,10 @@ async fn remove_old(ctx: &Ctx<'_>) -> Result<StepOutcome> {
     if s.stores.len() < 2 && s.removing.is_empty() {
         return Ok(StepOutcome::Skipped("no old store left".into()));
     }
-    let m = ctx.driver.remove_old(ctx.pac, ctx.epoch, ctx.actor).await?;
+    let m = ctx
+        .driver
+        .remove_old(ctx.pac, &ctx.target(), ctx.epoch, ctx.actor)
+        .await?;
     Ok(StepOutcome::Done(m))
 }
 

@@ -23,9 +23,13 @@ pub mod journal;
 pub mod plan;
 pub mod preflight;
 pub mod preflight_wait;
+pub mod probe;
+mod probed;
 pub mod progress;
+mod safety;
 pub mod status;
 pub mod steps;
+pub mod templates;
 mod writer;
 
 use crate::error::{Error, ExitCode, Result};
@@ -424,8 +428,12 @@ impl Coordinator {
     /// `rollout abort` when no coordinator is running it.
     pub async fn abort(mut self) -> Result<Outcome> {
         let r = async {
-            self.load().await?;
+            let j = self.load().await?;
             self.next_state(Trigger::Abort, "nothing to abort")?;
+            if let Ok(plan) = j.plan(self.pac.name().as_str()) {
+                self.monitor_end(plan, safety::Ending::Final, j.next_step)
+                    .await?;
+            }
             self.finish(Trigger::Abort, "aborted by an operator", None)
                 .await?;
             Ok(Outcome::Aborted("aborted by an operator".into()))

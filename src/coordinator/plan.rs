@@ -119,6 +119,29 @@ impl Default for Health {
     }
 }
 
+/// The monitoring hold: commands that suspend the site's health monitoring (so a planned
+/// stop does not trigger a failover) before the first stop, and resume it when the
+/// rollout ends or pauses. Either driver; rendered like the command driver's templates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Monitor {
+    /// Suspends monitoring (the `monitor_suspend` command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<String>,
+    /// Resumes monitoring (the `monitor_resume` command).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// Keep monitoring suspended while the rollout is paused or held.
+    #[serde(default)]
+    pub keep_suspended_on_pause: bool,
+}
+
+impl Monitor {
+    fn is_unset(&self) -> bool {
+        *self == Monitor::default()
+    }
+}
+
 /// How regions are driven.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -202,7 +225,7 @@ impl<'de> Deserialize<'de> for MaxUnavailable {
 /// Every field a plan file may hold, nested ones as dotted paths (`hosts[]` is an element
 /// of `hosts`). Anything else is refused by `deny_unknown_fields`; the test module keeps
 /// this list equal to what serde accepts, and docs/plan.md documents exactly these.
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 28] = [
     "pac",
     "target",
     "target.version",
@@ -227,6 +250,10 @@ pub const FIELDS: [&str; 24] = [
     "driver.kind",
     "driver.templates",
     "driver.timeout",
+    "monitor",
+    "monitor.suspend",
+    "monitor.resume",
+    "monitor.keep_suspended_on_pause",
 ];
 
 /// A rollout plan.
@@ -280,6 +307,9 @@ pub struct Plan {
     /// How regions are driven.
     #[serde(default)]
     pub driver: DriverSpec,
+    /// The monitoring hold.
+    #[serde(default, skip_serializing_if = "Monitor::is_unset")]
+    pub monitor: Monitor,
     /// The waves were derived from `max_unavailable`/`canary` by the parser; preflight
     /// derives them again against the PAC's region count (a percentage is of the PAC).
     /// Not part of the file: a journaled plan carries its waves.
@@ -416,6 +446,19 @@ impl Plan {
         }
         if let DriverSpec::Command { templates, .. } = &self.driver {
             super::driver::validate_templates(templates)?;
+        }
+        for (field, cmd) in [
+            ("monitor.suspend", &self.monitor.suspend),
+            ("monitor.resume", &self.monitor.resume),
+        ] {
+            if let Some(c) = cmd {
+                super::templates::validate_one(
+                    &format!("plan field {field}"),
+                    field,
+                    c,
+                    &["version"],
+                )?;
+            }
         }
         Ok(())
     }

@@ -52,6 +52,10 @@ pub enum Action {
     Pause,
     /// Finished (events only).
     Done,
+    /// Health monitoring suspended (events only).
+    MonitorSuspend,
+    /// Health monitoring resumed (events only).
+    MonitorResume,
 }
 
 impl Action {
@@ -75,6 +79,8 @@ impl Action {
             Action::Rollback => "rollback",
             Action::Pause => "pause",
             Action::Done => "done",
+            Action::MonitorSuspend => "monitor_suspend",
+            Action::MonitorResume => "monitor_resume",
         }
     }
 
@@ -310,7 +316,11 @@ impl<'de> Deserialize<'de> for Step {
                 Some(store) => StepKind::RemoveStore { store },
                 None => StepKind::RemoveOld,
             },
-            a @ (Action::Rollback | Action::Pause | Action::Done) => {
+            a @ (Action::Rollback
+            | Action::Pause
+            | Action::Done
+            | Action::MonitorSuspend
+            | Action::MonitorResume) => {
                 return Err(serde::de::Error::custom(format!(
                     "step {}: {a} is an event, not a step",
                     r.n
@@ -467,6 +477,10 @@ pub struct RollbackInput<'a> {
     pub hosts: &'a BTreeMap<String, String>,
     /// Incident mode: every host at once, one gate.
     pub fast: bool,
+    /// Command driver: the hosts the rollout's steps reached, each with whether its
+    /// update may have run (real hosts write no record saying what they run); `None` for
+    /// the agent driver, which reads its records.
+    pub touched: Option<&'a BTreeMap<String, bool>>,
     /// Number of the first rollback step.
     pub first: usize,
 }
@@ -532,6 +546,22 @@ pub fn rollback_steps(i: &RollbackInput<'_>) -> Vec<Step> {
                         .collect()
                 })
                 .unwrap_or_default();
+            if !agent {
+                // Real regions write no record saying where they are: every region of a
+                // host the rollout reached goes through stop, update and start, each
+                // observing its state through `region_state` first (and skipping what is
+                // done).
+                let Some(updated) = i.touched.and_then(|t| t.get(h)) else {
+                    continue;
+                };
+                stop.extend(on_host.iter().cloned());
+                if *updated {
+                    update.push(h.clone());
+                }
+                start.extend(on_host.iter().cloned());
+                back_on.extend(on_host);
+                continue;
+            }
             let info = |r: &str| i.regions.iter().find(|x| x.name == r);
             let at_old =
                 |o: &On| info(&o.region).is_some_and(|x| x.alive && x.product_version == old);

@@ -161,6 +161,7 @@ fn rollback(regions: &[RegionInfo], hosts: &[(&str, &str)], fast: bool) -> Vec<S
         regions,
         hosts: &hosts,
         fast,
+        touched: None,
         first: 26,
     });
     assert!(s.iter().enumerate().all(|(i, st)| st.n == 26 + i));
@@ -243,6 +244,7 @@ fn a_fast_rollback_moves_every_host_at_once_with_one_gate() {
             regions: &regions,
             hosts: &BTreeMap::new(),
             fast: true,
+            touched: None,
             first: 1,
         }))
         .unwrap(),

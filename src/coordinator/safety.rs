@@ -1,0 +1,107 @@
+//! The monitoring hold (plan field `monitor`): the site's health monitoring is suspended
+//! before a run's first step (so planned stops do not trigger a failover) and resumed
+//! when the rollout ends (done, aborted, rolled back) and, unless
+//! `monitor.keep_suspended_on_pause`, when it pauses or is held. Both outcomes are events
+//! (`monitor_suspend`, `monitor_resume`). A failing suspend fails the run before any
+//! region is touched; a failing resume is reported loudly (a `failed` event, an error in
+//! the log) but undoes nothing.
+
+use super::driver::run_command;
+use super::plan::Plan;
+use super::steps::Action;
+use super::templates::{render, split_credentials, Vars};
+use super::{Coordinator, Head};
+use crate::error::Result;
+use std::time::{Duration, Instant};
+
+/// Bound on one monitoring command.
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Which way the hold goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Hold {
+    /// Before the steps.
+    Suspend,
+    /// After them.
+    Resume,
+}
+
+/// Why monitoring is resumed: a pause keeps it suspended when the plan asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ending {
+    /// Done, aborted, rolled back.
+    Final,
+    /// Paused, held, interrupted.
+    Pause,
+}
+
+impl Coordinator {
+    /// Runs the plan's suspend or resume command, if it has one, journaling its outcome
+    /// as an event numbered `n`: `Some(why)` for a failing suspend (the run must not go
+    /// on); a failing resume is logged, not returned. `Err` is the journal's.
+    pub(super) async fn monitor(
+        &self,
+        plan: &Plan,
+        hold: Hold,
+        n: usize,
+    ) -> Result<Option<String>> {
+        let (cmd, action) = match hold {
+            Hold::Suspend => (&plan.monitor.suspend, Action::MonitorSuspend),
+            Hold::Resume => (&plan.monitor.resume, Action::MonitorResume),
+        };
+        let Some(tpl) = cmd else {
+            return Ok(None);
+        };
+        let opts = self.pac.psor().options();
+        let (url, user, password) = split_credentials(&opts.url);
+        let vars = Vars {
+            pac: self.pac.name().to_string(),
+            version: plan.target.version.to_string(),
+            psor: url,
+            psor_user: user.clone(),
+            ..Vars::default()
+        };
+        let mut env = Vec::new();
+        if !user.is_empty() {
+            env.push(("PACUP_PSOR_USER", user));
+        }
+        if let Some(p) = password.or_else(|| opts.password.clone()) {
+            env.push(("PACUP_PSOR_PASSWORD", p));
+        }
+        let t = Instant::now();
+        let r = run_command(&render(tpl, &vars), MONITOR_TIMEOUT, &env, None).await;
+        let ms = t.elapsed().as_millis() as u64;
+        let (ok, detail) = match r {
+            Ok((0, _, d)) => (true, d),
+            Ok((_, _, d)) => (false, d),
+            Err(e) => (false, e.to_string()),
+        };
+        let status = if ok { "done" } else { "failed" };
+        self.journal(
+            super::journal::Write::new(),
+            Some((Head::marker(n, action), status, &detail, ms)),
+            None,
+        )
+        .await?;
+        match (ok, hold) {
+            (true, _) => Ok(None),
+            (false, Hold::Suspend) => Ok(Some(format!("monitor.suspend failed: {detail}"))),
+            (false, Hold::Resume) => {
+                tracing::error!(
+                    "monitoring was NOT resumed (monitor.resume failed: {detail}); resume it \
+                     by hand"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Resumes monitoring at the end of a run, unless the plan keeps it suspended while
+    /// paused.
+    pub(super) async fn monitor_end(&self, plan: &Plan, ending: Ending, n: usize) -> Result<()> {
+        if ending == Ending::Pause && plan.monitor.keep_suspended_on_pause {
+            return Ok(());
+        }
+        self.monitor(plan, Hold::Resume, n).await.map(|_| ())
+    }
+}
