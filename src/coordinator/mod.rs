@@ -17,6 +17,7 @@
 
 pub mod actions;
 pub mod driver;
+pub mod dryrun;
 mod exec;
 mod gate;
 pub mod journal;

@@ -45,6 +45,10 @@ pub enum RolloutCommand {
         /// Accept a compatible plan that leaves out live regions of the PAC.
         #[arg(long)]
         allow_partial: bool,
+        /// Also show every command each step would run, placeholders filled, with its
+        /// timeout, and the plan's settings (nothing is run but preflight's probes).
+        #[arg(long)]
+        show_commands: bool,
     },
     /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
     #[command(
@@ -319,6 +323,7 @@ pub(super) async fn rollout(
             plan,
             allow_downtime,
             allow_partial,
+            show_commands,
         } => {
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
@@ -327,8 +332,15 @@ pub(super) async fn rollout(
                 partial: allow_partial,
             };
             let pv = coordinator::preview_with(&pac, &plan, allow).await?;
+            let dry = show_commands.then(|| {
+                coordinator::dryrun::dry_run(&pv.plan, pv.process, &pv.steps, pac.psor().options())
+            });
             if g.json {
-                print_json(&serde_json::to_value(&pv)?);
+                let mut v = serde_json::to_value(&pv)?;
+                if let Some(d) = &dry {
+                    v["commands"] = serde_json::to_value(d)?;
+                }
+                print_json(&v);
             } else {
                 outln!(
                     "PAC {}: {} -> {}, {} process ({} steps)",
@@ -341,8 +353,9 @@ pub(super) async fn rollout(
                 for r in &pv.reasons {
                     outln!("  {r}");
                 }
-                for s in &pv.steps {
-                    outln!("{s}");
+                match &dry {
+                    Some(d) => d.lines().iter().for_each(|l| outln!("{l}")),
+                    None => pv.steps.iter().for_each(|s| outln!("{s}")),
                 }
                 for p in &pv.problems {
                     outln!("preflight would refuse: {p}");

@@ -352,3 +352,67 @@ fn command_plans_without_region_state_or_with_a_foreign_placeholder_are_exit_2()
     }
     assert!(!site.exists(&key("rollout:current")));
 }
+
+/// `rollout plan --show-commands` renders every command of every step (placeholders
+/// filled, bound shown) and the plan's settings, as text and as JSON, and writes nothing.
+#[test]
+fn plan_show_commands_renders_every_template_of_every_step() {
+    let site = site();
+    let plan_path = write_plan(&site, "plan.json", &plan("1m", "casstate /r{region} /j"));
+    let out = rollout(&site, &["plan", &plan_path, "--show-commands"]);
+    out.success();
+    let text = &out.stdout;
+    for want in [
+        "settings: strategy incompatible, process incompatible, waves [host1] [host2], \
+         mode_flip after_first_wave, on_failure pause, hold_finalization false",
+        "timeouts: drain 5s, stop 20s, health min_healthy 500ms within 20s, progress 1m, \
+         driver command (each command within 30s)",
+        "$ casstate /rREGION2 /j    [region_state, 30s]",
+        "$ test -w \"${TMPDIR:-/tmp}\" && echo host2 ok    [host_check, 30s]",
+        "$ echo suspend MyPAC >> \"$MON_LOG\"    [monitor.suspend, 60s]",
+        "$ casstop -rREGION1B    [stop, 30s]",
+        "$ ES_PAC_MIN_COMP_CHECK=NO casstart /rREGION1 /s:u    [start, 30s]",
+        "$ ES_PAC_MIN_COMP_CHECK=NO casstart /rREGION2 /s:w    [start, 30s]",
+    ] {
+        assert!(text.contains(want), "no {want:?} in:\n{text}");
+    }
+    let port = site.server.port();
+    assert!(
+        text.contains(&format!("-sredis,127.0.0.1:{port}    [remove_old, 30s]")),
+        "{text}"
+    );
+    // Each step's commands follow its line: the probe, then the action.
+    let stop = text
+        .lines()
+        .position(|l| l.ends_with("stop REGION1 on host1"))
+        .expect("stop step");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[stop + 1].contains("casstate /rREGION1 /j"), "{text}");
+    assert!(lines[stop + 2].contains("casstop -rREGION1 "), "{text}");
+
+    let out = rollout(&site, &["plan", &plan_path, "--show-commands", "--json"]);
+    out.success();
+    let j = out.json();
+    let c = &j["commands"];
+    assert_eq!(c["settings"]["driver_timeout"], "30s", "{c}");
+    assert_eq!(c["settings"]["process"], "incompatible", "{c}");
+    let steps = c["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), j["steps"].as_array().unwrap().len());
+    let check = steps
+        .iter()
+        .find(|s| s["action"] == "check_compat")
+        .expect("check_compat");
+    assert_eq!(check["commands"][0]["template"], "check_compat", "{check}");
+    assert!(
+        check["commands"][0]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("PACUP_PRODUCT_VERSION=2.0.0 caspac -aCheckCompat=MyPAC"),
+        "{check}"
+    );
+    assert_eq!(
+        c["monitor_resume"]["command"],
+        "echo resume MyPAC >> \"$MON_LOG\""
+    );
+    assert!(!site.exists(&key("rollout:current")));
+}
