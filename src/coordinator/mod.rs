@@ -16,6 +16,7 @@
 //!   (exit 7) or abort (exit 1).
 
 pub mod actions;
+pub mod amend;
 pub mod driver;
 pub mod dryrun;
 mod exec;
@@ -365,17 +366,26 @@ impl Coordinator {
 
     /// `rollout resume`: continues the journaled rollout from its next step (a held
     /// rollout is released; a rollback in progress goes on).
-    pub async fn resume(mut self) -> Result<Outcome> {
-        let r = self.resume_inner().await;
+    pub async fn resume(self) -> Result<Outcome> {
+        self.resume_with(None).await
+    }
+
+    /// `rollout resume --plan`: [`Coordinator::resume`] with the journaled plan amended
+    /// to `fixed` first (templates, timeouts and health settings only; see [`amend`]).
+    pub async fn resume_with(mut self, fixed: Option<Plan>) -> Result<Outcome> {
+        let r = self.resume_inner(fixed).await;
         self.release().await;
         r
     }
 
-    async fn resume_inner(&mut self) -> Result<Outcome> {
-        let j = self.load().await?;
+    async fn resume_inner(&mut self, fixed: Option<Plan>) -> Result<Outcome> {
+        let mut j = self.load().await?;
         j.plan(self.pac.name().as_str())?;
         let was = self.state;
         self.next_state(Trigger::Resume, "nothing to resume")?;
+        if let Some(f) = fixed {
+            self.amend(&mut j, f).await?;
+        }
         let mut w = Write::new().clear_pause_request();
         if was == Some(RolloutState::Held) {
             w = w.released(j.next_step);
@@ -465,6 +475,7 @@ impl Coordinator {
             "reason": j.reason,
             "by": j.by,
             "plan": plan,
+            "amendments": j.amendments,
         })
         .to_string();
         let action = match to {

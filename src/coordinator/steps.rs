@@ -56,6 +56,8 @@ pub enum Action {
     MonitorSuspend,
     /// Health monitoring resumed (events only).
     MonitorResume,
+    /// The plan was amended by `rollout resume --plan` (events only).
+    Amend,
 }
 
 impl Action {
@@ -81,6 +83,7 @@ impl Action {
             Action::Done => "done",
             Action::MonitorSuspend => "monitor_suspend",
             Action::MonitorResume => "monitor_resume",
+            Action::Amend => "amend",
         }
     }
 
@@ -320,7 +323,8 @@ impl<'de> Deserialize<'de> for Step {
             | Action::Pause
             | Action::Done
             | Action::MonitorSuspend
-            | Action::MonitorResume) => {
+            | Action::MonitorResume
+            | Action::Amend) => {
                 return Err(serde::de::Error::custom(format!(
                     "step {}: {a} is an event, not a step",
                     r.n

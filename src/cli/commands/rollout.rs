@@ -84,6 +84,10 @@ pub enum RolloutCommand {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
+        /// Continue with this corrected plan: it may differ from the rollout's only in
+        /// templates, timeouts and health settings (anything else: exit 2).
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,
@@ -409,8 +413,20 @@ pub(super) async fn rollout(
             let o = c.run(plan).await?;
             finish(g, &name, o)
         }
-        RolloutCommand::Resume { pac, lease, .. } => {
+        RolloutCommand::Resume {
+            pac, lease, plan, ..
+        } => {
             let p = Pac::new(connect(g).await?.with_metrics(m.clone()), pac.clone());
+            // A refused amendment is refused before the lease is taken: nothing written.
+            let fixed = match plan {
+                Some(path) => {
+                    let fixed = Plan::load(&path)?;
+                    let j = coordinator::journal::Journal::decode(&p.rollout_current().await?)?;
+                    coordinator::amend::check(&j, pac.as_str(), &fixed)?;
+                    Some(fixed)
+                }
+                None => None,
+            };
             let mut sig = Interrupts::new();
             let mut opts = run_options(
                 g,
@@ -423,7 +439,7 @@ pub(super) async fn rollout(
             opts.metrics = m.clone();
             let c = Coordinator::acquire(p, opts).await?;
             sig.listen(&pac)?;
-            let o = c.resume().await?;
+            let o = c.resume_with(fixed).await?;
             finish(g, &pac, o)
         }
         RolloutCommand::Rollback { pac, fast, lease } => {

@@ -416,3 +416,74 @@ fn plan_show_commands_renders_every_template_of_every_step() {
     );
     assert!(!site.exists(&key("rollout:current")));
 }
+
+/// A wrong template pauses the rollout; `rollout resume --plan` with anything but
+/// templates, timeouts and health changed is refused (exit 2, the fields named, nothing
+/// written); with the template corrected it continues to the end, the change recorded
+/// as an `amend` event and in the history.
+#[test]
+fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes() {
+    let site = site();
+    let good = plan("1m", "casstate /r{region} /j");
+    let mut wrong = good.clone();
+    wrong["driver"]["templates"]["apply_update"] =
+        json!("pacup --psor {psor} host update {host} --pac {pac} --product-versoin {version}");
+    let wrong_path = write_plan(&site, "wrong.json", &wrong);
+    rollout(&site, &["run", &wrong_path]).code(6);
+
+    let journal = || -> std::collections::BTreeMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(key("rollout:current"))
+            .query(&mut site.server.conn())
+            .expect("HGETALL")
+    };
+    let before = journal();
+    let mut other = good.clone();
+    other["target"]["version"] = json!("3.0.0");
+    other["waves"] = json!([["host2"], ["host1"]]);
+    let other_path = write_plan(&site, "other.json", &other);
+    let out = rollout(&site, &["resume", PAC, "--plan", &other_path]);
+    out.code(2);
+    out.stderr_contains("invalid --plan \"(changes target.version, waves)\"");
+    assert_eq!(
+        journal(),
+        before,
+        "a refused amendment wrote to the journal"
+    );
+    assert!(
+        !site.exists(&key("lock")),
+        "a refused amendment took the lease"
+    );
+
+    let good_path = write_plan(&site, "good.json", &good);
+    let out = rollout(&site, &["resume", PAC, "--plan", &good_path, "--json"]);
+    out.success();
+    let evs = events(&out);
+    let amend = evs
+        .iter()
+        .find(|e| e["action"] == "amend")
+        .unwrap_or_else(|| panic!("no amend event: {evs:#?}"));
+    assert_eq!(
+        (&amend["status"], &amend["detail"]),
+        (
+            &json!("done"),
+            &json!("plan amended: driver.templates.apply_update")
+        ),
+        "{amend}"
+    );
+    for r in ["REGION1", "REGION1B", "REGION2"] {
+        assert_eq!(site.field(r, "store"), "2.0.0", "{r}");
+    }
+    let h = site.json_of(&["rollout", "history", PAC]);
+    let entry = &h["rollouts"][0];
+    assert_eq!(entry["result"], "done", "{entry}");
+    assert_eq!(
+        entry["amendments"][0]["fields"],
+        json!(["driver.templates.apply_update"]),
+        "{entry}"
+    );
+    assert_eq!(
+        entry["plan"]["driver"]["templates"]["apply_update"],
+        good["driver"]["templates"]["apply_update"]
+    );
+}
