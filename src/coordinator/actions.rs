@@ -108,6 +108,7 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::Verify => verify(ctx).await,
         StepKind::RemoveOld => remove_old(ctx).await,
         StepKind::RemoveStore { store } => remove_store(ctx, store).await,
+        StepKind::Backup(phase) => super::safety::backup(ctx, *phase).await,
     }
 }
 

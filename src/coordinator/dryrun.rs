@@ -169,6 +169,7 @@ impl R<'_> {
                 out.extend(all.iter().map(|(h, r)| self.probe(h, r)));
                 out.push(self.cmd("store_state", "", "", None));
             }
+            StepKind::Backup(_) => out.push(self.cmd("backup", "", "", None)),
             StepKind::Unquiesce { .. } | StepKind::RemoveStore { .. } => {}
         }
         out.into_iter().flatten().collect()

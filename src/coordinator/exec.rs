@@ -397,7 +397,13 @@ impl Coordinator {
                 return Ok(End::PauseRequested(first));
             }
             // Each finalising step is held once; `rollout resume` releases that step only.
-            let released = flags[2].as_deref().and_then(|v| v.parse().ok()) == Some(first);
+            let released_step: Option<usize> = flags[2].as_deref().and_then(|v| v.parse().ok());
+            // The backup before `remove_old` is held in its place: releasing it releases
+            // the removal that follows it too.
+            let released = released_step == Some(first)
+                || (members[0].action() == Action::RemoveOld
+                    && job.plan.backs_up()
+                    && released_step.is_some_and(|r| r + 1 == first));
             if !job.rollback() && job.plan.hold_finalization && members[0].finalizing() && !released
             {
                 return Ok(End::Held(first));

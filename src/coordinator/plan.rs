@@ -142,6 +142,21 @@ impl Monitor {
     }
 }
 
+/// Where the agent driver's `backup` steps save the PAC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Directory on the coordinator's machine (absolute).
+    pub dir: std::path::PathBuf,
+    /// How many of the PAC's backup files to keep there (the newest).
+    #[serde(default = "keep5")]
+    pub keep: usize,
+}
+
+fn keep5() -> usize {
+    5
+}
+
 /// How regions are driven.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -225,7 +240,7 @@ impl<'de> Deserialize<'de> for MaxUnavailable {
 /// Every field a plan file may hold, nested ones as dotted paths (`hosts[]` is an element
 /// of `hosts`). Anything else is refused by `deny_unknown_fields`; the test module keeps
 /// this list equal to what serde accepts, and docs/plan.md documents exactly these.
-pub const FIELDS: [&str; 28] = [
+pub const FIELDS: [&str; 31] = [
     "pac",
     "target",
     "target.version",
@@ -254,6 +269,9 @@ pub const FIELDS: [&str; 28] = [
     "monitor.suspend",
     "monitor.resume",
     "monitor.keep_suspended_on_pause",
+    "backup",
+    "backup.dir",
+    "backup.keep",
 ];
 
 /// A rollout plan.
@@ -310,6 +328,10 @@ pub struct Plan {
     /// The monitoring hold.
     #[serde(default, skip_serializing_if = "Monitor::is_unset")]
     pub monitor: Monitor,
+    /// Agent driver: `backup` steps save the PAC here (the command driver's come from
+    /// its `backup` template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
     /// The waves were derived from `max_unavailable`/`canary` by the parser; preflight
     /// derives them again against the PAC's region count (a percentage is of the PAC).
     /// Not part of the file: a journaled plan carries its waves.
@@ -447,6 +469,25 @@ impl Plan {
         if let DriverSpec::Command { templates, .. } = &self.driver {
             super::driver::validate_templates(templates)?;
         }
+        if let Some(b) = &self.backup {
+            if matches!(self.driver, DriverSpec::Command { .. }) {
+                return Err(bad(
+                    "backup",
+                    &b.dir.display().to_string(),
+                    "no backup object with the command driver: its backup template saves the PAC",
+                ));
+            }
+            if !b.dir.is_absolute() {
+                return Err(bad(
+                    "backup.dir",
+                    &b.dir.display().to_string(),
+                    "an absolute directory",
+                ));
+            }
+            if b.keep == 0 {
+                return Err(bad("backup.keep", "0", "at least 1"));
+            }
+        }
         for (field, cmd) in [
             ("monitor.suspend", &self.monitor.suspend),
             ("monitor.resume", &self.monitor.resume),
@@ -505,6 +546,15 @@ impl Plan {
             .filter(|(_, n)| *n > limit)
             .map(|(w, n)| (w, n, limit))
             .collect()
+    }
+
+    /// Whether the rollout takes `backup` steps (agent driver: `backup`; command driver:
+    /// a `backup` template).
+    pub fn backs_up(&self) -> bool {
+        match &self.driver {
+            DriverSpec::Agent => self.backup.is_some(),
+            DriverSpec::Command { templates, .. } => templates.contains_key("backup"),
+        }
     }
 
     /// How many steps of one parallel group act at once.

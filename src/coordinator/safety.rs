@@ -105,3 +105,87 @@ impl Coordinator {
         self.monitor(plan, Hold::Resume, n).await.map(|_| ())
     }
 }
+
+/// `backup`: saves the PAC before a store is created or deleted: through the plan's
+/// `backup` template (command driver; its output should name the file), or, for the
+/// agent driver, every persistent key of the PAC into a new file in `backup.dir`, of
+/// which the newest `backup.keep` of this PAC are kept. Never skipped: a re-run after a
+/// crash takes a fresh backup.
+pub(super) async fn backup(
+    ctx: &super::actions::Ctx<'_>,
+    phase: super::steps::BackupPhase,
+) -> Result<super::actions::StepOutcome> {
+    use super::actions::StepOutcome;
+    let target = ctx.target();
+    if let Some(r) = ctx
+        .driver
+        .pac_command(ctx.pac, ctx.epoch, "backup", &target)
+        .await
+    {
+        return r.map(StepOutcome::Done);
+    }
+    let Some(spec) = &ctx.plan.backup else {
+        return Ok(StepOutcome::Skipped("the plan configures no backup".into()));
+    };
+    let b = ctx.pac.backup().await?;
+    let pac = ctx.pac.name().as_str();
+    let file = spec.dir.join(format!(
+        "{pac}-{:013}-{}.json",
+        crate::psor::now_ms(),
+        phase.as_str()
+    ));
+    let io = |what: &str, e: std::io::Error| crate::Error::Io {
+        context: format!("backup: cannot {what}"),
+        source: e,
+    };
+    std::fs::create_dir_all(&spec.dir)
+        .map_err(|e| io(&format!("create {}", spec.dir.display()), e))?;
+    // Written aside and renamed, so a crash never leaves a truncated file under the
+    // name a restore would pick.
+    let part = file.with_extension("json.part");
+    let text = serde_json::to_string(&b).map_err(|e| crate::Error::refused(e.to_string()))?;
+    std::fs::write(&part, text).map_err(|e| io(&format!("write {}", part.display()), e))?;
+    std::fs::rename(&part, &file).map_err(|e| io(&format!("rename to {}", file.display()), e))?;
+    let removed = prune(&spec.dir, pac, spec.keep);
+    Ok(StepOutcome::Done(format!(
+        "PAC {pac}: {} keys saved to {} (keeping the newest {}{})",
+        b.keys.len(),
+        file.display(),
+        spec.keep,
+        if removed.is_empty() {
+            String::new()
+        } else {
+            format!("; removed {}", removed.join(", "))
+        }
+    )))
+}
+
+/// Deletes all but the newest `keep` backup files of `pac` in `dir` (their names sort by
+/// time); returns the names removed. A file that cannot be removed stays, logged.
+fn prune(dir: &std::path::Path, pac: &str, keep: usize) -> Vec<String> {
+    let prefix = format!("{pac}-");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| {
+                    n.starts_with(&prefix)
+                        && n.ends_with(".json")
+                        && n[prefix.len()..]
+                            .split('-')
+                            .next()
+                            .is_some_and(|t| t.len() == 13 && t.bytes().all(|b| b.is_ascii_digit()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let n = names.len().saturating_sub(keep);
+    let mut removed = Vec::new();
+    for name in names.into_iter().take(n) {
+        match std::fs::remove_file(dir.join(&name)) {
+            Ok(()) => removed.push(name),
+            Err(e) => tracing::warn!("backup: cannot remove old backup {name}: {e}"),
+        }
+    }
+    removed
+}

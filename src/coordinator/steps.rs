@@ -58,6 +58,8 @@ pub enum Action {
     MonitorResume,
     /// The plan was amended by `rollout resume --plan` (events only).
     Amend,
+    /// Save the PAC before a store is created or deleted.
+    Backup,
 }
 
 impl Action {
@@ -84,6 +86,7 @@ impl Action {
             Action::MonitorSuspend => "monitor_suspend",
             Action::MonitorResume => "monitor_resume",
             Action::Amend => "amend",
+            Action::Backup => "backup",
         }
     }
 
@@ -104,6 +107,29 @@ impl Action {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+/// Which store change a `backup` step precedes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupPhase {
+    /// Before `start_upgrade` creates the new store.
+    BeforeUpgrade,
+    /// Before `remove_old` deletes the old store.
+    BeforeRemoveOld,
+    /// Before a rollback deletes the new store.
+    BeforeRemoveNew,
+}
+
+impl BackupPhase {
+    /// Its name in step lists, events and backup file names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupPhase::BeforeUpgrade => "before_upgrade",
+            BackupPhase::BeforeRemoveOld => "before_remove_old",
+            BackupPhase::BeforeRemoveNew => "before_remove_new",
+        }
     }
 }
 
@@ -169,6 +195,8 @@ pub enum StepKind {
         /// Store version.
         store: String,
     },
+    /// Save the PAC before a store change.
+    Backup(BackupPhase),
 }
 
 impl StepKind {
@@ -189,6 +217,7 @@ impl StepKind {
             StepKind::SetModeQuiesce => Action::SetModeQuiesce,
             StepKind::Verify => Action::Verify,
             StepKind::RemoveOld | StepKind::RemoveStore { .. } => Action::RemoveOld,
+            StepKind::Backup(_) => Action::Backup,
         }
     }
 
@@ -249,9 +278,23 @@ impl Step {
         }
     }
 
-    /// Whether it may finalise the rollout (held by `hold_finalization`).
+    /// Whether it may finalise the rollout (held by `hold_finalization`). The backup
+    /// before `remove_old` is held in its place, so that it is taken after the hold.
     pub fn finalizing(&self) -> bool {
-        matches!(self.kind, StepKind::SetModeQuiesce | StepKind::RemoveOld)
+        matches!(
+            self.kind,
+            StepKind::SetModeQuiesce
+                | StepKind::RemoveOld
+                | StepKind::Backup(BackupPhase::BeforeRemoveOld)
+        )
+    }
+
+    /// The phase of a `backup` step.
+    pub fn phase(&self) -> Option<BackupPhase> {
+        match self.kind {
+            StepKind::Backup(p) => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -265,6 +308,8 @@ struct Record {
     wave: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phase: Option<BackupPhase>,
 }
 
 impl Serialize for Step {
@@ -276,6 +321,7 @@ impl Serialize for Step {
             region: self.region().map(String::from),
             wave: self.wave(),
             store: self.store().map(String::from),
+            phase: self.phase(),
         }
         .serialize(s)
     }
@@ -319,6 +365,7 @@ impl<'de> Deserialize<'de> for Step {
                 Some(store) => StepKind::RemoveStore { store },
                 None => StepKind::RemoveOld,
             },
+            Action::Backup => StepKind::Backup(r.phase.ok_or_else(|| missing("phase"))?),
             a @ (Action::Rollback
             | Action::Pause
             | Action::Done
@@ -340,6 +387,9 @@ impl fmt::Display for Step {
         write!(f, "{:>3}. {}", self.n, self.action())?;
         if let Some(s) = self.store() {
             write!(f, " store {s}")?;
+        }
+        if let Some(p) = self.phase() {
+            write!(f, " ({})", p.as_str())?;
         }
         if let Some(r) = self.region() {
             write!(f, " {r}")?;
@@ -432,6 +482,9 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
                     b.push(StepKind::CheckCompat);
                 }
                 for (i, o) in regions.iter().enumerate() {
+                    if w == 0 && i == 0 && plan.backs_up() {
+                        b.push(StepKind::Backup(BackupPhase::BeforeUpgrade));
+                    }
                     b.push(if w == 0 && i == 0 {
                         StepKind::StartUpgrade(o.clone())
                     } else {
@@ -458,6 +511,9 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
     }
     b.push(StepKind::Verify);
     if process == Process::Incompatible {
+        if plan.backs_up() {
+            b.push(StepKind::Backup(BackupPhase::BeforeRemoveOld));
+        }
         b.push(StepKind::RemoveOld);
     }
     b.steps
@@ -599,6 +655,9 @@ pub fn rollback_steps(i: &RollbackInput<'_>) -> Vec<Step> {
         b.each(&back_on, StepKind::ListenerOn);
     }
     if i.process == Process::Incompatible {
+        if i.plan.backs_up() {
+            b.push(StepKind::Backup(BackupPhase::BeforeRemoveNew));
+        }
         b.push(StepKind::RemoveStore {
             store: i.target.to_string(),
         });

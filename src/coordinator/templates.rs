@@ -42,7 +42,7 @@ const fn spec(
 }
 
 /// Every template the command driver knows, in the order docs/plan.md lists them.
-pub const TEMPLATES: [TemplateSpec; 12] = [
+pub const TEMPLATES: [TemplateSpec; 13] = [
     spec("listener_off", true, REGION),
     spec("listener_on", true, REGION),
     spec("stop", true, REGION),
@@ -55,14 +55,15 @@ pub const TEMPLATES: [TemplateSpec; 12] = [
     spec("remove_old", false, VERSION),
     spec("store_state", false, VERSION),
     spec("host_check", false, HOST),
+    spec("backup", false, VERSION),
 ];
 
 /// Placeholders every template gets.
 pub const COMMON: [&str; 5] = ["pac", "psor", "psor_host", "psor_port", "psor_user"];
 
 /// Template names the command driver knows.
-pub const TEMPLATE_NAMES: [&str; 12] = {
-    let mut out = [""; 12];
+pub const TEMPLATE_NAMES: [&str; 13] = {
+    let mut out = [""; 13];
     let mut i = 0;
     while i < TEMPLATES.len() {
         out[i] = TEMPLATES[i].name;

@@ -33,6 +33,7 @@ fn serde_fields() -> BTreeSet<String> {
         ("hosts[].", r#"{"hosts": [{"zzz": 1}]}"#),
         ("health.", r#"{"health": {"zzz": 1}}"#),
         ("monitor.", r#"{"monitor": {"zzz": 1}}"#),
+        ("backup.", r#"{"backup": {"dir": "/b", "zzz": 1}}"#),
         ("driver.", r#"{"driver": {"kind": "command", "zzz": 1}}"#),
     ] {
         out.extend(

@@ -133,3 +133,30 @@ fn refusals_are_exit_2_and_name_the_field() {
         assert!(e.to_string().contains(needle), "{needle} not in: {e}");
     }
 }
+
+#[test]
+fn backup_needs_an_absolute_dir_and_the_agent_driver() {
+    let base = r#""pac": "MyPAC", "target": {"version": "2.0.0"},
+        "hosts": [{"name": "host1", "regions": ["R1"]}]"#;
+    let ok = Plan::parse(&format!(
+        r#"{{{base}, "backup": {{"dir": "/var/backups"}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(ok.backup.as_ref().map(|b| b.keep), Some(5));
+    assert!(ok.backs_up());
+    let e = Plan::parse(&format!(r#"{{{base}, "backup": {{"dir": "backups"}}}}"#)).unwrap_err();
+    assert!(e.to_string().contains("backup.dir"), "{e}");
+    assert_eq!(e.exit_code().code(), 2);
+    let e = Plan::parse(&format!(
+        r#"{{{base}, "backup": {{"dir": "/b", "keep": 0}}}}"#
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("backup.keep"), "{e}");
+    let cmd = r#""driver": {"kind": "command", "templates": {"listener_off": "a", "listener_on": "b",
+        "stop": "c", "apply_update": "d", "start": "e", "region_state": "f"}}"#;
+    let e = Plan::parse(&format!(r#"{{{base}, {cmd}, "backup": {{"dir": "/b"}}}}"#)).unwrap_err();
+    assert!(e.to_string().contains("its backup template"), "{e}");
+    assert!(!Plan::parse(&format!(r#"{{{base}, {cmd}}}"#))
+        .unwrap()
+        .backs_up());
+}

@@ -1,8 +1,9 @@
 //! A command-driver rollout across a real boundary: the regions are reached only through
 //! the templates (the vendor-syntax tools, `casstate` as `region_state`, `pacup pac
 //! status` as `store_state`), and the coordinator itself never reads a region or host
-//! record of the PSOR, shown by `MONITOR`: the connections that read the rollout's
-//! journal (the coordinator's) issue no command on a `region:` or `host:` key.
+//! record of the PSOR, shown by `MONITOR`: the connections that read the operator's
+//! requests from the rollout's journal (the coordinator's) issue no command on a
+//! `region:` or `host:` key.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -54,6 +55,7 @@ fn plan(progress_deadline: &str, region_state: &str) -> Value {
             "remove_old": "caspac -aRemOldPAC={pac} -sredis,{psor_host}:{psor_port}",
             "store_state": "pacup --psor {psor} --json pac status {pac}",
             "host_check": "test -w \"${TMPDIR:-/tmp}\" && echo {host} ok",
+            "backup": "pacup --psor {psor} pac backup {pac} --out \"$BACKUP_DIR/{pac}-$(date +%s%N).json\"",
         }},
         "monitor": {
             "suspend": "echo suspend {pac} >> \"$MON_LOG\"",
@@ -81,6 +83,7 @@ fn rollout(site: &Site, args: &[&str]) -> Output {
         .env("PACUP_PSOR", site.url())
         .env("ES_PAC", PAC)
         .env("MON_LOG", site.dir.path().join("monitor.log"))
+        .env("BACKUP_DIR", site.dir.path())
         .arg("rollout")
         .args(args)
         .timeout(ROLLOUT_TIMEOUT)
@@ -124,11 +127,13 @@ fn command_rollout_reads_regions_only_through_its_templates() {
     out.success();
     let evs = events(&out);
 
-    // The coordinator's connections are the ones that read the rollout's journal.
+    // The coordinator's connections are the ones that read the operator's requests
+    // from the rollout's journal before each group of steps (`HMGET`; a child such as
+    // `pac backup` may read the whole journal, never so).
     let journal = key("rollout:current");
     let coordinator: HashSet<&str> = seen
         .iter()
-        .filter(|c| c.source != "lua" && c.args.iter().any(|a| a == journal.as_bytes()))
+        .filter(|c| c.source != "lua" && c.name() == "HMGET" && c.arg(1) == journal)
         .map(|c| c.source.as_str())
         .collect();
     assert!(!coordinator.is_empty(), "no coordinator connection seen");
@@ -180,6 +185,17 @@ fn command_rollout_reads_regions_only_through_its_templates() {
     assert_eq!(evs[n - 1]["action"], "done", "{evs:#?}");
     let log = std::fs::read_to_string(site.dir.path().join("monitor.log")).expect("hold log");
     assert_eq!(log, format!("suspend {PAC}\nresume {PAC}\n"));
+    // The backup template ran before the upgrade start and before remove_old, its
+    // output (naming the file) in the events.
+    let backups: Vec<&Value> = evs
+        .iter()
+        .filter(|e| e["action"] == "backup" && e["status"] == "done")
+        .collect();
+    assert_eq!(backups.len(), 2, "{evs:#?}");
+    let saved = format!("keys saved to {}/{PAC}-", site.dir.path().display());
+    for b in &backups {
+        assert!(b["detail"].as_str().unwrap().contains(&saved), "{b}");
+    }
     let gate = evs
         .iter()
         .find(|e| e["action"] == "health_gate" && e["status"] == "done")
