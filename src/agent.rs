@@ -50,6 +50,9 @@ pub struct AgentConfig {
     pub region_defaults: RegionConfig,
     /// Host record liveness TTL (the heartbeat interval is a third of it).
     pub host_ttl: Duration,
+    /// Paths whose free space the host record reports (`--check-path`), for the plan's
+    /// `host_checks`.
+    pub check_paths: Vec<std::path::PathBuf>,
 }
 
 /// Where one hosted region is.
@@ -157,11 +160,13 @@ impl Agent {
 
     async fn publish(&self) -> Result<()> {
         let product = self.lock().product.clone();
+        let checks = crate::hostcheck::measure(&self.cfg.check_paths);
         self.pac
             .host_heartbeat(
                 self.cfg.host.as_str(),
                 &product,
                 &self.region_names(),
+                &checks,
                 self.cfg.host_ttl,
             )
             .await

@@ -109,6 +109,7 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::RemoveOld => remove_old(ctx).await,
         StepKind::RemoveStore { store } => remove_store(ctx, store).await,
         StepKind::Backup(phase) => super::safety::backup(ctx, *phase).await,
+        StepKind::HostCheck(wave) => super::safety::host_check(ctx, *wave).await,
     }
 }
 

@@ -40,6 +40,8 @@ pub enum Driver {
         psor_password: Option<String>,
         /// Whether the compatible process runs (`{min_comp_check}` is `YES`).
         compatible: bool,
+        /// `{paths}` and `{min_free}` of `host_checks`.
+        checks: (String, String),
         /// The templates running now, shown by `rollout status`.
         in_hand: InHand,
     },
@@ -69,12 +71,15 @@ impl Driver {
             psor,
             psor_user,
             compatible,
+            checks,
             ..
         } = self
         else {
             return None;
         };
         let mut v = vars.clone();
+        v.paths = checks.0.clone();
+        v.min_free = checks.1.clone();
         v.psor = psor.clone();
         v.psor_user = psor_user.clone();
         v.min_comp_check = *compatible && v.start_type.is_some();

@@ -170,6 +170,11 @@ impl R<'_> {
                 out.push(self.cmd("store_state", "", "", None));
             }
             StepKind::Backup(_) => out.push(self.cmd("backup", "", "", None)),
+            StepKind::HostCheck(w) => out.extend(
+                self.plan.waves[*w]
+                    .iter()
+                    .map(|h| self.cmd("host_check", h.as_str(), "", None)),
+            ),
             StepKind::Unquiesce { .. } | StepKind::RemoveStore { .. } => {}
         }
         out.into_iter().flatten().collect()

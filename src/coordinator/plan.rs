@@ -142,6 +142,45 @@ impl Monitor {
     }
 }
 
+/// Host checks: free space on `paths` and a writable temp directory, at preflight and
+/// before each later wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostChecks {
+    /// Absolute paths that need `min_free` free.
+    #[serde(default)]
+    pub paths: Vec<std::path::PathBuf>,
+    /// Bytes each path needs free (written `20GiB`, `500MiB`, `10GB` or a number).
+    #[serde(with = "size", default)]
+    pub min_free: u64,
+}
+
+/// Sizes in plan files: `20GiB`, `500MiB`, `10GB`, or a number of bytes.
+mod size {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(n),
+            Raw::S(s) => crate::hostcheck::parse_size(&s).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {s:?}: a number of bytes or a size such as \"20GiB\", \"500MiB\", \"10GB\""
+                ))
+            }),
+        }
+    }
+}
+
 /// Where the agent driver's `backup` steps save the PAC.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -240,7 +279,7 @@ impl<'de> Deserialize<'de> for MaxUnavailable {
 /// Every field a plan file may hold, nested ones as dotted paths (`hosts[]` is an element
 /// of `hosts`). Anything else is refused by `deny_unknown_fields`; the test module keeps
 /// this list equal to what serde accepts, and docs/plan.md documents exactly these.
-pub const FIELDS: [&str; 31] = [
+pub const FIELDS: [&str; 34] = [
     "pac",
     "target",
     "target.version",
@@ -272,6 +311,9 @@ pub const FIELDS: [&str; 31] = [
     "backup",
     "backup.dir",
     "backup.keep",
+    "host_checks",
+    "host_checks.paths",
+    "host_checks.min_free",
 ];
 
 /// A rollout plan.
@@ -332,6 +374,9 @@ pub struct Plan {
     /// its `backup` template).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
+    /// Host checks at preflight and before each later wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_checks: Option<HostChecks>,
     /// The waves were derived from `max_unavailable`/`canary` by the parser; preflight
     /// derives them again against the PAC's region count (a percentage is of the PAC).
     /// Not part of the file: a journaled plan carries its waves.
@@ -469,6 +514,26 @@ impl Plan {
         if let DriverSpec::Command { templates, .. } = &self.driver {
             super::driver::validate_templates(templates)?;
         }
+        if let Some(c) = &self.host_checks {
+            if let DriverSpec::Command { templates, .. } = &self.driver {
+                if !templates.contains_key("host_check") {
+                    return Err(bad(
+                        "host_checks",
+                        "(no host_check template)",
+                        "with the command driver, a host_check template to run them (it gets {paths} and {min_free})",
+                    ));
+                }
+            }
+            for (i, p) in c.paths.iter().enumerate() {
+                if !p.is_absolute() {
+                    return Err(bad(
+                        &format!("host_checks.paths[{i}]"),
+                        &p.display().to_string(),
+                        "an absolute path",
+                    ));
+                }
+            }
+        }
         if let Some(b) = &self.backup {
             if matches!(self.driver, DriverSpec::Command { .. }) {
                 return Err(bad(
@@ -555,6 +620,13 @@ impl Plan {
             DriverSpec::Agent => self.backup.is_some(),
             DriverSpec::Command { templates, .. } => templates.contains_key("backup"),
         }
+    }
+
+    /// Whether hosts are checked before each later wave (`host_checks`, or a command
+    /// driver's `host_check` template).
+    pub fn checks_hosts(&self) -> bool {
+        self.host_checks.is_some()
+            || matches!(&self.driver, DriverSpec::Command { templates, .. } if templates.contains_key("host_check"))
     }
 
     /// How many steps of one parallel group act at once.

@@ -59,6 +59,15 @@ pub fn driver_of(plan: &Plan, psor: &PsorOptions, process: Process) -> Driver {
                 psor_user: user,
                 psor_password: password.or_else(|| psor.password.clone()),
                 compatible: process == Process::Compatible,
+                checks: plan
+                    .host_checks
+                    .as_ref()
+                    .map(|c| {
+                        let paths: Vec<String> =
+                            c.paths.iter().map(|p| p.display().to_string()).collect();
+                        (paths.join(" "), c.min_free.to_string())
+                    })
+                    .unwrap_or_default(),
                 in_hand: InHand::default(),
             }
         }
@@ -187,6 +196,14 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
                         if !x.regions.iter().any(|xr| xr == r.as_str()) {
                             problems.push(format!("host {h}: its agent does not host region {r}"));
                         }
+                    }
+                    if let Some(c) = &plan.host_checks {
+                        problems.extend(crate::hostcheck::problems(
+                            h,
+                            x.checks.as_ref(),
+                            &c.paths,
+                            c.min_free,
+                        ));
                     }
                 }
             }

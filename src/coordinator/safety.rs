@@ -189,3 +189,47 @@ fn prune(dir: &std::path::Path, pac: &str, keep: usize) -> Vec<String> {
     }
     removed
 }
+
+/// `host_check` before a later wave: every host of the wave passes the plan's host
+/// checks, as its agent measured them (agent driver) or as its `host_check` template
+/// says (command driver, all hosts at once). A failure names host, path and numbers.
+pub(super) async fn host_check(
+    ctx: &super::actions::Ctx<'_>,
+    wave: usize,
+) -> Result<super::actions::StepOutcome> {
+    let hosts: Vec<&str> = ctx.plan.waves[wave].iter().map(|h| h.as_str()).collect();
+    let mut problems = Vec::new();
+    if ctx.driver.probes() {
+        let answers = futures_util::future::join_all(
+            hosts
+                .iter()
+                .map(|h| ctx.driver.check(ctx.pac, "host_check", h)),
+        )
+        .await;
+        for (h, a) in hosts.iter().zip(answers) {
+            if let Some(Err(e)) = a {
+                problems.push(format!("host {h}: host_check failed: {e}"));
+            }
+        }
+    } else if let Some(c) = &ctx.plan.host_checks {
+        for hi in ctx.pac.hosts(&hosts).await? {
+            problems.extend(crate::hostcheck::problems(
+                &hi.name,
+                hi.checks.as_ref(),
+                &c.paths,
+                c.min_free,
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(super::actions::StepOutcome::Done(format!(
+            "host checks passed on {}",
+            hosts.join(", ")
+        )))
+    } else {
+        Err(crate::Error::refused(format!(
+            "host checks failed: {}",
+            problems.join("; ")
+        )))
+    }
+}

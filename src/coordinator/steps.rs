@@ -60,6 +60,8 @@ pub enum Action {
     Amend,
     /// Save the PAC before a store is created or deleted.
     Backup,
+    /// Check a wave's hosts (disk space, temp directory) before it starts.
+    HostCheck,
 }
 
 impl Action {
@@ -87,6 +89,7 @@ impl Action {
             Action::MonitorResume => "monitor_resume",
             Action::Amend => "amend",
             Action::Backup => "backup",
+            Action::HostCheck => "host_check",
         }
     }
 
@@ -197,6 +200,8 @@ pub enum StepKind {
     },
     /// Save the PAC before a store change.
     Backup(BackupPhase),
+    /// Check the hosts of a wave before it starts.
+    HostCheck(usize),
 }
 
 impl StepKind {
@@ -218,6 +223,7 @@ impl StepKind {
             StepKind::Verify => Action::Verify,
             StepKind::RemoveOld | StepKind::RemoveStore { .. } => Action::RemoveOld,
             StepKind::Backup(_) => Action::Backup,
+            StepKind::HostCheck(_) => Action::HostCheck,
         }
     }
 
@@ -265,7 +271,7 @@ impl Step {
     /// The wave of a health gate.
     pub fn wave(&self) -> Option<usize> {
         match self.kind {
-            StepKind::HealthGate(GateScope::Wave(w)) => Some(w),
+            StepKind::HealthGate(GateScope::Wave(w)) | StepKind::HostCheck(w) => Some(w),
             _ => None,
         }
     }
@@ -366,6 +372,7 @@ impl<'de> Deserialize<'de> for Step {
                 None => StepKind::RemoveOld,
             },
             Action::Backup => StepKind::Backup(r.phase.ok_or_else(|| missing("phase"))?),
+            Action::HostCheck => StepKind::HostCheck(r.wave.ok_or_else(|| missing("wave"))?),
             a @ (Action::Rollback
             | Action::Pause
             | Action::Done
@@ -400,6 +407,7 @@ impl fmt::Display for Step {
         match self.kind {
             StepKind::HealthGate(GateScope::Wave(w)) => write!(f, " (wave {})", w + 1)?,
             StepKind::HealthGate(GateScope::All) => write!(f, " (every region)")?,
+            StepKind::HostCheck(w) => write!(f, " (wave {})", w + 1)?,
             _ => {}
         }
         Ok(())
@@ -463,6 +471,10 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
     let last = plan.waves.len() - 1;
     for w in 0..plan.waves.len() {
         let regions = ons(plan.wave_regions(w));
+        // Preflight checked every host; a later wave's hosts are checked again first.
+        if w > 0 && plan.checks_hosts() {
+            b.push(StepKind::HostCheck(w));
+        }
         b.each(&regions, StepKind::ListenerOff);
         b.each(&regions, StepKind::Drain);
         b.each(&regions, StepKind::Stop);

@@ -27,7 +27,7 @@ const START: &[&str] = &[
 ];
 const HOST_VERSION: &[&str] = &["host", "version"];
 const VERSION: &[&str] = &["version"];
-const HOST: &[&str] = &["host"];
+const HOST: &[&str] = &["host", "paths", "min_free"];
 
 const fn spec(
     name: &'static str,
@@ -83,7 +83,7 @@ pub const REQUIRED_TEMPLATES: [&str; 6] = [
 ];
 
 /// Every placeholder some template may use.
-pub const PLACEHOLDERS: [&str; 11] = [
+pub const PLACEHOLDERS: [&str; 13] = [
     "pac",
     "host",
     "region",
@@ -91,6 +91,8 @@ pub const PLACEHOLDERS: [&str; 11] = [
     "start_type",
     "start_letter",
     "min_comp_check",
+    "paths",
+    "min_free",
     "psor",
     "psor_host",
     "psor_port",
@@ -206,6 +208,10 @@ pub struct Vars {
     pub psor: String,
     /// `{psor_user}`: the ACL user of the `--psor` URL, if any.
     pub psor_user: String,
+    /// `{paths}`: `host_checks.paths`, space-separated.
+    pub paths: String,
+    /// `{min_free}`: `host_checks.min_free` in bytes.
+    pub min_free: String,
 }
 
 /// Renders a template.
@@ -232,6 +238,8 @@ pub fn render(tpl: &str, v: &Vars) -> String {
         .replace("{psor_host}", &ph)
         .replace("{psor_port}", &pp)
         .replace("{psor_user}", &v.psor_user)
+        .replace("{paths}", &v.paths)
+        .replace("{min_free}", &v.min_free)
         .replace("{psor}", &v.psor)
 }
 
@@ -288,6 +296,8 @@ mod tests {
             min_comp_check: false,
             psor: "redis://psor:6380".into(),
             psor_user: "pacup".into(),
+            paths: "/var/mf /tmp".into(),
+            min_free: "1024".into(),
         };
         assert_eq!(
             render(
@@ -302,6 +312,10 @@ mod tests {
                 &v
             ),
             "caspac -aSetMode=Running -sredis,psor:6380 -upacup"
+        );
+        assert_eq!(
+            render("ssh {host} check-host {min_free} {paths}", &v),
+            "ssh host1 check-host 1024 /var/mf /tmp"
         );
     }
 

@@ -319,6 +319,7 @@ impl Pac {
         host: &str,
         product: &crate::names::Product,
         regions: &[String],
+        checks: &crate::hostcheck::Measured,
         ttl: Duration,
     ) -> Result<()> {
         let key = self.keys.host(host);
@@ -332,6 +333,10 @@ impl Pac {
                     ("bitness", product.bitness.to_string()),
                     ("regions", regions.join(",")),
                     ("heartbeat_at", now_ms().to_string()),
+                    (
+                        "checks",
+                        serde_json::to_string(checks).expect("checks serialise"),
+                    ),
                 ],
             )
             .ignore()

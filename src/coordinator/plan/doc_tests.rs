@@ -34,6 +34,7 @@ fn serde_fields() -> BTreeSet<String> {
         ("health.", r#"{"health": {"zzz": 1}}"#),
         ("monitor.", r#"{"monitor": {"zzz": 1}}"#),
         ("backup.", r#"{"backup": {"dir": "/b", "zzz": 1}}"#),
+        ("host_checks.", r#"{"host_checks": {"zzz": 1}}"#),
         ("driver.", r#"{"driver": {"kind": "command", "zzz": 1}}"#),
     ] {
         out.extend(

@@ -503,3 +503,55 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
         good["driver"]["templates"]["apply_update"]
     );
 }
+
+/// Host checks with the agent driver: each agent measures its `--check-path` and its
+/// temp directory and publishes them in its host record; preflight refuses a host short
+/// of space (naming host, path and numbers; nothing written), and a plan within the
+/// bound runs with a `host_check` step before the second wave.
+#[test]
+fn agent_host_checks_refuse_a_full_host_at_preflight_and_run_before_later_waves() {
+    let mut site = Site::new();
+    let data = site.dir.path().display().to_string();
+    let extra = ["--check-path", data.as_str()];
+    site.agent_with("host1", "1.0.0", &["REGION1", "REGION1B"], "cold", &extra);
+    site.agent_with("host2", "1.0.0", &["REGION2"], "warm", &extra);
+    wait_until(UP_TIMEOUT, "every region serving", || {
+        ["REGION1", "REGION1B", "REGION2"].iter().all(|r| {
+            let h = site.region(r);
+            h["alive"] == "1" && h.get("listener").map(String::as_str) == Some("on")
+        })
+    });
+    let mut p = json!({
+        "pac": PAC, "target": {"version": "2.0.0"},
+        "hosts": [{"name": "host1", "regions": ["REGION1", "REGION1B"]},
+                  {"name": "host2", "regions": ["REGION2"]}],
+        "waves": [["host1"], ["host2"]],
+        "drain_timeout": "3s", "stop_timeout": "10s",
+        "health": {"min_healthy": "500ms", "deadline": "20s"},
+        "host_checks": {"paths": [data], "min_free": "1000000TiB"},
+    });
+    let full = write_plan(&site, "full.json", &p);
+    let out = rollout(&site, &["run", &full]);
+    out.code(1);
+    for h in ["host1", "host2"] {
+        out.stderr_contains(&format!("host {h}: {data} has "));
+    }
+    out.stderr_contains("needed (host_checks.min_free)");
+    assert!(!site.exists(&key("rollout:current")));
+
+    p["host_checks"]["min_free"] = json!("1MiB");
+    let ok = write_plan(&site, "ok.json", &p);
+    let out = rollout(&site, &["run", &ok, "--json"]);
+    out.success();
+    let evs = events(&out);
+    let check = evs
+        .iter()
+        .position(|e| e["action"] == "host_check" && e["status"] == "done")
+        .unwrap_or_else(|| panic!("no host_check: {evs:#?}"));
+    assert_eq!(evs[check]["detail"], "host checks passed on host2");
+    let wave2 = evs
+        .iter()
+        .position(|e| e["action"] == "listener_off" && e["region"] == "REGION2")
+        .expect("wave 2");
+    assert!(check < wave2, "{evs:#?}");
+}
