@@ -491,6 +491,52 @@ mod tests {
     use super::*;
 
     #[tokio::test]
+    async fn credentials_reach_templates_through_the_environment_only() {
+        let plan = crate::coordinator::plan::Plan::parse(
+            r#"{"pac": "MyPAC", "target": {"version": "2.0.0"},
+                "hosts": [{"name": "host1", "regions": ["R1"]}],
+                "driver": {"kind": "command", "templates": {
+                  "listener_off": "a", "listener_on": "b", "stop": "c", "apply_update": "d",
+                  "start": "e",
+                  "region_state": "test \"$PACUP_PSOR_PASSWORD:$PACUP_PSOR_USER\" = s3\"\"cret:ops && echo running {psor} {psor_user}"}}}"#,
+        )
+        .unwrap();
+        let opts = crate::conn::PsorOptions::new("redis://ops:s3cret@psor:6380");
+        let d = crate::coordinator::preflight::driver_of(
+            &plan,
+            &opts,
+            crate::coordinator::steps::Process::Incompatible,
+        );
+        let (cmd, _) = d.rendered("region_state", &Vars::default()).unwrap();
+        assert!(!cmd.contains("s3cret"), "{cmd}");
+        let (code, stdout, detail) = d
+            .read("region_state", &Vars::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (code, stdout.as_str()),
+            (0, "running redis://psor:6380 ops"),
+            "{detail}"
+        );
+        assert!(!detail.contains("s3cret"), "{detail}");
+        // A password given apart from the URL (env, file) reaches them the same way.
+        let mut opts = crate::conn::PsorOptions::new("redis://ops@psor:6380");
+        opts.password = Some("s3cret".into());
+        let d = crate::coordinator::preflight::driver_of(
+            &plan,
+            &opts,
+            crate::coordinator::steps::Process::Incompatible,
+        );
+        let (code, _, detail) = d
+            .read("region_state", &Vars::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0, "{detail}");
+    }
+
+    #[tokio::test]
     async fn shell_outcomes() {
         assert!(run_shell("echo hi", Duration::from_secs(5))
             .await

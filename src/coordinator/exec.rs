@@ -212,14 +212,25 @@ impl Coordinator {
         // that step, any that ended), and whether an update may have run on each: its
         // `apply_update` was reached and did not fail (a failed template installed
         // nothing, by the templates' contract).
-        let reached = j.failed_step.map_or(j.next_step, |f| f.max(j.next_step));
+        // Read now: `j` may be the journal as this run found it, before its steps ran.
         let mut touched: BTreeMap<String, bool> = BTreeMap::new();
-        for s in j.steps.iter().chain(&j.rollback_steps) {
-            let (Some(h), true) = (s.host(), s.n <= reached || j.ended.contains_key(&s.n)) else {
-                continue;
-            };
-            let updated = s.action() == Action::ApplyUpdate && j.failed_step != Some(s.n);
-            *touched.entry(h.to_string()).or_default() |= updated;
+        if !agent {
+            let now = super::journal::Journal::decode(&self.pac.rollout_current().await?)?;
+            let reached = now
+                .failed_step
+                .map_or(now.next_step, |f| f.max(now.next_step));
+            for s in now.steps.iter().chain(&now.rollback_steps) {
+                if s.n > reached && !now.ended.contains_key(&s.n) {
+                    continue;
+                }
+                let Some(h) = s.host() else { continue };
+                // Ended (before `next_step`, or recorded), or in hand when the run
+                // stopped: it may have installed; only the step that failed did not.
+                let ended = s.n < now.next_step || now.ended.contains_key(&s.n);
+                let updated =
+                    s.action() == Action::ApplyUpdate && (ended || now.failed_step != Some(s.n));
+                *touched.entry(h.to_string()).or_default() |= updated;
+            }
         }
         // Numbered after the plan's steps and after any earlier rollback of this rollout;
         // the `rollback` event takes the number before the first rollback step.

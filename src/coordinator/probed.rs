@@ -332,7 +332,7 @@ pub(super) async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome>
             prog.gate(&view).await;
             shown = Some(view.clone());
         }
-        match first {
+        let why = match first {
             None => {
                 let t = *since.get_or_insert_with(Instant::now);
                 if t.elapsed() >= min_healthy {
@@ -343,19 +343,23 @@ pub(super) async fn gate(ctx: &Ctx<'_>, scope: GateScope) -> Result<StepOutcome>
                         format_duration(min_healthy)
                     )));
                 }
+                format!(
+                    "every region running, but for less than {}",
+                    format_duration(min_healthy)
+                )
             }
             Some(p) => {
                 since = None;
-                if Instant::now() >= end {
-                    return Err(Error::refused(format!(
-                        "health gate timed out after {}: {p}",
-                        format_duration(deadline)
-                    )));
-                }
+                p
             }
+        };
+        if Instant::now() >= end {
+            return Err(Error::refused(format!(
+                "health gate timed out after {}: {why}",
+                format_duration(deadline)
+            )));
         }
-        b.wait(end.max(Instant::now() + Duration::from_millis(100)))
-            .await;
+        b.wait(end).await;
     }
 }
 

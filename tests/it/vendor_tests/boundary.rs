@@ -440,12 +440,16 @@ fn plan_show_commands_renders_every_template_of_every_step() {
 #[test]
 fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes() {
     let site = site();
-    let good = plan("1m", "casstate /r{region} /j");
+    let mut good = plan("1m", "casstate /r{region} /j");
+    good["monitor"]["keep_suspended_on_pause"] = json!(true);
     let mut wrong = good.clone();
     wrong["driver"]["templates"]["apply_update"] =
         json!("pacup --psor {psor} host update {host} --pac {pac} --product-versoin {version}");
     let wrong_path = write_plan(&site, "wrong.json", &wrong);
     rollout(&site, &["run", &wrong_path]).code(6);
+    // Paused with monitoring kept suspended, as the plan asks.
+    let hold = || std::fs::read_to_string(site.dir.path().join("monitor.log")).unwrap();
+    assert_eq!(hold(), format!("suspend {PAC}\n"));
 
     let journal = || -> std::collections::BTreeMap<String, String> {
         redis::cmd("HGETALL")
@@ -490,6 +494,10 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
     for r in ["REGION1", "REGION1B", "REGION2"] {
         assert_eq!(site.field(r, "store"), "2.0.0", "{r}");
     }
+    assert_eq!(
+        hold(),
+        format!("suspend {PAC}\nsuspend {PAC}\nresume {PAC}\n")
+    );
     let h = site.json_of(&["rollout", "history", PAC]);
     let entry = &h["rollouts"][0];
     assert_eq!(entry["result"], "done", "{entry}");
