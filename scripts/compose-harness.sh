@@ -11,23 +11,29 @@
 #      reconnection the rollout (resumed if it paused) finishes with 0; nothing lost
 #   d  the same cut while host1's REGION1 is being drained: the coordinator does not
 #      take the unseen regions for stopped; it pauses (6) and resume finishes with 0
+#   e  the production plan fixtures/plans/enterprise-server.json, unchanged: its
+#      `ssh {host} casstop/casstart/...` templates reach the host containers through
+#      `docker exec` (scripts/compose/bin/ssh); it holds before each finalising step
+#      (8), and `rollout resume` goes on (8 at the next hold) to the end with 0; every region was stopped and started through
+#      the vendor-syntax tools on its own host; nothing lost
 #
 # "Nothing lost": the load service's final counts show every submitted job completed,
 # no duplicate job run and no failed client transaction.
 #
-# Usage: scripts/compose-harness.sh [--no-build | --build-only] [a] [b] [c] [d]
-#        (default: build the images, then scenarios a, b, c and d)
+# Usage: scripts/compose-harness.sh [--no-build | --build-only] [a] [b] [c] [d] [e]
+#        (default: build the images, then scenarios a, b, c, d and e)
 # Prints one summary line per scenario; exits 0 only if every scenario passed.
 #
 # Images: pacup:local (this machine's target/release/pacup and caspac, its redis-server
-# and redis-cli, the shared libraries they need, busybox for a shell) made with
+# and redis-cli, the shared libraries they need, busybox for a shell, the machine's
+# static docker CLI for scenario e's ssh stand-in) made with
 # `docker import` from a root filesystem directory; the same image is tagged
 # pacup-redis:local and used as REDIS_IMAGE. Set PACUP_IMAGE / REDIS_IMAGE to use other
 # images (with --no-build, e.g. after `docker build -t pacup:local .` and a pulled
 # redis:7.2).
 #
 # Environment: COMPOSE_HARNESS_OUT (logs; default target/compose-harness),
-# COMPOSE_HARNESS_PREFIX (compose project prefix; default pacup-h, projects <prefix>1..4),
+# COMPOSE_HARNESS_PREFIX (compose project prefix; default pacup-h, projects <prefix>1..5),
 # HARNESS_PARTITION_S (length of the cut in c and d; default 8 s, 4 x the 2 s heartbeat TTL).
 set -uo pipefail
 
@@ -56,18 +62,18 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --build-only) build_only=1 ;;
-        a | b | c | d) scenarios+=("$arg") ;;
+        a | b | c | d | e) scenarios+=("$arg") ;;
         -h | --help)
             sed -n '2,/^set -uo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "compose-harness: unknown argument '$arg' (expected --no-build, --build-only, a, b, c, d)" >&2
+            echo "compose-harness: unknown argument '$arg' (expected --no-build, --build-only, a, b, c, d, e)" >&2
             exit 2
             ;;
     esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(a b c d)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(a b c d e)
 
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -217,12 +223,20 @@ build_images() {
     install -m 0755 "$(readlink -f "$(command -v redis-server)")" "$rootfs/usr/local/bin/redis-server"
     install -m 0755 "$(readlink -f "$(command -v redis-cli)")" "$rootfs/usr/local/bin/redis-cli"
     install -m 0755 /bin/busybox "$rootfs/bin/busybox"
+    # Scenario e's ssh stand-in runs `docker exec` from inside a container: the docker CLI
+    # is a static binary, so the file alone is enough.
+    b="$(command -v docker)"
+    if [ -n "$b" ] && ! ldd "$b" >/dev/null 2>&1; then
+        install -m 0755 "$(readlink -f "$b")" "$rootfs/usr/local/bin/docker"
+    else
+        log "no static docker CLI on this machine: scenario e cannot run"
+    fi
     for a in $(/bin/busybox --list); do
         [ -e "$rootfs/bin/$a" ] || ln -s busybox "$rootfs/bin/$a"
     done
     # Shared libraries and the dynamic loader, at the paths ldd names.
     for b in "$rootfs"/usr/local/bin/*; do
-        ldd "$b" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
+        ldd "$b" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'
     done | sort -u | while read -r lib; do
         mkdir -p "$rootfs$(dirname "$lib")"
         cp -L "$lib" "$rootfs$lib"
@@ -451,13 +465,66 @@ finish_scenario() {
         result PASS "$name ($title): $outcome; $LOAD_SUMMARY; $(elapsed "$t")s"
     else
         result FAIL "$name ($title): $why; $(elapsed "$t")s (logs: $d)"
-        show_tail "$d/coordinator.log" "$d/resume.log" "$d/resume.err" "$d/load.log"
+        show_tail "$d/coordinator.log" "$d/coordinator.err" "$d/resume.log" "$d/resume.err" "$d/load.log"
     fi
     down_project
 }
 
 scenario_c() { cut_scenario c "at host1's health gate" '"action":"health_gate"' "${PREFIX}3"; }
 scenario_d() { cut_scenario d "while REGION1 drains" '"action":"drain","host":"host1","region":"REGION1","status":"started"' "${PREFIX}4"; }
+
+# ---------------------------------------------------------------------------------------
+# e: the production plan, unchanged, with its ssh templates reaching the host containers
+scenario_e() {
+    local t d why="" host1 load rc="" rc2="" ssh_log missing r i
+    t=$(now)
+    d="$OUT/e"
+    mkdir -p "$d"
+    fresh_project "${PREFIX}5"
+    log "e: fixtures/plans/enterprise-server.json through docker exec (project $PROJECT)"
+    if ! timeout 300 docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" up -d psor host1 host2 load >"$d/up.log" 2>&1; then
+        result FAIL "e (production plan): docker-compose up -d failed (logs: $d)"
+        show_tail "$d/up.log"
+        down_project
+        return
+    fi
+    host1="$(cid host1)" load="$(cid load)"
+    # The load's depends_on waits for both hosts to be healthy; give it a moment to be
+    # in full swing, as the coordinator service's ROLLOUT_DELAY does.
+    sleep 3
+    es() { timeout 600 docker-compose -f "$COMPOSE_YAML" -p "$PROJECT" run --rm -T --no-deps \
+        -e COMPOSE_PROJECT="$PROJECT" coordinator-es "$@"; }
+    es pacup --json rollout run /plans/enterprise-server.json --preflight-wait=60s \
+        >"$d/coordinator.log" 2>"$d/coordinator.err"
+    rc=$?
+    log "e: rollout run exited $rc"
+    if [ "$rc" != 8 ]; then
+        why="rollout run exited $rc (expected 8, held before finalisation)"
+    else
+        # The plan holds at each finalising step (hold_finalization): an operator checks
+        # the new store and resumes; each resume exits 8 at the next hold, 0 at the end.
+        rc2=8 i=0
+        while [ "$rc2" = 8 ] && [ "$i" -lt 3 ]; do
+            i=$((i + 1))
+            es pacup --json rollout resume "$PAC" >>"$d/resume.log" 2>>"$d/resume.err"
+            rc2=$?
+            log "e: rollout resume #$i exited $rc2"
+        done
+        [ "$rc2" = 0 ] || why="rollout resume exited $rc2 (expected 8 at each hold, then 0)"
+    fi
+    # Every region went down and up through the vendor's tools on its own host.
+    ssh_log="$(timeout 20 docker exec "$load" cat /results/ssh.log 2>/dev/null)"
+    printf '%s\n' "$ssh_log" >"$d/ssh.log"
+    missing=""
+    for r in "host1 casstop -rREGION1" "host1 casstop -rREGION1B" "host2 casstop -rREGION2" \
+        "host1 casstart /rREGION1 /s:" "host1 casstart /rREGION1B /s:" "host2 casstart /rREGION2 /s:" \
+        "host1 /opt/site/bin/apply-es-patch 2.0.0" "host2 /opt/site/bin/apply-es-patch 2.0.0"; do
+        grep -qF "$r" "$d/ssh.log" || missing="${missing:+$missing; }$r"
+    done
+    [ -z "$missing" ] || why="${why:+$why; }templates that never ran through ssh: $missing"
+    finish_scenario e "production plan via docker exec, $(grep -c . "$d/ssh.log") ssh calls" \
+        "rollout exit ${rc:-none}${rc2:+, resume $rc2}" "$why" "$t" "$d" "$host1"
+}
 
 # ---------------------------------------------------------------------------------------
 # In a function, so that bash has read the whole file before anything runs (editing the

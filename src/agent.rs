@@ -187,6 +187,8 @@ impl Agent {
         let beats = tokio::spawn(self.clone().host_beats(shutdown.clone()));
         let mut tasks = JoinSet::new();
         let mut conn: Option<redis::aio::MultiplexedConnection> = None;
+        // The blocking reader's connection moves with the master, not only once it fails.
+        let mut moved = self.pac.psor().moved();
         loop {
             while let Some(done) = tasks.try_join_next() {
                 if let Err(e) = done {
@@ -195,6 +197,10 @@ impl Agent {
             }
             if *shutdown.borrow() {
                 break;
+            }
+            if moved.has_changed().unwrap_or(false) {
+                moved.borrow_and_update();
+                conn = None;
             }
             if conn.is_none() {
                 match self.pac.psor().dedicated().await {
@@ -217,6 +223,7 @@ impl Agent {
             );
             let batch = tokio::select! {
                 _ = crate::until_true(&mut shutdown) => break,
+                _ = moved.changed() => continue,
                 r = read => r,
             };
             match batch {

@@ -120,6 +120,22 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// A critical write was applied by the PSOR's master, but fewer replicas (or AOF
+    /// fsyncs) than `--durability` asks confirmed it within the bound, even when asked
+    /// again: a failover now could discard it, so it is not reported done. Every
+    /// critical write is idempotent; repeating it (on the new master, after a failover)
+    /// is safe.
+    #[error("the PSOR at {target} did not confirm a write as durable ({durability}): {acked} of {wanted} confirmations")]
+    NotDurable {
+        /// The PSOR address with any password removed.
+        target: String,
+        /// The `--durability` in force (`replica`, `aof`).
+        durability: &'static str,
+        /// Confirmations received.
+        acked: u64,
+        /// Confirmations asked for.
+        wanted: u64,
+    },
     /// Something answers at the PSOR's address, but not in the Redis protocol (an HTTP
     /// server, a TLS port spoken to in plain text, ...).
     #[error("the server at {target} does not speak the Redis protocol; is this the PSOR's address and port (rediss:// for TLS)?")]
@@ -275,9 +291,10 @@ impl Error {
             }
             // Like an unreadable file given by the user: fix the argument and run again.
             Error::CannotListen { .. } => ExitCode::InvalidInput,
-            Error::Unreachable { .. } | Error::AuthFailed { .. } | Error::NotRedis { .. } => {
-                ExitCode::Unreachable
-            }
+            Error::Unreachable { .. }
+            | Error::AuthFailed { .. }
+            | Error::NotRedis { .. }
+            | Error::NotDurable { .. } => ExitCode::Unreachable,
             Error::LeaseHeld { .. } | Error::Fenced { .. } => ExitCode::LeaseHeld,
             Error::Redis(e) if is_unreachable(e) => ExitCode::Unreachable,
             Error::Refused(_)
@@ -310,12 +327,29 @@ impl Error {
         }
     }
 
+    /// Whether this is the PSOR being out of reach (down, cut off, restarting, or not
+    /// confirming writes durable) rather than a refusal: what long-running processes ride
+    /// out with backoff instead of giving up.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Error::Unreachable { .. } | Error::NotDurable { .. } => true,
+            Error::Redis(e) => {
+                is_unreachable(e)
+                    || matches!(
+                        e.code(),
+                        Some("LOADING" | "READONLY" | "MASTERDOWN" | "TRYAGAIN")
+                    )
+            }
+            _ => false,
+        }
+    }
+
     /// Whether repeating the same action later could succeed without anyone changing
     /// the input: lost connections and optimistic-concurrency conflicts are retryable,
     /// refusals and bad input are not.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Conflict | Error::Unreachable { .. } => true,
+            Error::Conflict | Error::Unreachable { .. } | Error::NotDurable { .. } => true,
             Error::Redis(e) => is_unreachable(e) || e.is_timeout(),
             _ => false,
         }

@@ -243,6 +243,45 @@ pub async fn run_clients(
     report
 }
 
+/// How long a load driver waits out a PSOR outage (retrying with backoff) before it
+/// gives up with the outage's error.
+pub const OUTAGE_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs `f` until it succeeds or fails for a reason other than a PSOR outage; an outage
+/// is retried with backoff for up to [`OUTAGE_PATIENCE`], or until `stop`.
+async fn ride_out<T, F, Fut>(stop: &mut watch::Receiver<bool>, mut f: F) -> crate::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::Result<T>>,
+{
+    let mut since: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match f().await {
+            Err(e) if e.is_outage() => {
+                let t0 = *since.get_or_insert_with(|| {
+                    tracing::warn!("the PSOR is out of reach ({e}); retrying");
+                    Instant::now()
+                });
+                if t0.elapsed() >= OUTAGE_PATIENCE || *stop.borrow() {
+                    return Err(e);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = crate::until_true(stop) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            r => {
+                if since.is_some() && r.is_ok() {
+                    tracing::warn!("the PSOR is back");
+                }
+                return r;
+            }
+        }
+    }
+}
+
 /// What [`submit_jobs`] submitted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Submitted {
@@ -256,7 +295,8 @@ pub struct Submitted {
 
 /// Submits up to `max` jobs: all at once (in batches of 1000 per script) without a rate,
 /// else at `rate` per second until `max`, `duration` or `stop`. The one submit loop of
-/// `pacup jobs submit` and the demo.
+/// `pacup jobs submit` and the demo. A PSOR outage is ridden out (each batch retried
+/// under its submission id, so it is counted exactly once).
 pub async fn submit_jobs(
     pac: &Pac,
     max: u64,
@@ -265,6 +305,9 @@ pub async fn submit_jobs(
     mut stop: watch::Receiver<bool>,
 ) -> crate::Result<Submitted> {
     let mut out = Submitted::default();
+    // Submission ids: unique to this run (process and start time), numbered by the count
+    // submitted before, so a retried submission is recognised and not counted twice.
+    let run_id = format!("{:x}-{:x}", std::process::id(), crate::psor::now_ms());
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     while out.count < max {
@@ -283,7 +326,8 @@ pub async fn submit_jobs(
         };
         if due > out.count {
             let n = (due - out.count).min(1000);
-            let (f, l) = pac.submit_jobs(n).await?;
+            let id = format!("{run_id}-{}", out.count);
+            let (f, l) = ride_out(&mut stop, || pac.submit_jobs_once(n, &id)).await?;
             if out.first == 0 {
                 out.first = f;
             }

@@ -25,6 +25,10 @@ pub(crate) fn bitness(s: &str) -> Result<u8, String> {
 pub(crate) fn actor(s: &str) -> Result<String, String> {
     names::parse_actor("--by", s).map_err(|e| e.to_string())
 }
+pub(crate) fn durability_arg(s: &str) -> Result<crate::conn::Durability, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
 pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     names::parse_duration("duration", s).map_err(|e| e.to_string())
 }

@@ -6,7 +6,9 @@
 //! (`-a InitPac=MyPAC`). `-s` types: `redis` and `redis_TLS`; several hosts mean Redis
 //! Sentinel with master `<sorName>`. Environment: `ES_PAC` names the PAC for `SetMode`
 //! (else the only PAC in the PSOR), `PACUP_PRODUCT_VERSION`, `PACUP_OS` and
-//! `PACUP_BITNESS` describe the product for `CheckCompat`.
+//! `PACUP_BITNESS` describe the product for `CheckCompat`; without them, `PACUP_HOST`
+//! names the host whose installed product is checked (the real caspac checks the
+//! product it belongs to, so on a host it is that host's product).
 //!
 //! Translation is pure: [`parse`] reads argv and an environment lookup into a
 //! [`Legacy`] request, and [`Legacy::into_cli`] builds the `pacup` [`Cli`] for it, so
@@ -21,6 +23,7 @@ pub const USAGE: &str = concat!(
     "usage: caspac -a<Action>[=<arg>] -s<redis|redis_TLS>,<host>:<port>[,<host>:<port>...] [-n<sorName>]\n",
     "  actions: InitPac=<PAC>  CheckCompat=<PAC>  SetMode=Running|Quiesce  RemOldPAC=<PAC>\n",
     "  env: ES_PAC (PAC for SetMode), PACUP_PRODUCT_VERSION, PACUP_OS, PACUP_BITNESS (product for CheckCompat),\n",
+    "       PACUP_HOST (CheckCompat without PACUP_PRODUCT_VERSION: the product installed on that host),\n",
     "       PACUP_PSOR_PASSWORD, PACUP_TLS_CA, PACUP_TLS_CERT, PACUP_TLS_KEY"
 );
 
@@ -39,6 +42,14 @@ pub enum Action {
         os: Option<String>,
         /// `PACUP_BITNESS`.
         bitness: Option<String>,
+    },
+    /// `-aCheckCompat=<P>` without `PACUP_PRODUCT_VERSION`: the product installed on the
+    /// host `PACUP_HOST` names.
+    CheckCompatOnHost {
+        /// PAC.
+        pac: String,
+        /// `PACUP_HOST`.
+        host: String,
     },
     /// `-aSetMode=Running|Quiesce`; `pac` from `ES_PAC`, else resolved from the PSOR.
     SetMode {
@@ -135,50 +146,64 @@ fn parse_text<S: AsRef<str>>(
         Some((v, a)) => (v, Some(a)),
         None => (action.as_str(), None),
     };
-    let action =
-        match verb.to_ascii_lowercase().as_str() {
-            "initpac" => Action::InitPac(pac_arg("InitPac", arg)?),
-            "checkcompat" => {
-                let pac = pac_arg("CheckCompat", arg)?;
-                let version = env("PACUP_PRODUCT_VERSION").filter(|v| !v.is_empty()).ok_or(
-                "CheckCompat needs the product version in env PACUP_PRODUCT_VERSION (e.g. 2.0.0)",
-            )?;
-                let os = env("PACUP_OS").filter(|v| !v.is_empty());
-                let bitness = env("PACUP_BITNESS").filter(|v| !v.is_empty());
-                crate::names::Product::parse(&version, os.as_deref(), bitness.as_deref()).map_err(
-                    |e| format!("{e} (from env PACUP_PRODUCT_VERSION/PACUP_OS/PACUP_BITNESS)"),
-                )?;
-                Action::CheckCompat {
-                    pac,
-                    version,
-                    os,
-                    bitness,
-                }
-            }
-            "setmode" => {
-                let m = need_arg("SetMode", arg, "Running|Quiesce")?;
-                let mode = match m.to_ascii_lowercase().as_str() {
-                    "running" => "running",
-                    "quiesce" => "quiesce",
-                    _ => {
-                        return Err(format!(
-                            "unknown mode {m:?} for SetMode; accepted: Running, Quiesce"
-                        ))
+    let action = match verb.to_ascii_lowercase().as_str() {
+        "initpac" => Action::InitPac(pac_arg("InitPac", arg)?),
+        "checkcompat" => {
+            let pac = pac_arg("CheckCompat", arg)?;
+            let version = env("PACUP_PRODUCT_VERSION").filter(|v| !v.is_empty());
+            let host = env("PACUP_HOST").filter(|v| !v.is_empty());
+            let version = match (version, host) {
+                    (Some(v), _) => v,
+                    (None, Some(host)) => {
+                        crate::names::HostName::new(&host)
+                            .map_err(|e| format!("env PACUP_HOST={host}: {e}"))?;
+                        return Ok(Legacy {
+                            psor,
+                            action: Action::CheckCompatOnHost { pac, host },
+                        });
                     }
+                    (None, None) => return Err(
+                        "CheckCompat needs the product version in env PACUP_PRODUCT_VERSION (e.g. 2.0.0), \
+                         or the host whose installed product to check in env PACUP_HOST"
+                            .into(),
+                    ),
                 };
-                let pac = env("ES_PAC").filter(|v| !v.is_empty());
-                if let Some(p) = &pac {
-                    crate::names::PacName::new(p).map_err(|e| format!("env ES_PAC={p}: {e}"))?;
+            let os = env("PACUP_OS").filter(|v| !v.is_empty());
+            let bitness = env("PACUP_BITNESS").filter(|v| !v.is_empty());
+            crate::names::Product::parse(&version, os.as_deref(), bitness.as_deref()).map_err(
+                |e| format!("{e} (from env PACUP_PRODUCT_VERSION/PACUP_OS/PACUP_BITNESS)"),
+            )?;
+            Action::CheckCompat {
+                pac,
+                version,
+                os,
+                bitness,
+            }
+        }
+        "setmode" => {
+            let m = need_arg("SetMode", arg, "Running|Quiesce")?;
+            let mode = match m.to_ascii_lowercase().as_str() {
+                "running" => "running",
+                "quiesce" => "quiesce",
+                _ => {
+                    return Err(format!(
+                        "unknown mode {m:?} for SetMode; accepted: Running, Quiesce"
+                    ))
                 }
-                Action::SetMode { mode, pac }
+            };
+            let pac = env("ES_PAC").filter(|v| !v.is_empty());
+            if let Some(p) = &pac {
+                crate::names::PacName::new(p).map_err(|e| format!("env ES_PAC={p}: {e}"))?;
             }
-            "remoldpac" => Action::RemOldPac(pac_arg("RemOldPAC", arg)?),
-            _ => {
-                return Err(format!(
-                    "unknown action {verb:?}; accepted: InitPac, CheckCompat, SetMode, RemOldPAC"
-                ))
-            }
-        };
+            Action::SetMode { mode, pac }
+        }
+        "remoldpac" => Action::RemOldPac(pac_arg("RemOldPAC", arg)?),
+        _ => {
+            return Err(format!(
+                "unknown action {verb:?}; accepted: InitPac, CheckCompat, SetMode, RemOldPAC"
+            ))
+        }
+    };
     Ok(Legacy { psor, action })
 }
 
@@ -263,6 +288,12 @@ impl Legacy {
                     v.extend(["--bitness".into(), b.clone()]);
                 }
             }
+            Action::CheckCompatOnHost { pac, host } => v.extend([
+                "check-compat".into(),
+                pac.clone(),
+                "--host".into(),
+                host.clone(),
+            ]),
             Action::SetMode { mode, pac } => {
                 let p = pac
                     .clone()
@@ -362,6 +393,39 @@ mod tests {
         assert!(p(&["-aInitPac=P", "-sredis,a:1,b:2"])
             .unwrap_err()
             .contains("-n<sorName>"));
+    }
+
+    #[test]
+    fn check_compat_without_a_version_checks_the_product_of_pacup_host() {
+        let env = |k: &str| (k == "PACUP_HOST").then(|| "host1".to_string());
+        let l = parse(&["-aCheckCompat=MyPAC", "-sredis,h:1"], &env).unwrap();
+        assert_eq!(
+            l.pacup_argv(None),
+            [
+                "pacup",
+                "--psor",
+                "redis://h:1",
+                "pac",
+                "check-compat",
+                "MyPAC",
+                "--host",
+                "host1"
+            ]
+        );
+        l.into_cli(None).expect("a valid pacup command line");
+        // An explicit product version wins over the host's.
+        let both = |k: &str| match k {
+            "PACUP_HOST" => Some("host1".to_string()),
+            "PACUP_PRODUCT_VERSION" => Some("2.0.0".to_string()),
+            _ => None,
+        };
+        let l = parse(&["-aCheckCompat=MyPAC", "-sredis,h:1"], &both).unwrap();
+        assert!(l
+            .pacup_argv(None)
+            .contains(&"--product-version".to_string()));
+        let bad = |k: &str| (k == "PACUP_HOST").then(|| "no such/host".to_string());
+        let e = parse(&["-aCheckCompat=MyPAC", "-sredis,h:1"], &bad).unwrap_err();
+        assert!(e.to_string().contains("PACUP_HOST"), "{e}");
     }
 
     #[test]

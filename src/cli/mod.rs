@@ -14,7 +14,7 @@ mod output;
 pub mod vendor;
 
 use crate::error::ExitCode;
-use args::{actor, duration, metrics_addr, pac_name};
+use args::{actor, durability_arg, duration, metrics_addr, pac_name};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -136,6 +136,18 @@ pub struct GlobalArgs {
     /// Bound on one PSOR command's answer.
     #[arg(long, global = true, value_parser = duration, default_value = "10s", value_name = "DURATION")]
     pub command_timeout: Duration,
+    /// What acknowledging a critical write (journal, lease, jobs, transactions, stores,
+    /// modes) waits for: none (the master applied it), replica (WAIT: one replica has
+    /// it) or aof (WAITAOF: fsynced; Redis 7.2+). Default: replica when the PSOR reports
+    /// connected replicas, else none.
+    #[arg(
+        long,
+        global = true,
+        env = "PACUP_DURABILITY",
+        value_parser = durability_arg,
+        value_name = "none|replica|aof"
+    )]
+    pub durability: Option<crate::conn::Durability>,
     /// Machine output: exactly one JSON document on stdout (streams: one object per line).
     #[arg(long, global = true)]
     pub json: bool,

@@ -13,11 +13,13 @@ use crate::error::{is_unreachable, Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, IntoConnectionInfo};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+mod durability;
+mod follow;
 mod url;
+pub use durability::{Durability, WAIT_ATTEMPTS, WAIT_BOUND};
 use url::bad_url;
 pub use url::{redact_url, PsorTarget};
 
@@ -38,6 +40,9 @@ pub struct PsorOptions {
     pub connect_timeout: Duration,
     /// Bound on one command's answer.
     pub command_timeout: Duration,
+    /// What acknowledging a critical write waits for; `None`: chosen from what the PSOR
+    /// reports (`replica` when it has connected replicas, else `none`).
+    pub durability: Option<Durability>,
 }
 
 impl PsorOptions {
@@ -51,6 +56,7 @@ impl PsorOptions {
             tls_key: None,
             connect_timeout: Duration::from_secs(5),
             command_timeout: Duration::from_secs(10),
+            durability: None,
         }
     }
 }
@@ -96,14 +102,12 @@ fn install_crypto_provider() {
 /// A connected PSOR: a reconnecting multiplexed connection plus the client, for the
 /// dedicated pub/sub and blocking connections.
 ///
-/// Behind Sentinel, the master can move. The connection manager reconnects to the
-/// address it was given, so after a lost connection or a `READONLY` answer (the old
-/// master demoted) the handle asks the sentinels again and, when the master moved,
-/// swaps in a connection to the new one; every clone of the handle sees the swap.
+/// Behind Sentinel, the master can move: the handle follows it (`follow.rs`: on
+/// `+switch-master`, a lost connection or `READONLY`), and every clone sees the swap.
 #[derive(Clone)]
 pub struct Psor {
     live: Arc<RwLock<Live>>,
-    refreshing: Arc<AtomicBool>,
+    follow: Arc<follow::Follow>,
     sentinel: bool,
     target: String,
     opts: PsorOptions,
@@ -114,6 +118,8 @@ pub struct Psor {
 struct Live {
     conn: ConnectionManager,
     client: Client,
+    /// The durability critical writes get on this master.
+    durable: durability::Resolved,
 }
 
 impl std::fmt::Debug for Psor {
@@ -263,15 +269,24 @@ impl Psor {
         let sentinel = matches!(PsorTarget::parse(&opts.url)?, PsorTarget::Sentinel { .. });
         let shown = redact_url(&opts.url);
         let client = open_client(opts).await?;
-        let conn = open_manager(&client, opts, &shown).await?;
-        Ok(Psor {
-            live: Arc::new(RwLock::new(Live { conn, client })),
-            refreshing: Arc::new(AtomicBool::new(false)),
+        let mut conn = open_manager(&client, opts, &shown).await?;
+        let durable = durability::resolve(&mut conn, opts.durability, &shown).await?;
+        let psor = Psor {
+            live: Arc::new(RwLock::new(Live {
+                conn,
+                client,
+                durable,
+            })),
+            follow: follow::Follow::new(),
             sentinel,
             target: shown,
             opts: opts.clone(),
             metrics: crate::metrics::Metrics::disabled(),
-        })
+        };
+        if sentinel {
+            psor.start_following();
+        }
+        Ok(psor)
     }
 
     /// This handle (and its clones) counts failed commands in `metrics`.
@@ -289,38 +304,13 @@ impl Psor {
         self.live.read().expect("connection lock").client.clone()
     }
 
-    /// Behind Sentinel: asks the sentinels for the master again (at most one refresh at a
-    /// time, at most one a second) and swaps the connection if the master moved.
-    fn refresh_master(&self) {
-        if !self.sentinel || self.refreshing.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            match open_client(&me.opts).await {
-                Ok(client) => {
-                    let moved = client.get_connection_info().addr()
-                        != me.client().get_connection_info().addr();
-                    if moved {
-                        match open_manager(&client, &me.opts, &me.target).await {
-                            Ok(conn) => {
-                                tracing::warn!(
-                                    "the PSOR master moved to {}; reconnected",
-                                    client.get_connection_info().addr()
-                                );
-                                *me.live.write().expect("connection lock") = Live { conn, client };
-                            }
-                            Err(e) => {
-                                tracing::warn!("connecting to the new PSOR master failed: {e}")
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!("asking the sentinels for the master failed: {e}"),
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            me.refreshing.store(false, Ordering::SeqCst);
-        });
+    fn resolved(&self) -> durability::Resolved {
+        self.live.read().expect("connection lock").durable
+    }
+
+    fn conn_and_durability(&self) -> (ConnectionManager, durability::Resolved) {
+        let live = self.live.read().expect("connection lock");
+        (live.conn.clone(), live.durable)
     }
 
     /// The address with any password removed, for messages.

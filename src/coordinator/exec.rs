@@ -366,6 +366,7 @@ impl Coordinator {
 
     /// Runs `job`'s steps, group by group, from its first step not yet ended.
     async fn execute(&self, job: &Job<'_>) -> Result<End> {
+        self.outages.set_bound(job.plan.progress_deadline);
         let driver = driver_of(job.plan, self.pac.psor().options(), job.process);
         let ctx = Ctx {
             pac: &self.pac,
@@ -393,12 +394,13 @@ impl Coordinator {
                 return Ok(End::Interrupted(first));
             }
             let flags = self
-                .pac
-                .rollout_fields(&[
-                    field::ABORT_REQUESTED,
-                    field::PAUSE_REQUESTED,
-                    field::RELEASED,
-                ])
+                .ride_out("reading operator requests", || {
+                    self.pac.rollout_fields(&[
+                        field::ABORT_REQUESTED,
+                        field::PAUSE_REQUESTED,
+                        field::RELEASED,
+                    ])
+                })
                 .await?;
             let set = |i: usize| flags[i].as_deref().is_some_and(|v| !v.is_empty());
             if set(0) {
@@ -504,6 +506,8 @@ impl Coordinator {
         if intr.count() >= 2 {
             return Ok(StepEnd::Cancelled);
         }
+        self.outages
+            .on(format!("step {} ({})", s.n, s.action().name()));
         let mut w = Write::new();
         if single {
             w = w.next_step(s.n).current(&self.current(job, &[s]));
@@ -512,22 +516,34 @@ impl Coordinator {
             .await?;
         let t = Instant::now();
         let deadline = job.plan.progress_deadline;
+        // A PSOR outage pauses the step (it is re-run once the PSOR is back: it observes
+        // before it acts); one outlasting the progress deadline ends the run with exit 5.
+        let step = self.ride_out("the step", || actions::run(ctx, s));
         let r = tokio::select! {
-            r = tokio::time::timeout(deadline, actions::run(ctx, s)) => r,
+            r = tokio::time::timeout(deadline, step) => r,
             () = intr.at_least(2) => return Ok(StepEnd::Cancelled),
         };
-        let r = r.unwrap_or_else(|_| {
-            Err(Error::refused(format!(
+        let r = match r {
+            Ok(r) => r,
+            Err(_) if self.outages.ongoing() => {
+                return Err(self.outages.gave_up(Error::Unreachable {
+                    target: self.pac.psor().target().to_string(),
+                    reason: "out of reach".into(),
+                }))
+            }
+            Err(_) => Err(Error::refused(format!(
                 "no progress within the progress deadline {}",
                 crate::names::format_duration(deadline)
-            )))
-        });
+            ))),
+        };
         let ms = t.elapsed().as_millis() as u64;
         let prefix = if job.rollback() { "rollback: " } else { "" };
         let (how, status, detail) = match r {
             Ok(StepOutcome::Done(d)) => (Ended::Done, "done", d),
             Ok(StepOutcome::Skipped(d)) => (Ended::Skipped, "skipped", d),
             Err(e @ (Error::Fenced { .. } | Error::LeaseHeld { .. })) => return Err(e),
+            // Only an outage past the deadline gets here; nothing can be journaled.
+            Err(e) if e.is_outage() => return Err(e),
             Err(e) => {
                 let why = format!("step {} ({}) failed: {e}", s.n, s.action());
                 let w = Write::new().error(&why).failed_step(s.n);

@@ -22,6 +22,7 @@ pub mod dryrun;
 mod exec;
 mod gate;
 pub mod journal;
+mod outage;
 pub mod plan;
 pub mod preflight;
 pub mod preflight_wait;
@@ -196,6 +197,8 @@ pub struct Coordinator {
     /// Journal writes waiting for the writer (see [`Coordinator::journal`]).
     queue: std::sync::Mutex<Vec<Queued>>,
     started: Instant,
+    /// A PSOR outage in progress, and how long one may last.
+    outages: outage::Outages,
 }
 
 impl Drop for Coordinator {
@@ -244,6 +247,7 @@ impl Coordinator {
             seq: tokio::sync::Mutex::new(0),
             queue: std::sync::Mutex::new(Vec::new()),
             started: Instant::now(),
+            outages: outage::Outages::new(),
         })
     }
 
@@ -458,7 +462,10 @@ impl Coordinator {
     /// state), with its last event and its history entry.
     async fn finish(&mut self, trigger: Trigger, why: &str, step: Option<usize>) -> Result<()> {
         let to = self.next_state(trigger, "it cannot end so")?;
-        let j = Journal::decode(&self.pac.rollout_current().await?)?;
+        let current = self
+            .ride_out("reading the journal", || self.pac.rollout_current())
+            .await?;
+        let j = Journal::decode(&current)?;
         let plan = j.plan(self.pac.name().as_str())?;
         let finished_ms = now_ms();
         let summary = serde_json::json!({

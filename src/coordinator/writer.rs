@@ -24,6 +24,17 @@ fn same_error(e: &Error) -> Error {
             reason: reason.clone(),
         },
         Error::Redis(r) => Error::Redis(r.clone()),
+        Error::NotDurable {
+            target,
+            durability,
+            acked,
+            wanted,
+        } => Error::NotDurable {
+            target: target.clone(),
+            durability,
+            acked: *acked,
+            wanted: *wanted,
+        },
         Error::Fenced { ours, current } => Error::Fenced {
             ours: *ours,
             current: *current,
@@ -89,7 +100,6 @@ impl Coordinator {
         ev: Option<(Head<'_>, &str, &str, u64)>,
         history: Option<&str>,
     ) -> Result<()> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
         let draft = ev.map(|(head, status, detail, elapsed)| Draft {
             step: head.n,
             action: head.action,
@@ -99,6 +109,7 @@ impl Coordinator {
             detail: detail.into(),
             elapsed_ms: elapsed,
         });
+        let (tx, rx) = tokio::sync::oneshot::channel();
         self.queued().push(Queued {
             fields: w.0,
             event: draft,
@@ -168,11 +179,23 @@ impl Coordinator {
             events.push(event);
             writes.push((fields, event_fields, q.history.clone()));
         }
-        let results = match self
-            .pac
-            .rollout_write_batch(self.lease.epoch, &writes)
-            .await
-        {
+        // A PSOR outage is waited out with the whole batch in hand, its events numbered
+        // and ordered as they were: repeated, the writes that were applied before are
+        // recognised by their event numbers and not applied again.
+        let batch_write = || async {
+            let r = self
+                .pac
+                .rollout_write_batch(self.lease.epoch, &writes)
+                .await?;
+            match r
+                .iter()
+                .find_map(|w| w.as_ref().err().filter(|e| e.is_outage()))
+            {
+                Some(e) => Err(same_error(e)),
+                None => Ok(r),
+            }
+        };
+        let results = match self.ride_out("a journal write", batch_write).await {
             Ok(r) => r,
             Err(e) => batch.iter().map(|_| Err(same_error(&e))).collect(),
         };

@@ -167,9 +167,15 @@ impl Pac {
         host: Option<&str>,
     ) -> Result<ControlReply> {
         let mut c = self.psor.dedicated().await?;
+        let mut generation = self.psor.generation();
         let end = tokio::time::Instant::now() + timeout;
         let mut missing = 0;
         loop {
+            // Each block is at most a second, so a moved master is followed within one.
+            if self.psor.generation() != generation {
+                generation = self.psor.generation();
+                c = self.psor.dedicated().await?;
+            }
             let left = end.saturating_duration_since(tokio::time::Instant::now());
             let chunk = left.min(Duration::from_secs(1)).as_secs_f64().max(0.01);
             let r: Option<(String, String)> = redis::cmd("BLPOP")

@@ -88,6 +88,9 @@ pub const JOB_RESULTS: Shape = key("job_results", &[Lit("ds:results")]);
 pub const JOBS_BY_REGION: Shape = key("jobs_by_region", &[Lit("ds:by_region")]);
 /// Client transactions (hash tx id -> region that served it first).
 pub const TRANSACTIONS: Shape = key("transactions", &[Lit("ds:tx")]);
+/// One job submission (string `<first> <last>`, expires a day after it): a submission
+/// repeated after its reply was lost answers the same ids instead of submitting again.
+pub const SUBMISSION: Shape = key("submission", &[Lit("ds:submission:"), Var("id")]);
 /// Every key of the shared datastore (kept by init and by every store change).
 pub const DS_KEY: Shape = key("ds_key", &[Lit("ds:"), Rest]);
 /// A per-second series recorded while a rollout runs (hash, expires [`SERIES_TTL_SECS`]
@@ -137,6 +140,7 @@ pub const SHAPES: &[&Shape] = &[
     &JOB_RESULTS,
     &JOBS_BY_REGION,
     &TRANSACTIONS,
+    &SUBMISSION,
     &DS_KEY,
     &SERIES,
     &LOCK,
@@ -153,6 +157,9 @@ pub const JOB_GROUP: &str = "regions";
 /// enough to write a report for any recent rollout, short enough that the series never
 /// pile up (they are telemetry, not state: backups leave them out).
 pub const SERIES_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// How long a [`SUBMISSION`] record lives: far longer than any retry of the submission.
+pub const SUBMISSION_TTL_SECS: u64 = 24 * 3600;
 
 /// Approximate cap of the event stream (`XADD MAXLEN ~`).
 pub const EVENTS_MAXLEN: u64 = 10_000;
@@ -278,7 +285,7 @@ pub fn lua_prelude() -> String {
     s.push_str(&format!(
         "local JOB_GROUP = '{JOB_GROUP}'\nlocal SERIES_TTL_SECS = {SERIES_TTL_SECS}\n\
          local EVENTS_MAXLEN = '{EVENTS_MAXLEN}'\nlocal CONTROL_MAXLEN = '{CONTROL_MAXLEN}'\n\
-         local HISTORY_LEN = {HISTORY_LEN}\n"
+         local HISTORY_LEN = {HISTORY_LEN}\nlocal SUBMISSION_TTL_SECS = {SUBMISSION_TTL_SECS}\n"
     ));
     s
 }
@@ -345,6 +352,8 @@ keys! {
     jobs_by_region => JOBS_BY_REGION();
     /// [`TRANSACTIONS`].
     transactions => TRANSACTIONS();
+    /// [`SUBMISSION`].
+    submission => SUBMISSION(id);
     /// [`SERIES`] `name` of rollout `rollout`.
     series => SERIES(name, rollout);
     /// [`LOCK`].

@@ -88,13 +88,62 @@ impl Pac {
 
     /// Runs one script and decodes its reply (loading the script first if the server
     /// does not have it, e.g. after `SCRIPT FLUSH` or a failover).
+    ///
+    /// A critical script's write is made durable before this returns (`--durability`);
+    /// when it cannot be confirmed the call fails with the retryable
+    /// [`Error::NotDurable`].
     pub async fn eval<C: Call>(&self, call: &C) -> Result<C::Reply> {
+        if C::lua().critical && self.psor.durability() != crate::conn::Durability::None {
+            return self.eval_durable(call).await;
+        }
         let v: Vec<String> = self
             .invocation(call)
             .invoke_async(&mut self.conn())
             .await
             .map_err(|e| self.psor.err(e))?;
         decode::<C>(v)
+    }
+
+    /// The script call and its durability confirmation in one round trip. A server
+    /// without the script (`NOSCRIPT`: nothing ran) gets it loaded, and the call is sent
+    /// again; loading only then keeps the script's text off every call.
+    async fn eval_durable<C: Call>(&self, call: &C) -> Result<C::Reply> {
+        let lua = C::lua();
+        let mut evalsha = redis::cmd("EVALSHA");
+        let keys = call.keys(&self.keys);
+        evalsha
+            .arg(lua.script().get_hash())
+            .arg(1 + keys.len())
+            .arg(self.keys.prefix())
+            .arg(keys)
+            .arg(call.args());
+        let mut loaded = false;
+        loop {
+            let mut p = redis::pipe();
+            p.ignore_errors();
+            p.add_command(evalsha.clone());
+            let reply = self.psor.durable_pipe(p).await?.pop();
+            match reply {
+                Some(redis::Value::ServerError(e))
+                    if !loaded && e.kind() == Some(redis::ServerErrorKind::NoScript) =>
+                {
+                    lua.script()
+                        .prepare_invoke()
+                        .load_async(&mut self.conn())
+                        .await
+                        .map_err(|e| self.psor.err(e))?;
+                    loaded = true;
+                }
+                Some(redis::Value::ServerError(e)) => return Err(self.psor.err(e.into())),
+                Some(v) => return self.pipe_reply::<C>(v),
+                None => {
+                    return Err(Error::UnexpectedReply {
+                        script: lua.name,
+                        reply: "nothing".into(),
+                    })
+                }
+            }
+        }
     }
 
     /// Adds one script call to a pipeline, preceded by its `SCRIPT LOAD`: EVALSHA in a
@@ -108,6 +157,10 @@ impl Pac {
 
     /// Decodes the reply of a [`Pac::pipe_call`].
     pub(crate) fn pipe_reply<C: Call>(&self, v: redis::Value) -> Result<C::Reply> {
+        // A server error keeps its code (READONLY, LOADING: an outage to ride out).
+        if let redis::Value::ServerError(e) = v {
+            return Err(self.psor.err(e.into()));
+        }
         let v: Vec<String> = redis::from_redis_value(v).map_err(|e| self.psor.err(e.into()))?;
         decode::<C>(v)
     }

@@ -203,10 +203,8 @@ impl Pac {
         for call in &calls {
             self.pipe_call(&mut p, call);
         }
-        let values: Vec<redis::Value> = p
-            .query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor.err(e))?;
+        // Journal writes are critical: the batch is confirmed durable as a whole.
+        let values = self.psor.durable_pipe(p).await?;
         Ok(values
             .into_iter()
             .map(|v| match self.pipe_reply::<RolloutWrite<'_>>(v)? {

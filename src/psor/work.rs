@@ -45,7 +45,14 @@ impl Pac {
     /// Submits `count` jobs in one atomic step. Returns the first and last job ids;
     /// [`Error::NoSuchPac`] (nothing written) when the PAC does not exist.
     pub async fn submit_jobs(&self, count: u64) -> Result<(u64, u64)> {
-        match self.eval(&Submit { count }).await? {
+        self.submit_jobs_once(count, "").await
+    }
+
+    /// [`Pac::submit_jobs`] under a submission id (unique per submission): repeated with
+    /// the same id (its reply was lost), it answers the same ids and submits nothing, so
+    /// a retry neither loses nor doubles jobs.
+    pub async fn submit_jobs_once(&self, count: u64, id: &str) -> Result<(u64, u64)> {
+        match self.eval(&Submit { count, id }).await? {
             SubmitReply::Ok { first, last } => Ok((first, last)),
             SubmitReply::NoPac => Err(Error::NoSuchPac(self.name().to_string())),
         }

@@ -80,7 +80,10 @@ async fn notification_listener(
 ) {
     let channel = pac.keys().notify_channel();
     let mut backoff = Duration::from_millis(100);
+    // The subscription moves with the master: one on the old master hears nothing.
+    let mut moved = pac.psor().moved();
     loop {
+        moved.borrow_and_update();
         let sub = async {
             let mut ps = pac.psor().pubsub().await?;
             ps.subscribe(&channel)
@@ -101,6 +104,7 @@ async fn notification_listener(
                 loop {
                     tokio::select! {
                         _ = crate::until_true(&mut shutdown) => return,
+                        _ = moved.changed() => break,
                         m = stream.next() => match m {
                             Some(_) => { let _ = wake.try_send(()); }
                             None => break,

@@ -508,3 +508,54 @@ fn caspac_exit_codes() {
     }
     stop_region(&s, "MyPAC", "R1", r);
 }
+
+/// Without `PACUP_PRODUCT_VERSION`, CheckCompat on a host checks the product installed
+/// there (`PACUP_HOST`), as the real caspac checks the product it belongs to: the answer
+/// follows `pacup host update`, with nothing to keep in step by hand.
+#[test]
+fn check_compat_on_a_host_checks_the_product_installed_there() {
+    use crate::support::pac::{run, spawn_agent, PAC};
+    let s = RedisServer::start();
+    let _agent = spawn_agent(&s, "host1", "1.0.0", &["R1"], "cold", &[]);
+    let check = || {
+        caspac()
+            .args([&format!("-aCheckCompat={PAC}"), &sor(&s)])
+            .env("PACUP_HOST", "host1")
+            .run()
+    };
+    check().code(0).stdout_contains("1.0.0");
+    // An incompatible product installed on the host (its region stopped first).
+    run(&s, &["region", "stop", "R1", "--pac", PAC]).success();
+    run(
+        &s,
+        &[
+            "host",
+            "update",
+            "host1",
+            "--pac",
+            PAC,
+            "--product-version",
+            "2.0.0",
+        ],
+    )
+    .success();
+    check().code(3).stdout_contains("2.0.0");
+    // The same through pacup, and a host the PAC does not have.
+    run(&s, &["pac", "check-compat", PAC, "--host", "host1"]).code(3);
+    run(&s, &["pac", "check-compat", PAC, "--host", "nohost"])
+        .code(1)
+        .stderr_contains("nohost");
+    run(
+        &s,
+        &[
+            "pac",
+            "check-compat",
+            PAC,
+            "--host",
+            "host1",
+            "--product-version",
+            "1.0.0",
+        ],
+    )
+    .code(2);
+}

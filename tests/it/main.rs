@@ -11,6 +11,7 @@ mod conn_tests;
 mod executor_tests;
 mod messages_tests;
 mod metrics_tests;
+mod psor_fault_tests;
 mod psor_tests;
 mod region_tests;
 mod report_tests;

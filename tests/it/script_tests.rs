@@ -172,7 +172,13 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query(&mut raw).unwrap();
 
     // No PAC yet.
-    expect!(seen, pac, Submit { count: 1 }, "NOPAC", SubmitReply::NoPac);
+    expect!(
+        seen,
+        pac,
+        Submit { count: 1, id: "" },
+        "NOPAC",
+        SubmitReply::NoPac
+    );
     let lease = AcquireLease {
         holder: "test",
         ttl_ms: 60_000,
@@ -380,7 +386,7 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     expect!(
         seen,
         pac,
-        Submit { count: 3 },
+        Submit { count: 3, id: "" },
         "OK",
         SubmitReply::Ok { first: 1, last: 3 }
     );

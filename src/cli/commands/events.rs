@@ -33,9 +33,16 @@ pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow
     let p = Pac::new(connect(g).await?, pac.clone());
     p.require().await?;
     let mut conn = p.psor().dedicated().await?;
+    let mut generation = p.psor().generation();
     let mut after = "0".to_string();
     let mut all = Vec::new();
     loop {
+        // A follow blocks a second at a time on its own connection: reopen it on the new
+        // master when the PSOR's master moved.
+        if p.psor().generation() != generation {
+            generation = p.psor().generation();
+            conn = p.psor().dedicated().await?;
+        }
         let block = if follow {
             Some(Duration::from_secs(1))
         } else {

@@ -95,6 +95,7 @@ pub fn psor_options(g: &GlobalArgs) -> anyhow::Result<PsorOptions> {
     o.tls_key = g.tls_key.clone();
     o.connect_timeout = g.connect_timeout;
     o.command_timeout = g.command_timeout;
+    o.durability = g.durability;
     // Refuse a malformed URL before anything else (exit 2), even for commands that
     // would fail later for another reason.
     crate::conn::PsorTarget::parse(&o.url)?;

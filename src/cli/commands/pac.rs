@@ -7,7 +7,7 @@ use crate::cli::output::{out, outln};
 use crate::cli::GlobalArgs;
 use crate::compat::{self, Matrix};
 use crate::error::{Error, ExitCode};
-use crate::names::{PacName, Product};
+use crate::names::{HostName, PacName, Product};
 use crate::psor::{self, Mode, Pac};
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
@@ -40,15 +40,19 @@ pub enum PacCommand {
     },
     /// Is a product compatible with the PAC's newest running store? Exit 0 yes, 3 no.
     #[command(
-        after_help = "Examples:\n  pacup pac check-compat MyPAC --product-version 2.0.0\n  pacup pac check-compat MyPAC --product-version 2.1.0 --matrix compat.json --json"
+        after_help = "Examples:\n  pacup pac check-compat MyPAC --product-version 2.0.0\n  pacup pac check-compat MyPAC --product-version 2.1.0 --matrix compat.json --json\n  pacup pac check-compat MyPAC --host host1   # the product installed on host1"
     )]
     CheckCompat {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
         /// Product version to check (semver, e.g. 2.0.0).
-        #[arg(long, value_parser = version)]
-        product_version: semver::Version,
+        #[arg(long, value_parser = version, required_unless_present = "host")]
+        product_version: Option<semver::Version>,
+        /// Check the product installed on this host of the PAC (its version, OS and
+        /// bitness, from the host's record) instead of --product-version.
+        #[arg(long, value_parser = host_name, conflicts_with_all = ["product_version", "os", "bitness"])]
+        host: Option<HostName>,
         /// Product OS (default: this kernel, e.g. linux-6).
         #[arg(long, value_parser = os)]
         os: Option<String>,
@@ -162,19 +166,24 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
         PacCommand::CheckCompat {
             pac,
             product_version,
+            host,
             os,
             bitness,
             ..
         } => {
-            let product = Product {
-                version: product_version,
-                os: os.unwrap_or_else(crate::names::default_os),
-                bitness: bitness.unwrap_or_else(crate::names::default_bitness),
-            };
             let snap = Pac::new(psor, pac.clone()).snapshot().await?;
             if !snap.exists {
                 return Err(Error::NoSuchPac(pac.to_string()).into());
             }
+            let product = match (&host, product_version) {
+                (Some(h), _) => installed_product(&snap, &pac, h)?,
+                (None, Some(version)) => Product {
+                    version,
+                    os: os.unwrap_or_else(crate::names::default_os),
+                    bitness: bitness.unwrap_or_else(crate::names::default_bitness),
+                },
+                (None, None) => unreachable!("clap requires --product-version or --host"),
+            };
             let Some(store) = snap.newest_running().and_then(|s| s.product()) else {
                 return Err(Error::refused(format!(
                     "PAC {pac} has no running store to check against"
@@ -312,4 +321,24 @@ pub(super) async fn pac(g: &GlobalArgs, cmd: PacCommand) -> anyhow::Result<ExitC
             Ok(ExitCode::Ok)
         }
     }
+}
+
+/// The product a host of the PAC has installed, from its record.
+fn installed_product(
+    snap: &crate::psor::model::Snapshot,
+    pac: &PacName,
+    host: &HostName,
+) -> std::result::Result<Product, Error> {
+    let Some(h) = snap.hosts.iter().find(|h| h.name == host.as_str()) else {
+        return Err(Error::NoSuchHost {
+            pac: pac.to_string(),
+            host: host.to_string(),
+        });
+    };
+    Product::parse(
+        &h.product_version,
+        Some(&h.os),
+        Some(&h.bitness.to_string()),
+    )
+    .map_err(|e| Error::refused(format!("host {host}'s record names no valid product: {e}")))
 }

@@ -6,7 +6,7 @@ use super::{fence_arg, Call, Lua, Raw};
 /// ARGV: holder, ttl ms. Takes the coordinator lease if free and bumps the fencing
 /// epoch. Returns `{OK, epoch}`, `{HELD, lock value, rollout id, rollout state}` or
 /// `{NOPAC}`.
-pub static LEASE_ACQUIRE: Lua = Lua::new(
+pub static LEASE_ACQUIRE: Lua = Lua::critical(
     "LEASE_ACQUIRE",
     &["OK", "HELD", "NOPAC"],
     r#"
@@ -76,13 +76,23 @@ impl Call for AcquireLease<'_> {
 
 /// ARGV: lease value, ttl ms. Extends the lease only for its holder. Returns `{OK}` or
 /// `{LOST}`.
-pub static LEASE_RENEW: Lua = Lua::new(
+pub static LEASE_RENEW: Lua = Lua::critical(
     "LEASE_RENEW",
     &["OK", "LOST"],
     r#"
-if redis.call('GET', K.lock()) ~= ARGV[1] then return {'LOST'} end
-redis.call('PEXPIRE', K.lock(), ARGV[2])
-return {'OK'}
+local cur = redis.call('GET', K.lock())
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', K.lock(), ARGV[2])
+  return {'OK'}
+end
+-- Lapsed while the PSOR was unreachable (or restarted): taking the lease bumps the
+-- epoch, so an unchanged epoch proves nobody took it meanwhile, and it is ours again.
+local ep = string.match(ARGV[1], '(%d+)$')
+if not cur and ep and (redis.call('HGET', K.meta(), 'epoch') or '0') == ep then
+  redis.call('SET', K.lock(), ARGV[1], 'PX', ARGV[2])
+  return {'OK'}
+end
+return {'LOST'}
 "#,
 );
 
@@ -118,7 +128,7 @@ impl Call for RenewLease<'_> {
 }
 
 /// ARGV: lease value. Releases the lease only for its holder. Returns `{OK}` or `{LOST}`.
-pub static LEASE_RELEASE: Lua = Lua::new(
+pub static LEASE_RELEASE: Lua = Lua::critical(
     "LEASE_RELEASE",
     &["OK", "LOST"],
     r#"
@@ -153,13 +163,30 @@ impl Call for ReleaseLease<'_> {
 /// pairs..., event pairs... Writes the rollout journal and its event in one atomic,
 /// fenced step; a finished rollout's summary goes to the history list. Returns
 /// `{OK, event id}` or `{FENCED, epoch}`.
-pub static ROLLOUT_WRITE: Lua = Lua::new(
+pub static ROLLOUT_WRITE: Lua = Lua::critical(
     "ROLLOUT_WRITE",
     &["OK", "FENCED"],
     r#"
 local f = fenced(ARGV[1]); if f then return {'FENCED', f} end
 local n = tonumber(ARGV[3])
 local i = 4
+-- A write repeated after its confirmation was lost (an outage, a write not confirmed
+-- durable) must not apply twice: one whose event number the journal of the same
+-- rollout already reached was applied (with its fields, in this same step), and later
+-- writes may have changed those fields since. It writes the journal's own `seq` back
+-- (no change), so the repeat's durability wait also covers the first write.
+local ev_rollout, ev_seq = nil, nil
+for j = i + 2 * n, #ARGV - 1, 2 do
+  if ARGV[j] == 'rollout' then ev_rollout = ARGV[j + 1] end
+  if ARGV[j] == 'seq' then ev_seq = tonumber(ARGV[j + 1]) end
+end
+if ev_rollout and ev_seq then
+  local cur = redis.call('HMGET', K.rollout_current(), 'id', 'seq')
+  if cur[1] == ev_rollout and tonumber(cur[2] or '0') >= ev_seq then
+    redis.call('HSET', K.rollout_current(), 'seq', cur[2])
+    return {'OK', ''}
+  end
+end
 if n > 0 then
   local st = {}
   for j = 0, n - 1 do
@@ -236,7 +263,7 @@ impl Call for RolloutWrite<'_> {
 /// ARGV: fence, host, command JSON. Queues a control command for a host agent, only for
 /// the current epoch (a fenced coordinator cannot drive agents). Returns `{OK}` or
 /// `{FENCED, epoch}`.
-pub static SEND_CONTROL: Lua = Lua::new(
+pub static SEND_CONTROL: Lua = Lua::critical(
     "SEND_CONTROL",
     &["OK", "FENCED"],
     r#"
@@ -277,7 +304,7 @@ impl Call for SendControl<'_> {
 /// ARGV: host, command id, fence. Takes a command at most once; a command sent under an
 /// epoch that is no longer current is refused. Returns `{OK}`, `{TAKEN}` or
 /// `{FENCED, epoch}`.
-pub static TAKE_CONTROL: Lua = Lua::new(
+pub static TAKE_CONTROL: Lua = Lua::critical(
     "TAKE_CONTROL",
     &["OK", "TAKEN", "FENCED"],
     r#"

@@ -91,6 +91,10 @@ pub struct Lua {
     pub codes: &'static [&'static str],
     /// The script's own text (it follows the prelude and the helpers).
     pub body: &'static str,
+    /// Whether losing its write in a failover would corrupt the outcome (journal, lease,
+    /// jobs, transactions, stores and modes): [`super::Pac::eval`] then makes it durable
+    /// before returning (`--durability`).
+    pub critical: bool,
     compiled: OnceLock<Script>,
 }
 
@@ -100,6 +104,22 @@ impl Lua {
             name,
             codes,
             body,
+            critical: false,
+            compiled: OnceLock::new(),
+        }
+    }
+
+    /// A script whose write must survive a failover once acknowledged.
+    const fn critical(
+        name: &'static str,
+        codes: &'static [&'static str],
+        body: &'static str,
+    ) -> Lua {
+        Lua {
+            name,
+            codes,
+            body,
+            critical: true,
             compiled: OnceLock::new(),
         }
     }

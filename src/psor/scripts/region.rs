@@ -19,7 +19,7 @@ use crate::psor::{JoinRequest, Mode};
 /// 13 product version, 14 require no other live region (0/1), 15.. (kind, name, json)*.
 /// Returns `{OK, version, mode}`, `{CONFLICT}`, `{NOPAC}`, `{RUNNING, host}`,
 /// `{ALIVE, region}`, `{REMOVING, version}`.
-pub static JOIN: Lua = Lua::new(
+pub static JOIN: Lua = Lua::critical(
     "JOIN",
     &["OK", "CONFLICT", "NOPAC", "RUNNING", "ALIVE", "REMOVING"],
     r#"
@@ -246,7 +246,7 @@ fn owned(r: Raw) -> Option<Owned> {
 
 /// ARGV: region, token, final state, actor. Leaves the store, marks the region, drops
 /// its liveness. Returns `{OK}` or `{LOST}`.
-pub static LEAVE: Lua = Lua::new(
+pub static LEAVE: Lua = Lua::critical(
     "LEAVE",
     &["OK", "LOST"],
     r#"

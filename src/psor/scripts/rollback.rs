@@ -7,7 +7,7 @@ use super::{Call, Lua, Raw};
 
 /// Puts a quiesced store back to running (rollback). Returns `{OK}`, `{NOSTORE}` or
 /// `{FENCED, epoch}`.
-pub static UNQUIESCE: Lua = Lua::new(
+pub static UNQUIESCE: Lua = Lua::critical(
     "UNQUIESCE",
     &["OK", "NOSTORE", "FENCED"],
     r#"
@@ -56,7 +56,7 @@ impl Call for Unquiesce<'_> {
 /// Detaches one store (rollback deletes the new store); refused while a live region is a
 /// member or when it is the only store. Returns `{OK}`, `{NONE}`, `{LIVE, region...}`,
 /// `{ONLY}` or `{FENCED, epoch}`.
-pub static DETACH_STORE: Lua = Lua::new(
+pub static DETACH_STORE: Lua = Lua::critical(
     "DETACH_STORE",
     &["OK", "NONE", "LIVE", "ONLY", "FENCED"],
     r#"

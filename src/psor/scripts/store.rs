@@ -15,7 +15,7 @@ use crate::psor::keys::Keys;
 use crate::psor::Mode;
 
 /// Returns `{OK, gen}`, `{ALIVE, region}`, `{FENCED, epoch}`.
-pub static RESET: Lua = Lua::new(
+pub static RESET: Lua = Lua::critical(
     "RESET",
     &["OK", "ALIVE", "FENCED"],
     r#"
@@ -118,7 +118,7 @@ impl Call for Reset<'_> {
 
 /// Returns `{OK, version...}`, `{NOPAC}`, `{NOSTORE}`, `{NOTHING}`,
 /// `{NORUNNING, newest, mode}`, `{FENCED, epoch}`.
-pub static SET_MODE: Lua = Lua::new(
+pub static SET_MODE: Lua = Lua::critical(
     "SET_MODE",
     &["OK", "NOPAC", "NOSTORE", "NOTHING", "NORUNNING", "FENCED"],
     r#"
@@ -223,7 +223,7 @@ impl Call for SetMode<'_> {
 /// Detaches every store older than the newest into `removing`. Returns
 /// `{OK, version...}`, `{NONE}`, `{NOPAC}`, `{LIVE, region@version...}`,
 /// `{NORUNNING, newest, mode}`, `{FENCED, epoch}`.
-pub static DETACH_OLD: Lua = Lua::new(
+pub static DETACH_OLD: Lua = Lua::critical(
     "DETACH_OLD",
     &["OK", "NONE", "NOPAC", "LIVE", "NORUNNING", "FENCED"],
     r#"
@@ -396,7 +396,7 @@ impl Call for UnlinkBatch<'_> {
 
 /// Marks a detached store's deletion finished. Returns `{OK}`, or `{LIVE}` when the
 /// version is a live store again.
-pub static FINISH_REMOVAL: Lua = Lua::new(
+pub static FINISH_REMOVAL: Lua = Lua::critical(
     "FINISH_REMOVAL",
     &["OK", "LIVE"],
     r#"
@@ -464,7 +464,7 @@ pub(super) fn store_reply(r: Raw) -> Option<StoreReply> {
 
 /// Records that every member of a store now runs another version (a compatible
 /// upgrade's finalisation). Returns `{OK}`, `{NOSTORE}` or `{FENCED, epoch}`.
-pub static SET_RUNNING_VERSION: Lua = Lua::new(
+pub static SET_RUNNING_VERSION: Lua = Lua::critical(
     "SET_RUNNING_VERSION",
     &["OK", "NOSTORE", "FENCED"],
     r#"

@@ -7,10 +7,11 @@
 
 use super::{Call, Lua, Raw};
 
-/// ARGV: count. Appends `count` jobs to the job stream (creating the consumer group),
-/// counts them submitted, and starts the waiting clock if nothing was pending. Returns
-/// `{OK, first id, last id}`, or `{NOPAC}` with nothing written.
-pub static SUBMIT: Lua = Lua::new(
+/// ARGV: count, submission id (may be empty). Appends `count` jobs to the job stream
+/// (creating the consumer group), counts them submitted, and starts the waiting clock if
+/// nothing was pending; a submission id seen before answers its first ids and submits
+/// nothing. Returns `{OK, first id, last id}`, or `{NOPAC}` with nothing written.
+pub static SUBMIT: Lua = Lua::critical(
     "SUBMIT",
     &["OK", "NOPAC"],
     r#"
@@ -18,6 +19,18 @@ if redis.call('EXISTS', K.meta()) == 0 then return {'NOPAC'} end
 local jobs = K.jobs()
 local st = K.work_stats()
 local n = tonumber(ARGV[1])
+local sub_key = nil
+if ARGV[2] and ARGV[2] ~= '' then
+  sub_key = K.submission(ARGV[2])
+  local prev = redis.call('GET', sub_key)
+  if prev then
+    -- Submitted before (a retry after a lost reply): the same ids. The touch is a write,
+    -- so the retry's durability wait also covers the first submission.
+    redis.call('EXPIRE', sub_key, SUBMISSION_TTL_SECS)
+    local a, b = string.match(prev, '^(%d+) (%d+)$')
+    return {'OK', a, b}
+  end
+end
 redis.pcall('XGROUP', 'CREATE', jobs, JOB_GROUP, '0', 'MKSTREAM')
 local now = now_ms()
 local sub = tonumber(redis.call('HGET', st, 'submitted') or '0')
@@ -31,15 +44,21 @@ for i = 1, n do
   redis.call('XADD', jobs, '*', 'job', last, 'submitted_at', now)
 end
 redis.call('HINCRBY', st, 'submitted', n)
+if sub_key then
+  redis.call('SET', sub_key, tostring(first) .. ' ' .. tostring(last), 'EX', SUBMISSION_TTL_SECS)
+end
 return {'OK', tostring(first), tostring(last)}
 "#,
 );
 
 /// Jobs submitted in one atomic step.
 #[derive(Debug, Clone, Copy)]
-pub struct Submit {
+pub struct Submit<'a> {
     /// How many.
     pub count: u64,
+    /// The submission's id ("" for none): repeating a submission with its id answers
+    /// the ids it got the first time and submits nothing.
+    pub id: &'a str,
 }
 
 /// What [`Submit`] answered.
@@ -56,13 +75,13 @@ pub enum SubmitReply {
     NoPac,
 }
 
-impl Call for Submit {
+impl Call for Submit<'_> {
     type Reply = SubmitReply;
     fn lua() -> &'static Lua {
         &SUBMIT
     }
     fn args(&self) -> Vec<String> {
-        vec![self.count.to_string()]
+        vec![self.count.to_string(), self.id.to_string()]
     }
     fn decode(r: Raw) -> Option<SubmitReply> {
         Some(match r.code.as_str() {
@@ -80,7 +99,7 @@ impl Call for Submit {
 /// its record and its store is `running`: first a job idle longer than the reclaim time
 /// (held by a region that died), else a new one. Returns `{JOB, stream id, job id,
 /// new|reclaimed}`, `{NONE}`, `{MODE, mode}` or `{LOST}`.
-pub static CLAIM: Lua = Lua::new(
+pub static CLAIM: Lua = Lua::critical(
     "CLAIM",
     &["JOB", "NONE", "MODE", "LOST"],
     r#"
@@ -175,7 +194,7 @@ impl Call for ClaimJob<'_> {
 /// a duplicate run, `{REPEATED}` for the same completion delivered again (a retry after a
 /// lost reply: not counted). While a rollout runs, a first completion also counts in its
 /// `jobs` series (per second and store).
-pub static COMPLETE: Lua = Lua::new(
+pub static COMPLETE: Lua = Lua::critical(
     "COMPLETE",
     &["FIRST", "DUPLICATE", "REPEATED"],
     r#"
@@ -268,7 +287,7 @@ impl Call for CompleteJob<'_> {
 
 /// ARGV: transaction id, region. Records a client transaction once. Returns `{FIRST}` or
 /// `{REPEAT}`.
-pub static RECORD_TX: Lua = Lua::new(
+pub static RECORD_TX: Lua = Lua::critical(
     "RECORD_TX",
     &["FIRST", "REPEAT"],
     r#"

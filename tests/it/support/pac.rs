@@ -11,6 +11,7 @@ use std::time::Duration;
 use redis::Commands;
 use serde_json::Value;
 
+use super::sentinel::{SentinelSetBuilder, SentinelWatch};
 use super::{pacup, wait_until, Cmd, Output, RedisServer, Running};
 
 /// The PAC every test uses (each test has its own Redis).
@@ -82,7 +83,28 @@ pub(crate) fn spawn_agent(
     autostart: &str,
     extra: &[&str],
 ) -> Running {
-    let mut agent = agent_cmd(&server.url(), host, version, regions, autostart, extra).spawn();
+    spawn_agent_via(
+        &server.url(),
+        server,
+        host,
+        version,
+        regions,
+        autostart,
+        extra,
+    )
+}
+
+/// [`spawn_agent`] with the agent reaching `server` through `url` (a Sentinel URL).
+pub(crate) fn spawn_agent_via(
+    url: &str,
+    server: &RedisServer,
+    host: &str,
+    version: &str,
+    regions: &[&str],
+    autostart: &str,
+    extra: &[&str],
+) -> Running {
+    let mut agent = agent_cmd(url, host, version, regions, autostart, extra).spawn();
     let ready = format!("Host agent {host} ready for PAC {PAC}");
     agent.wait_for_stdout_line(|l| l.starts_with(&ready), SOON);
     let mut conn = server.conn();
@@ -128,6 +150,9 @@ pub(crate) fn members(conn: &mut redis::Connection, v: &str) -> Vec<String> {
 pub(crate) struct LivePac {
     /// Host agents by host name (killed on drop, before their PSOR).
     pub agents: BTreeMap<String, Running>,
+    /// Sentinels and replicas watching `server`, when the PAC is reached through them
+    /// (dropped before `server`, so they never see it go and fail over).
+    pub sentinels: Option<SentinelWatch>,
     pub server: RedisServer,
     pub dir: tempfile::TempDir,
     /// Each host and the regions its agent hosts, in start order.
@@ -160,13 +185,24 @@ impl LivePac {
     /// start, the others warm start; returns once every region is live with its listener
     /// on.
     pub fn with_hosts(hosts: &[(&str, &[&str])]) -> LivePac {
-        let server = RedisServer::start();
+        LivePac::on(RedisServer::start(), None, hosts)
+    }
+
+    /// Like [`LivePac::with_hosts`] on `server` (e.g. one with an AOF), reached directly
+    /// or, with `sentinels`, through sentinels watching it (with the builder's replicas).
+    pub fn on(
+        server: RedisServer,
+        sentinels: Option<SentinelSetBuilder>,
+        hosts: &[(&str, &[&str])],
+    ) -> LivePac {
+        let sentinels = sentinels.map(|b| b.watch(&server));
         let dir = tempfile::Builder::new()
             .prefix("pacup-pac-")
             .tempdir()
             .expect("temp dir");
         let mut pac = LivePac {
             agents: BTreeMap::new(),
+            sentinels,
             server,
             dir,
             hosts: hosts
@@ -184,7 +220,24 @@ impl LivePac {
     }
 
     pub fn url(&self) -> String {
-        self.server.url()
+        match &self.sentinels {
+            Some(w) => w.url(),
+            None => self.server.url(),
+        }
+    }
+
+    /// The server that is the PSOR's master now (after a failover, a former replica).
+    pub fn master(&self) -> &RedisServer {
+        let Some(w) = &self.sentinels else {
+            return &self.server;
+        };
+        let port = super::wait_for(STATE_TIMEOUT, "a sentinel to name the master", || {
+            w.master_port(0)
+        });
+        std::iter::once(&self.server)
+            .chain(w.replicas())
+            .find(|s| s.port() == port)
+            .expect("the master is one of ours")
     }
 
     /// `pacup --psor <this server>`.
@@ -201,7 +254,8 @@ impl LivePac {
             .find(|(h, _)| h == host)
             .map(|(_, rs)| rs.iter().map(String::as_str).collect())
             .unwrap_or_else(|| panic!("{host} is not a host of this PAC"));
-        let agent = spawn_agent(
+        let agent = spawn_agent_via(
+            &self.url(),
             &self.server,
             host,
             version,
@@ -218,8 +272,9 @@ impl LivePac {
         a.kill();
     }
 
+    /// A connection to the PSOR's master (the current one, behind sentinels).
     pub fn conn(&self) -> redis::Connection {
-        self.server.conn()
+        self.master().conn()
     }
 
     pub fn exists(&self, k: &str) -> bool {

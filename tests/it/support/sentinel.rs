@@ -85,6 +85,34 @@ impl SentinelSetBuilder {
         self
     }
 
+    /// Sentinels (and this builder's replicas) for a master the caller owns, e.g. a
+    /// [`super::pac::LivePac`]'s PSOR: failover tests of a whole PAC.
+    ///
+    /// A TLS master gets TLS sentinels (`port 0`, `tls-port`, `tls-replication yes`) with
+    /// the master's PKI; then there can be no replicas (each TLS server has its own CA).
+    pub fn watch(self, master: &RedisServer) -> SentinelWatch {
+        assert!(
+            !master.is_tls() || self.replicas == 0,
+            "TLS sentinels are supported without replicas only"
+        );
+        let replicas: Vec<RedisServer> = (0..self.replicas)
+            .map(|_| RedisServer::builder().replica_of(master).start())
+            .collect();
+        for r in &replicas {
+            r.wait_for_replication_link(self.ready_timeout);
+        }
+        let sentinels: Vec<Sentinel> = (0..self.sentinels)
+            .map(|_| Sentinel::start(&self, master))
+            .collect();
+        settle(&sentinels, &self, master.port(), replicas.len());
+        SentinelWatch {
+            sentinels,
+            replicas,
+            master_name: self.master_name.clone(),
+            tls: master.is_tls(),
+        }
+    }
+
     pub fn start(self) -> SentinelSet {
         let master = self.master.clone().start();
         assert!(
@@ -197,14 +225,73 @@ impl SentinelSet {
     /// Waits until every sentinel points at our master, is connected to it, and knows all
     /// other sentinels and replicas.
     fn wait_settled(&self, opts: &SentinelSetBuilder) {
-        let want_addr = (HOST.to_string(), self.master.port());
-        let want_others = (self.sentinels.len() - 1).to_string();
-        let want_replicas = self.replicas.len().to_string();
+        settle(
+            &self.sentinels,
+            opts,
+            self.master.port(),
+            self.replicas.len(),
+        );
+    }
+}
+
+/// Sentinels and replicas watching a master owned elsewhere (see
+/// [`SentinelSetBuilder::watch`]); killed when dropped (sentinels first).
+pub struct SentinelWatch {
+    sentinels: Vec<Sentinel>,
+    replicas: Vec<RedisServer>,
+    master_name: String,
+    tls: bool,
+}
+
+impl SentinelWatch {
+    /// `redis+sentinel://127.0.0.1:S1,.../<master>` (`rediss+sentinel://` with TLS).
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|s| format!("{HOST}:{}", s.port))
+            .collect();
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!(
+            "{scheme}+sentinel://{}/{}",
+            hosts.join(","),
+            self.master_name
+        )
+    }
+
+    pub fn master_name(&self) -> &str {
+        &self.master_name
+    }
+
+    pub fn replicas(&self) -> &[RedisServer] {
+        &self.replicas
+    }
+
+    pub fn sentinels(&self) -> &[Sentinel] {
+        &self.sentinels
+    }
+
+    /// The master's port as sentinel `i` names it now.
+    pub fn master_port(&self, i: usize) -> Option<u16> {
+        self.sentinels[i]
+            .master_addr(&self.master_name)
+            .map(|(_, p)| p)
+    }
+}
+
+/// Waits until every sentinel points at the master on `port`, is connected to it, and
+/// knows all other sentinels and `replicas` replicas.
+fn settle(sentinels: &[Sentinel], opts: &SentinelSetBuilder, port: u16, replicas: usize) {
+    let master_name = &opts.master_name;
+    {
+        let want_addr = (HOST.to_string(), port);
+        let want_others = (sentinels.len() - 1).to_string();
+        let want_replicas = replicas.to_string();
         let deadline = Instant::now() + opts.ready_timeout;
-        for (i, s) in self.sentinels.iter().enumerate() {
+        for (i, s) in sentinels.iter().enumerate() {
             loop {
-                let addr = s.master_addr(&self.master_name);
-                let info = s.master_info(&self.master_name).unwrap_or_default();
+                let addr = s.master_addr(master_name);
+                let info = s.master_info(master_name).unwrap_or_default();
                 let field = |k: &str| info.get(k).map(String::as_str).unwrap_or("?");
                 if addr.as_ref() == Some(&want_addr)
                     && field("flags") == "master"
@@ -220,12 +307,12 @@ impl SentinelSet {
                         field("num-other-sentinels"),
                         field("num-slaves")
                     );
-                    let logs: String = self.sentinels.iter().map(Sentinel::diagnostics).collect();
+                    let logs: String = sentinels.iter().map(Sentinel::diagnostics).collect();
                     panic!(
                         "sentinel {i} (:{}) did not settle on master {} at {want_addr:?} \
                          ({want_others} other sentinels, {want_replicas} replicas) within \
                          {:?}; last: {last}\n{logs}",
-                        s.port, self.master_name, opts.ready_timeout
+                        s.port, master_name, opts.ready_timeout
                     );
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -237,6 +324,8 @@ impl SentinelSet {
 /// One `redis-sentinel` process, killed when dropped.
 pub struct Sentinel {
     port: u16,
+    /// The master's PKI, when the sentinel serves (and reaches the master over) TLS.
+    pki: Option<super::TestPki>,
     /// Before `dir`, so the process is gone before its directory is deleted.
     proc: Option<Proc>,
     dir: TempDir,
@@ -250,6 +339,7 @@ impl Sentinel {
             .expect("create temp dir for redis-sentinel");
         let mut s = Sentinel {
             port: 0,
+            pki: master.is_tls().then(|| master.pki().clone()),
             proc: None,
             dir,
         };
@@ -288,7 +378,22 @@ impl Sentinel {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{HOST}:{}", self.port)
+        let scheme = if self.pki.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{HOST}:{}", self.port)
+    }
+
+    fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.pki {
+            Some(pki) => {
+                super::ensure_crypto_provider();
+                redis::Client::build_with_tls(self.url(), pki.redis_certificates())
+            }
+            None => redis::Client::open(self.url()),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -302,7 +407,8 @@ impl Sentinel {
 
     /// A blocking connection to this sentinel (for `SENTINEL …` commands).
     pub fn conn(&self) -> redis::Connection {
-        let conn = redis::Client::open(self.url())
+        let conn = self
+            .client()
             .expect("sentinel client")
             .get_connection_with_timeout(Duration::from_secs(5))
             .unwrap_or_else(|e| panic!("connect to sentinel {}: {e}\n{}", self.url(), self.log()));
@@ -340,7 +446,8 @@ impl Sentinel {
     }
 
     fn try_conn(&self) -> Option<redis::Connection> {
-        let conn = redis::Client::open(self.url())
+        let conn = self
+            .client()
             .ok()?
             .get_connection_with_timeout(Duration::from_millis(500))
             .ok()?;
@@ -401,6 +508,26 @@ impl Sentinel {
             down = opts.down_after.as_millis(),
             failover = opts.failover_timeout.as_millis(),
         );
+        if let Some(pki) = &self.pki {
+            let q = |p: &Path| format!("\"{}\"", p.display());
+            c = c.replacen(&format!("port {}\n", self.port), "port 0\n", 1);
+            c.push_str(&format!(
+                "tls-port {port}\n\
+                 tls-cert-file {cert}\n\
+                 tls-key-file {key}\n\
+                 tls-ca-cert-file {ca}\n\
+                 tls-client-cert-file {ccert}\n\
+                 tls-client-key-file {ckey}\n\
+                 tls-auth-clients yes\n\
+                 tls-replication yes\n",
+                port = self.port,
+                cert = q(&pki.server_cert_path),
+                key = q(&pki.server_key_path),
+                ca = q(&pki.ca_path),
+                ccert = q(&pki.client_cert_path),
+                ckey = q(&pki.client_key_path),
+            ));
+        }
         if let (Some(user), Some(pass)) = (master.username(), master.password()) {
             c.push_str(&format!(
                 "sentinel auth-user {name} {user}\nsentinel auth-pass {name} {pass}\n"
