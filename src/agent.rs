@@ -56,6 +56,9 @@ pub struct AgentConfig {
     pub region_defaults: RegionConfig,
     /// Host record liveness TTL (the heartbeat interval is a third of it).
     pub host_ttl: Duration,
+    /// Paths whose free space the host record reports (`--check-path`), for the plan's
+    /// `host_checks`.
+    pub check_paths: Vec<std::path::PathBuf>,
 }
 
 /// Where one hosted region is.

@@ -27,12 +27,14 @@ impl Agent {
     /// Publishes the host record (installed product, regions) and the host's liveness.
     pub(super) async fn publish(&self) -> Result<()> {
         let product = self.lock().product.clone();
+        let checks = crate::hostcheck::measure(&self.cfg.check_paths);
         self.pac
             .host_heartbeat(
                 self.cfg.host.as_str(),
                 &product,
                 &self.started_with,
                 &self.region_names(),
+                &checks,
                 self.cfg.host_ttl,
             )
             .await

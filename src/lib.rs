@@ -17,6 +17,8 @@
 //!   heartbeat, mode notifications, graceful stop).
 //! - [`agent`]: the host agent (several regions in one process, one slot each, obeying
 //!   control commands sent through the PSOR).
+//! - [`hostcheck`]: free disk space and a writable temp directory, measured by the host
+//!   agent and judged by the coordinator against the plan's `host_checks`.
 //! - [`coordinator`]: the rollout coordinator (plan file, a step enum dispatching to one
 //!   small type per step, journal, lease and fencing, failure policy, rollback).
 //! - [`load`]: workload drivers (client load balancer, job submitter).
@@ -33,6 +35,7 @@ pub mod compat;
 pub mod conn;
 pub mod coordinator;
 pub mod error;
+pub mod hostcheck;
 pub mod load;
 pub mod metrics;
 pub mod names;

@@ -85,6 +85,7 @@ impl Fleet {
             autostart: Some(autostart),
             region_defaults: defaults,
             host_ttl: Duration::from_secs(3),
+            check_paths: Vec::new(),
         };
         let seen = self.mode_seen.clone();
         let observer: Observer = Arc::new(move |r: &str, e: &RegionEvent| {

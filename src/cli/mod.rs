@@ -169,6 +169,8 @@ pub struct GlobalArgs {
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
+// Parsed once per process: boxing the agent's arguments would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Administer a PAC in the PSOR (the caspac actions and more).
     #[command(subcommand)]

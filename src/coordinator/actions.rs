@@ -83,6 +83,11 @@ pub enum StepOutcome {
 
 /// Runs one step.
 pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
+    if ctx.driver.probes() {
+        if let Some(r) = run_probed(ctx, step).await {
+            return r;
+        }
+    }
     match &step.kind {
         StepKind::Preflight => Ok(StepOutcome::Skipped(
             "done before the journal was written".into(),
@@ -102,7 +107,34 @@ pub async fn run(ctx: &Ctx<'_>, step: &Step) -> Result<StepOutcome> {
         StepKind::Verify => verify(ctx).await,
         StepKind::RemoveOld => super::store_steps::remove_old(ctx).await,
         StepKind::RemoveStore { store } => super::store_steps::remove_store(ctx, store).await,
+        StepKind::Backup(phase) => super::safety::backup(ctx, *phase).await,
+        StepKind::HostCheck(wave) => super::safety::host_check(ctx, *wave).await,
     }
+}
+
+/// The command driver's steps that observe through its templates rather than pacup's
+/// records (`None`: the step is the same for both drivers).
+async fn run_probed(ctx: &Ctx<'_>, step: &Step) -> Option<Result<StepOutcome>> {
+    use super::probed as p;
+    Some(match &step.kind {
+        StepKind::ListenerOff(o) => p::listener(ctx, o, false).await,
+        StepKind::ListenerOn(o) => p::listener(ctx, o, true).await,
+        StepKind::Drain(o) => p::drain(ctx, o).await,
+        StepKind::Stop(o) => p::stop(ctx, o).await,
+        StepKind::ApplyUpdate { host } => p::apply_update(ctx, host).await,
+        StepKind::StartUpgrade(o) => p::start(ctx, o, StartType::Upgrade).await,
+        StepKind::StartWarm(o) => p::start(ctx, o, StartType::Warm).await,
+        StepKind::HealthGate(scope) => p::gate(ctx, *scope).await,
+        StepKind::Verify => p::verify(ctx).await,
+        StepKind::SetModeRunning if ctx.driver.has("set_mode_running") => {
+            p::set_mode(ctx, Mode::Running).await
+        }
+        StepKind::SetModeQuiesce if ctx.driver.has("set_mode_quiesce") => {
+            p::set_mode(ctx, Mode::Quiesce).await
+        }
+        StepKind::RemoveOld if ctx.driver.has("remove_old") => p::remove_old(ctx).await,
+        _ => return None,
+    })
 }
 
 /// A region whose heartbeat expired without it ever leaving its store: its host may be

@@ -9,150 +9,17 @@
 //! Store changes (`set_mode`, `remove_old`) go straight to the PSOR through the fenced
 //! scripts unless the command driver is given a template for them.
 
+use super::probe::{parse_region_state, parse_store_state, Observed, StoreSeen};
 use super::progress::{redact_command, CommandProgress, InHand, Progress};
+pub use super::templates::{
+    render, validate_templates, Vars, PLACEHOLDERS, REQUIRED_TEMPLATES, TEMPLATE_NAMES,
+};
 use crate::error::{Error, Result};
 use crate::psor::control::ControlAction;
 use crate::psor::{Mode, Pac};
 use crate::region::StartType;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// Template names the command driver knows.
-pub const TEMPLATE_NAMES: [&str; 9] = [
-    "listener_off",
-    "listener_on",
-    "stop",
-    "apply_update",
-    "start",
-    "check_compat",
-    "set_mode_running",
-    "set_mode_quiesce",
-    "remove_old",
-];
-
-/// Templates every command-driven plan must have.
-pub const REQUIRED_TEMPLATES: [&str; 5] = [
-    "listener_off",
-    "listener_on",
-    "stop",
-    "apply_update",
-    "start",
-];
-
-/// Placeholders a template may use.
-pub const PLACEHOLDERS: [&str; 9] = [
-    "pac",
-    "host",
-    "region",
-    "version",
-    "start_type",
-    "start_letter",
-    "psor_host",
-    "psor_port",
-    "psor",
-];
-
-/// Checks template names and placeholders (exit 2 on anything unknown or missing).
-pub fn validate_templates(t: &BTreeMap<String, String>) -> Result<()> {
-    for name in t.keys() {
-        if !TEMPLATE_NAMES.contains(&name.as_str()) {
-            return Err(Error::invalid(
-                "plan field driver.templates",
-                name,
-                format!("one of {}", TEMPLATE_NAMES.join(", ")),
-            ));
-        }
-    }
-    for need in REQUIRED_TEMPLATES {
-        if !t.contains_key(need) {
-            return Err(Error::invalid(
-                "plan field driver.templates",
-                format!("(missing {need})"),
-                format!("templates for at least {}", REQUIRED_TEMPLATES.join(", ")),
-            ));
-        }
-    }
-    for (name, tpl) in t {
-        let mut rest = tpl.as_str();
-        while let Some(i) = rest.find('{') {
-            let after = &rest[i + 1..];
-            // `${VAR}` is the shell's, not ours.
-            if rest[..i].ends_with('$') {
-                rest = after.find('}').map(|j| &after[j + 1..]).unwrap_or("");
-                continue;
-            }
-            let Some(j) = after.find('}') else {
-                return Err(Error::invalid(
-                    format!("plan field driver.templates.{name}"),
-                    tpl,
-                    "balanced {placeholder} braces",
-                ));
-            };
-            let ph = &after[..j];
-            if !PLACEHOLDERS.contains(&ph) {
-                return Err(Error::invalid(
-                    format!("plan field driver.templates.{name}"),
-                    format!("{{{ph}}}"),
-                    format!(
-                        "placeholders {}",
-                        PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(" ")
-                    ),
-                ));
-            }
-            rest = &after[j + 1..];
-        }
-    }
-    Ok(())
-}
-
-/// Values substituted into templates.
-#[derive(Debug, Clone, Default)]
-pub struct Vars {
-    /// `{pac}`
-    pub pac: String,
-    /// `{host}`
-    pub host: String,
-    /// `{region}`
-    pub region: String,
-    /// `{version}`
-    pub version: String,
-    /// `{start_type}` (and `{start_letter}`)
-    pub start_type: Option<StartType>,
-    /// `{psor}` (URL), `{psor_host}`, `{psor_port}`
-    pub psor: String,
-}
-
-/// Renders a template.
-pub fn render(tpl: &str, v: &Vars) -> String {
-    let (ph, pp) = psor_host_port(&v.psor);
-    tpl.replace("{pac}", &v.pac)
-        .replace("{host}", &v.host)
-        .replace("{region}", &v.region)
-        .replace("{version}", &v.version)
-        .replace(
-            "{start_type}",
-            v.start_type.map(|s| s.as_str()).unwrap_or(""),
-        )
-        .replace(
-            "{start_letter}",
-            &v.start_type
-                .map(|s| s.letter().to_string())
-                .unwrap_or_default(),
-        )
-        .replace("{psor_host}", &ph)
-        .replace("{psor_port}", &pp)
-        .replace("{psor}", &v.psor)
-}
-
-fn psor_host_port(url: &str) -> (String, String) {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
-    let first = rest.split([',', '/']).next().unwrap_or("");
-    match first.rsplit_once(':') {
-        Some((h, p)) => (h.to_string(), p.to_string()),
-        None => (first.to_string(), "6379".to_string()),
-    }
-}
 
 /// The coordinator's hands.
 #[derive(Debug, Clone)]
@@ -165,8 +32,16 @@ pub enum Driver {
         templates: BTreeMap<String, String>,
         /// Per-command bound.
         timeout: Duration,
-        /// PSOR URL for `{psor*}` placeholders (password stripped).
+        /// PSOR URL for `{psor*}` placeholders (credentials stripped).
         psor: String,
+        /// `{psor_user}`, also `PACUP_PSOR_USER` in the commands' environment.
+        psor_user: String,
+        /// The PSOR password, `PACUP_PSOR_PASSWORD` in the commands' environment only.
+        psor_password: Option<String>,
+        /// Whether the compatible process runs (`{min_comp_check}` is `YES`).
+        compatible: bool,
+        /// `{paths}` and `{min_free}` of `host_checks`.
+        checks: (String, String),
         /// The templates running now, shown by `rollout status`.
         in_hand: InHand,
     },
@@ -194,14 +69,113 @@ impl Driver {
             templates,
             timeout,
             psor,
+            psor_user,
+            compatible,
+            checks,
             ..
         } = self
         else {
             return None;
         };
         let mut v = vars.clone();
+        v.paths = checks.0.clone();
+        v.min_free = checks.1.clone();
         v.psor = psor.clone();
+        v.psor_user = psor_user.clone();
+        v.min_comp_check = *compatible && v.start_type.is_some();
         Some((render(templates.get(name)?, &v), *timeout))
+    }
+
+    /// Whether the plan has template `name`.
+    pub fn has(&self, name: &str) -> bool {
+        matches!(self, Driver::Command { templates, .. } if templates.contains_key(name))
+    }
+
+    /// The credentials children get, through their environment only.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        let Driver::Command {
+            psor_user,
+            psor_password,
+            ..
+        } = self
+        else {
+            return Vec::new();
+        };
+        let mut env = Vec::new();
+        if !psor_user.is_empty() {
+            env.push(("PACUP_PSOR_USER", psor_user.clone()));
+        }
+        if let Some(p) = psor_password {
+            env.push(("PACUP_PSOR_PASSWORD", p.clone()));
+        }
+        env
+    }
+
+    /// Every template of the plan rendered for `vars` as a dry run shows it.
+    pub fn rendered(&self, name: &str, vars: &Vars) -> Option<(String, Duration)> {
+        self.template(name, vars)
+    }
+
+    /// Runs template `name` without journaling it (read-only probes polled often):
+    /// (exit code, stdout, detail). `None` when the plan has no such template.
+    async fn read(&self, name: &str, vars: &Vars) -> Option<Result<(i32, String, String)>> {
+        let (cmd, timeout) = self.template(name, vars)?;
+        Some(run_command(&cmd, timeout, &self.env(), None).await)
+    }
+
+    /// The `region_state` of a region (command driver): the parsed answer, or an error
+    /// naming the region and the probe's output.
+    pub async fn region_state(&self, pac: &Pac, host: &str, region: &str) -> Result<Observed> {
+        let vars = Self::vars(pac, host, region, "", None);
+        let Some(r) = self.read("region_state", &vars).await else {
+            return Err(Error::refused("the plan has no region_state template"));
+        };
+        let (code, stdout, detail) = r?;
+        if code != 0 {
+            return Err(Error::refused(format!(
+                "region_state of {region} on {host} failed: {detail}"
+            )));
+        }
+        parse_region_state(&stdout)
+            .map_err(|e| Error::refused(format!("region {region} on {host}: {e}")))
+    }
+
+    /// The PAC's stores as `store_state` prints them, if the plan has that template.
+    pub async fn store_state(&self, pac: &Pac, version: &str) -> Option<Result<Vec<StoreSeen>>> {
+        let vars = Self::vars(pac, "", "", version, None);
+        let r = self.read("store_state", &vars).await?;
+        Some(r.and_then(|(code, stdout, detail)| {
+            if code != 0 {
+                return Err(Error::refused(format!("store_state failed: {detail}")));
+            }
+            parse_store_state(&stdout).map_err(Error::refused)
+        }))
+    }
+
+    /// Runs a read-only check template (`host_check`) for `host`: `None` without one.
+    pub async fn check(&self, pac: &Pac, name: &str, host: &str) -> Option<Result<String>> {
+        let vars = Self::vars(pac, host, "", "", None);
+        let r = self.read(name, &vars).await?;
+        Some(r.and_then(|(code, _, detail)| {
+            if code == 0 {
+                Ok(detail)
+            } else {
+                Err(Error::refused(detail))
+            }
+        }))
+    }
+
+    /// Runs template `name` for the whole PAC (`monitor_suspend`, `monitor_resume`),
+    /// journaled as the command in hand: `None` without one.
+    pub async fn pac_command(
+        &self,
+        pac: &Pac,
+        epoch: u64,
+        name: &str,
+        version: &str,
+    ) -> Option<Outcome> {
+        self.shell(pac, epoch, name, &Self::vars(pac, "", "", version, None))
+            .await
     }
 
     /// Runs template `name`, if the plan has one, journaling it as the command in hand.
@@ -215,8 +189,8 @@ impl Driver {
     async fn shell(&self, pac: &Pac, epoch: u64, name: &str, vars: &Vars) -> Option<Outcome> {
         let (cmd, timeout) = self.template(name, vars)?;
         let prog = self.progress(pac, epoch);
-        let r = run_shell_tracked(&cmd, timeout, Some(&prog)).await;
-        Some(r.and_then(|(code, detail)| {
+        let r = run_command(&cmd, timeout, &self.env(), Some(&prog)).await;
+        Some(r.and_then(|(code, _, detail)| {
             if code == 0 {
                 Ok(detail)
             } else {
@@ -232,8 +206,14 @@ impl Driver {
             region: region.into(),
             version: version.into(),
             start_type: st,
-            psor: String::new(),
+            ..Vars::default()
         }
+    }
+
+    /// Whether regions are observed through the plan's `region_state` template rather
+    /// than pacup's records (the command driver: real regions write no pacup record).
+    pub fn probes(&self) -> bool {
+        matches!(self, Driver::Command { .. })
     }
 
     /// Whether host records in the PSOR show what this driver installed (agents publish
@@ -242,18 +222,21 @@ impl Driver {
         matches!(self, Driver::Agent)
     }
 
-    /// Runs the `check_compat` template if there is one: (exit code, detail); 0 means
-    /// compatible and 3 incompatible, as `caspac -aCheckCompat` answers.
+    /// Runs the `check_compat` template if there is one, with `{host}` the first
+    /// upgraded host (it has the new product): (exit code, detail); 0 means compatible
+    /// and 3 incompatible, as `caspac -aCheckCompat` answers.
     pub async fn check_compat(
         &self,
         pac: &Pac,
+        host: &str,
         version: &str,
         epoch: u64,
     ) -> Option<Result<(i32, String)>> {
         let (cmd, timeout) =
-            self.template("check_compat", &Self::vars(pac, "", "", version, None))?;
+            self.template("check_compat", &Self::vars(pac, host, "", version, None))?;
         let prog = self.progress(pac, epoch);
-        Some(run_shell_tracked(&cmd, timeout, Some(&prog)).await)
+        let r = run_command(&cmd, timeout, &self.env(), Some(&prog)).await;
+        Some(r.map(|(code, _, detail)| (code, detail)))
     }
 
     /// Listener on or off.
@@ -394,9 +377,14 @@ impl Driver {
     }
 
     /// Removes the old stores (template if given, else the fenced PSOR script).
-    pub async fn remove_old(&self, pac: &Pac, epoch: u64, by: &str) -> Outcome {
+    pub async fn remove_old(&self, pac: &Pac, version: &str, epoch: u64, by: &str) -> Outcome {
         if let Some(r) = self
-            .shell(pac, epoch, "remove_old", &Self::vars(pac, "", "", "", None))
+            .shell(
+                pac,
+                epoch,
+                "remove_old",
+                &Self::vars(pac, "", "", version, None),
+            )
             .await
         {
             return r;
@@ -427,19 +415,27 @@ pub async fn run_shell(cmd: &str, timeout: Duration) -> Outcome {
 
 /// Runs one shell command with a timeout: (exit code, detail with stdout and stderr).
 pub async fn run_shell_code(cmd: &str, timeout: Duration) -> Result<(i32, String)> {
-    run_shell_tracked(cmd, timeout, None).await
+    run_command(cmd, timeout, &[], None)
+        .await
+        .map(|(code, _, detail)| (code, detail))
 }
 
-/// [`run_shell_code`], journaling the command (redacted), its pid and start as the
-/// command in hand while it runs, so `rollout status` can show it.
-pub async fn run_shell_tracked(
+/// Runs one shell command with a timeout and `env` added to its environment, journaling
+/// the command (redacted), its pid and start as the command in hand while it runs when
+/// given `prog`, so `rollout status` can show it: (exit code, stdout, detail with the
+/// command, exit code, stdout and stderr).
+pub async fn run_command(
     cmd: &str,
     timeout: Duration,
+    env: &[(&str, String)],
     prog: Option<&Progress<'_>>,
-) -> Result<(i32, String)> {
+) -> Result<(i32, String, String)> {
     // Its own process group, so a timeout kills the whole command, not only `sh`.
     let mut child = tokio::process::Command::new("sh");
     child.arg("-c").arg(cmd).process_group(0);
+    for (k, v) in env {
+        child.env(k, v);
+    }
     let child = child
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -486,66 +482,58 @@ pub async fn run_shell_tracked(
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     let code = out.status.code().unwrap_or(-1);
-    Ok((
-        code,
-        format!("`{cmd}` exit {code}; stdout: {stdout:?}; stderr: {stderr:?}"),
-    ))
+    let detail = format!("`{cmd}` exit {code}; stdout: {stdout:?}; stderr: {stderr:?}");
+    Ok((code, stdout, detail))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn t(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        let mut m: BTreeMap<String, String> = REQUIRED_TEMPLATES
-            .iter()
-            .map(|n| (n.to_string(), "true".to_string()))
-            .collect();
-        for (k, v) in pairs {
-            m.insert(k.to_string(), v.to_string());
-        }
-        m
-    }
-
-    #[test]
-    fn renders_placeholders() {
-        let v = Vars {
-            pac: "MyPAC".into(),
-            host: "host1".into(),
-            region: "REGION1".into(),
-            version: "2.0.0".into(),
-            start_type: Some(StartType::Upgrade),
-            psor: "redis://:pw@psor:6380".into(),
-        };
-        assert_eq!(
-            render(
-                "ssh {host} casstart /r{region} /s:{start_letter} # {start_type} {pac} {version}",
-                &v
-            ),
-            "ssh host1 casstart /rREGION1 /s:u # upgrade MyPAC 2.0.0"
+    #[tokio::test]
+    async fn credentials_reach_templates_through_the_environment_only() {
+        let plan = crate::coordinator::plan::Plan::parse(
+            r#"{"pac": "MyPAC", "target": {"version": "2.0.0"},
+                "hosts": [{"name": "host1", "regions": ["R1"]}],
+                "driver": {"kind": "command", "templates": {
+                  "listener_off": "a", "listener_on": "b", "stop": "c", "apply_update": "d",
+                  "start": "e",
+                  "region_state": "test \"$PACUP_PSOR_PASSWORD:$PACUP_PSOR_USER\" = s3\"\"cret:ops && echo running {psor} {psor_user}"}}}"#,
+        )
+        .unwrap();
+        let opts = crate::conn::PsorOptions::new("redis://ops:s3cret@psor:6380");
+        let d = crate::coordinator::preflight::driver_of(
+            &plan,
+            &opts,
+            crate::coordinator::steps::Process::Incompatible,
         );
+        let (cmd, _) = d.rendered("region_state", &Vars::default()).unwrap();
+        assert!(!cmd.contains("s3cret"), "{cmd}");
+        let (code, stdout, detail) = d
+            .read("region_state", &Vars::default())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            render(
-                "caspac -aSetMode=Running -sredis,{psor_host}:{psor_port}",
-                &v
-            ),
-            "caspac -aSetMode=Running -sredis,psor:6380"
+            (code, stdout.as_str()),
+            (0, "running redis://psor:6380 ops"),
+            "{detail}"
         );
-    }
-
-    #[test]
-    fn refuses_unknown_placeholders_names_and_missing_templates() {
-        assert!(validate_templates(&t(&[])).is_ok());
-        let e = validate_templates(&t(&[("stop", "casstop -r{regoin}")])).unwrap_err();
-        assert!(e.to_string().contains("{regoin}"), "{e}");
-        assert!(validate_templates(&t(&[("stop", "casstop -r{region} -h${HOME}")])).is_ok());
-        let e = validate_templates(&t(&[("explode", "x")])).unwrap_err();
-        assert!(e.to_string().contains("explode"), "{e}");
-        let mut m = t(&[]);
-        m.remove("stop");
-        let e = validate_templates(&m).unwrap_err();
-        assert!(e.to_string().contains("missing stop"), "{e}");
-        assert_eq!(e.exit_code().code(), 2);
+        assert!(!detail.contains("s3cret"), "{detail}");
+        // A password given apart from the URL (env, file) reaches them the same way.
+        let mut opts = crate::conn::PsorOptions::new("redis://ops@psor:6380");
+        opts.password = Some("s3cret".into());
+        let d = crate::coordinator::preflight::driver_of(
+            &plan,
+            &opts,
+            crate::coordinator::steps::Process::Incompatible,
+        );
+        let (code, _, detail) = d
+            .read("region_state", &Vars::default())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(code, 0, "{detail}");
     }
 
     #[tokio::test]

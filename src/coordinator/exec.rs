@@ -12,6 +12,7 @@ use super::journal::{field, Ended, Journal, Trigger, Write};
 use super::plan::{OnFailure, Plan};
 use super::preflight::driver_of;
 use super::progress::CurrentStep;
+use super::safety::{Ending, Hold};
 use super::steps::{self, Action, Process, RollbackInput, Step};
 use super::{Coordinator, Head, Outcome};
 use crate::error::{Error, Result};
@@ -34,6 +35,20 @@ enum End {
     Held(usize),
     /// Step `n` failed (the lowest-numbered failure of its group), with the error.
     Failed(usize, String),
+}
+
+impl End {
+    /// The step it ended before, if not after the last.
+    fn step(&self) -> Option<usize> {
+        match self {
+            End::Completed => None,
+            End::Interrupted(n)
+            | End::PauseRequested(n)
+            | End::AbortRequested(n)
+            | End::Held(n)
+            | End::Failed(n, _) => Some(*n),
+        }
+    }
 }
 
 /// How one step of a group ended.
@@ -73,8 +88,22 @@ impl Coordinator {
             steps: &rest,
             ended: &j.ended,
         };
-        let end = self.execute(&job).await?;
+        let end = match self.monitor(plan, Hold::Suspend, from).await? {
+            None => self.execute(&job).await?,
+            Some(why) => End::Failed(from, why),
+        };
         let pac = self.pac.name().to_string();
+        let ending = match end {
+            End::Completed | End::AbortRequested(_) => Some(Ending::Final),
+            End::Failed(..) if plan.on_failure == OnFailure::Abort => Some(Ending::Final),
+            // A rollback resumes it when it ends.
+            End::Failed(..) if plan.on_failure == OnFailure::Rollback => None,
+            _ => Some(Ending::Pause),
+        };
+        if let Some(e) = ending {
+            self.monitor_end(plan, e, end.step().unwrap_or(j.steps.len()))
+                .await?;
+        }
         match end {
             End::Completed => {
                 let target = plan.target.version.to_string();
@@ -162,15 +191,47 @@ impl Coordinator {
         }
         let all = plan.all_regions();
         let names: Vec<&str> = all.iter().map(|(_, r)| r.as_str()).collect();
-        let regions = self.pac.regions(&names).await?;
         let host_names: Vec<&str> = plan.hosts.iter().map(|h| h.name.as_str()).collect();
-        let hosts: BTreeMap<String, String> = self
-            .pac
-            .hosts(&host_names)
-            .await?
-            .into_iter()
-            .map(|h| (h.name, h.product_version))
-            .collect();
+        // The command driver's regions and hosts have no pacup records to read: its
+        // rollback moves every host, each step observing through the templates.
+        let agent = plan.driver == super::plan::DriverSpec::Agent;
+        let (regions, hosts) = if agent {
+            let regions = self.pac.regions(&names).await?;
+            let hosts: BTreeMap<String, String> = self
+                .pac
+                .hosts(&host_names)
+                .await?
+                .into_iter()
+                .map(|h| (h.name, h.product_version))
+                .collect();
+            (regions, hosts)
+        } else {
+            (Vec::new(), BTreeMap::new())
+        };
+        // The hosts the rollout's steps reached (those before the next or failed step,
+        // that step, any that ended), and whether an update may have run on each: its
+        // `apply_update` was reached and did not fail (a failed template installed
+        // nothing, by the templates' contract).
+        // Read now: `j` may be the journal as this run found it, before its steps ran.
+        let mut touched: BTreeMap<String, bool> = BTreeMap::new();
+        if !agent {
+            let now = super::journal::Journal::decode(&self.pac.rollout_current().await?)?;
+            let reached = now
+                .failed_step
+                .map_or(now.next_step, |f| f.max(now.next_step));
+            for s in now.steps.iter().chain(&now.rollback_steps) {
+                if s.n > reached && !now.ended.contains_key(&s.n) {
+                    continue;
+                }
+                let Some(h) = s.host() else { continue };
+                // Ended (before `next_step`, or recorded), or in hand when the run
+                // stopped: it may have installed; only the step that failed did not.
+                let ended = s.n < now.next_step || now.ended.contains_key(&s.n);
+                let updated =
+                    s.action() == Action::ApplyUpdate && (ended || now.failed_step != Some(s.n));
+                *touched.entry(h.to_string()).or_default() |= updated;
+            }
+        }
         // Numbered after the plan's steps and after any earlier rollback of this rollout;
         // the `rollback` event takes the number before the first rollback step.
         let marker = j
@@ -187,6 +248,7 @@ impl Coordinator {
             regions: &regions,
             hosts: &hosts,
             fast,
+            touched: (!agent).then_some(&touched),
             first: marker + 1,
         });
         let w = Write::new()
@@ -233,7 +295,17 @@ impl Coordinator {
             steps: &rest,
             ended: &j.ended,
         };
-        let end = self.execute(&job).await?;
+        let end = match self.monitor(plan, Hold::Suspend, from).await? {
+            None => self.execute(&job).await?,
+            Some(why) => End::Failed(from, why),
+        };
+        let ending = match end {
+            End::Completed | End::AbortRequested(_) => Ending::Final,
+            _ => Ending::Pause,
+        };
+        let last = j.rollback_steps.last().map_or(from, |s| s.n + 1);
+        self.monitor_end(plan, ending, end.step().unwrap_or(last))
+            .await?;
         let pac = self.pac.name().to_string();
         let why = if j.error.is_empty() {
             "requested by an operator".to_string()
@@ -295,7 +367,7 @@ impl Coordinator {
     /// Runs `job`'s steps, group by group, from its first step not yet ended.
     async fn execute(&self, job: &Job<'_>) -> Result<End> {
         self.outages.set_bound(job.plan.progress_deadline);
-        let driver = driver_of(job.plan, &self.opts.psor_url);
+        let driver = driver_of(job.plan, self.pac.psor().options(), job.process);
         let ctx = Ctx {
             pac: &self.pac,
             plan: job.plan,
@@ -338,7 +410,13 @@ impl Coordinator {
                 return Ok(End::PauseRequested(first));
             }
             // Each finalising step is held once; `rollout resume` releases that step only.
-            let released = flags[2].as_deref().and_then(|v| v.parse().ok()) == Some(first);
+            let released_step: Option<usize> = flags[2].as_deref().and_then(|v| v.parse().ok());
+            // The backup before `remove_old` is held in its place: releasing it releases
+            // the removal that follows it too.
+            let released = released_step == Some(first)
+                || (members[0].action() == Action::RemoveOld
+                    && job.plan.backs_up()
+                    && released_step.is_some_and(|r| r + 1 == first));
             if !job.rollback() && job.plan.hold_finalization && members[0].finalizing() && !released
             {
                 return Ok(End::Held(first));

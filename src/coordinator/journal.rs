@@ -205,6 +205,7 @@ pub mod field {
     pub const RELEASED: &str = "released";
     pub const ROLLBACK_REQUESTED: &str = "rollback_requested";
     pub const FAST: &str = "fast";
+    pub const AMENDMENTS: &str = "amendments";
     /// Prefix of the per-step entries: `ended:<n>` = `<rollout id> done|skipped`.
     pub const ENDED_PREFIX: &str = "ended:";
     pub use super::super::progress::field::{COMMAND, CURRENT, GATE, STEP as CURRENT_STEP};
@@ -267,6 +268,19 @@ pub struct Journal {
     pub gate: Option<GateProgress>,
     /// Progress: the command template in hand.
     pub command: Option<CommandProgress>,
+    /// Plan amendments by `rollout resume --plan`, oldest first (kept in the history).
+    pub amendments: Vec<Amendment>,
+}
+
+/// One `rollout resume --plan`: when, by whom, which fields changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Amendment {
+    /// RFC 3339 time.
+    pub at: String,
+    /// Who resumed.
+    pub by: String,
+    /// The plan fields that changed (dotted paths).
+    pub fields: Vec<String>,
 }
 
 fn json<T: for<'de> serde::Deserialize<'de>>(
@@ -383,6 +397,7 @@ impl Journal {
             current: json(h, field::CURRENT).ok().flatten(),
             gate: json(h, field::GATE).ok().flatten(),
             command: json(h, field::COMMAND).ok().flatten(),
+            amendments: json(h, field::AMENDMENTS)?.unwrap_or_default(),
             id,
         })
     }
@@ -469,6 +484,14 @@ impl Write {
             .put(field::RELEASED, String::new())
             .put(field::ROLLBACK_REQUESTED, String::new())
             .put(field::FAST, String::new())
+            .put(field::AMENDMENTS, String::new())
+    }
+
+    /// An amended plan and the amendments so far.
+    pub fn amended(self, plan: &Plan, amendments: &[Amendment]) -> Self {
+        let to_json = |v: &dyn erased::Json| v.json();
+        self.put(field::PLAN, to_json(plan))
+            .put(field::AMENDMENTS, to_json(&amendments.to_vec()))
     }
 
     /// The state (callers take it from [`RolloutState::next`]).

@@ -16,19 +16,25 @@
 //!   (exit 7) or abort (exit 1).
 
 pub mod actions;
+pub mod amend;
 pub mod driver;
+pub mod dryrun;
 mod exec;
 mod gate;
 pub mod journal;
-mod outage;
 mod observe;
+mod outage;
 pub mod plan;
 pub mod preflight;
 pub mod preflight_wait;
+pub mod probe;
+mod probed;
 pub mod progress;
+mod safety;
 pub mod status;
 pub mod steps;
 mod store_steps;
+pub mod templates;
 mod writer;
 
 use crate::error::{Error, ExitCode, Result};
@@ -434,14 +440,20 @@ impl Coordinator {
 
     /// `rollout resume`: continues the journaled rollout from its next step (a held
     /// rollout is released; a rollback in progress goes on).
-    pub async fn resume(mut self) -> Result<Outcome> {
-        let r = self.resume_inner().await;
+    pub async fn resume(self) -> Result<Outcome> {
+        self.resume_with(None).await
+    }
+
+    /// `rollout resume --plan`: [`Coordinator::resume`] with the journaled plan amended
+    /// to `fixed` first (templates, timeouts and health settings only; see [`amend`]).
+    pub async fn resume_with(mut self, fixed: Option<Plan>) -> Result<Outcome> {
+        let r = self.resume_inner(fixed).await;
         self.release().await;
         r
     }
 
-    async fn resume_inner(&mut self) -> Result<Outcome> {
-        let j = self.load().await?;
+    async fn resume_inner(&mut self, fixed: Option<Plan>) -> Result<Outcome> {
+        let mut j = self.load().await?;
         j.plan(self.pac.name().as_str())?;
         let was = self.state;
         if was == Some(RolloutState::Done) {
@@ -452,6 +464,9 @@ impl Coordinator {
             )));
         }
         self.next_state(Trigger::Resume, "nothing to resume")?;
+        if let Some(f) = fixed {
+            self.amend(&mut j, f).await?;
+        }
         let mut w = Write::new().clear_pause_request();
         if was == Some(RolloutState::Held) {
             w = w.released(j.next_step);
@@ -505,8 +520,12 @@ impl Coordinator {
     /// `rollout abort` when no coordinator is running it.
     pub async fn abort(mut self) -> Result<Outcome> {
         let r = async {
-            self.load().await?;
+            let j = self.load().await?;
             self.next_state(Trigger::Abort, "nothing to abort")?;
+            if let Ok(plan) = j.plan(self.pac.name().as_str()) {
+                self.monitor_end(plan, safety::Ending::Final, j.next_step)
+                    .await?;
+            }
             self.finish(Trigger::Abort, "aborted by an operator", None)
                 .await?;
             Ok(Outcome::Aborted("aborted by an operator".into()))
@@ -540,6 +559,7 @@ impl Coordinator {
             "reason": j.reason,
             "by": j.by,
             "plan": plan,
+            "amendments": j.amendments,
         })
         .to_string();
         let action = match to {

@@ -9,6 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+mod safety;
+pub use safety::{BackupSpec, HostChecks, Monitor};
+
 /// Durations in plan files are written `500ms`, `5s`, `2m`.
 mod dur {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -202,7 +205,7 @@ impl<'de> Deserialize<'de> for MaxUnavailable {
 /// Every field a plan file may hold, nested ones as dotted paths (`hosts[]` is an element
 /// of `hosts`). Anything else is refused by `deny_unknown_fields`; the test module keeps
 /// this list equal to what serde accepts, and docs/plan.md documents exactly these.
-pub const FIELDS: [&str; 24] = [
+pub const FIELDS: [&str; 34] = [
     "pac",
     "target",
     "target.version",
@@ -227,6 +230,16 @@ pub const FIELDS: [&str; 24] = [
     "driver.kind",
     "driver.templates",
     "driver.timeout",
+    "monitor",
+    "monitor.suspend",
+    "monitor.resume",
+    "monitor.keep_suspended_on_pause",
+    "backup",
+    "backup.dir",
+    "backup.keep",
+    "host_checks",
+    "host_checks.paths",
+    "host_checks.min_free",
 ];
 
 /// A rollout plan.
@@ -280,6 +293,16 @@ pub struct Plan {
     /// How regions are driven.
     #[serde(default)]
     pub driver: DriverSpec,
+    /// The monitoring hold.
+    #[serde(default, skip_serializing_if = "Monitor::is_unset")]
+    pub monitor: Monitor,
+    /// Agent driver: `backup` steps save the PAC here (the command driver's come from
+    /// its `backup` template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Host checks at preflight and before each later wave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_checks: Option<HostChecks>,
     /// The waves were derived from `max_unavailable`/`canary` by the parser; preflight
     /// derives them again against the PAC's region count (a percentage is of the PAC).
     /// Not part of the file: a journaled plan carries its waves.
@@ -417,6 +440,58 @@ impl Plan {
         if let DriverSpec::Command { templates, .. } = &self.driver {
             super::driver::validate_templates(templates)?;
         }
+        if let Some(c) = &self.host_checks {
+            if let DriverSpec::Command { templates, .. } = &self.driver {
+                if !templates.contains_key("host_check") {
+                    return Err(bad(
+                        "host_checks",
+                        "(no host_check template)",
+                        "with the command driver, a host_check template to run them (it gets {paths} and {min_free})",
+                    ));
+                }
+            }
+            for (i, p) in c.paths.iter().enumerate() {
+                if !p.is_absolute() {
+                    return Err(bad(
+                        &format!("host_checks.paths[{i}]"),
+                        &p.display().to_string(),
+                        "an absolute path",
+                    ));
+                }
+            }
+        }
+        if let Some(b) = &self.backup {
+            if matches!(self.driver, DriverSpec::Command { .. }) {
+                return Err(bad(
+                    "backup",
+                    &b.dir.display().to_string(),
+                    "no backup object with the command driver: its backup template saves the PAC",
+                ));
+            }
+            if !b.dir.is_absolute() {
+                return Err(bad(
+                    "backup.dir",
+                    &b.dir.display().to_string(),
+                    "an absolute directory",
+                ));
+            }
+            if b.keep == 0 {
+                return Err(bad("backup.keep", "0", "at least 1"));
+            }
+        }
+        for (field, cmd) in [
+            ("monitor.suspend", &self.monitor.suspend),
+            ("monitor.resume", &self.monitor.resume),
+        ] {
+            if let Some(c) = cmd {
+                super::templates::validate_one(
+                    &format!("plan field {field}"),
+                    field,
+                    c,
+                    &["version"],
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -462,6 +537,22 @@ impl Plan {
             .filter(|(_, n)| *n > limit)
             .map(|(w, n)| (w, n, limit))
             .collect()
+    }
+
+    /// Whether the rollout takes `backup` steps (agent driver: `backup`; command driver:
+    /// a `backup` template).
+    pub fn backs_up(&self) -> bool {
+        match &self.driver {
+            DriverSpec::Agent => self.backup.is_some(),
+            DriverSpec::Command { templates, .. } => templates.contains_key("backup"),
+        }
+    }
+
+    /// Whether hosts are checked before each later wave (`host_checks`, or a command
+    /// driver's `host_check` template).
+    pub fn checks_hosts(&self) -> bool {
+        self.host_checks.is_some()
+            || matches!(&self.driver, DriverSpec::Command { templates, .. } if templates.contains_key("host_check"))
     }
 
     /// How many steps of one parallel group act at once.

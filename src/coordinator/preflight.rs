@@ -5,7 +5,9 @@ use super::driver::Driver;
 use super::plan::{DriverSpec, ModeFlip, Plan, Strategy};
 use super::progress::InHand;
 use super::steps::{self, Process, Step};
+use super::templates::split_credentials;
 use crate::compat;
+use crate::conn::PsorOptions;
 use crate::error::{Error, Result};
 use crate::names::Product;
 use crate::psor::{Mode, Pac, Snapshot};
@@ -42,22 +44,46 @@ pub struct Allow {
     pub partial: bool,
 }
 
-/// The coordinator's hands for `plan`.
-pub fn driver_of(plan: &Plan, psor_url: &str) -> Driver {
+/// The coordinator's hands for `plan` following `process`, reaching the PSOR of `psor`.
+/// The templates' `{psor}` carries no credentials: user and password go to the commands
+/// through their environment only.
+pub fn driver_of(plan: &Plan, psor: &PsorOptions, process: Process) -> Driver {
     match &plan.driver {
         DriverSpec::Agent => Driver::Agent,
-        DriverSpec::Command { templates, timeout } => Driver::Command {
-            templates: templates.clone(),
-            timeout: *timeout,
-            psor: crate::conn::redact_url(psor_url).replace(":***@", "@"),
-            in_hand: InHand::default(),
-        },
+        DriverSpec::Command { templates, timeout } => {
+            let (url, user, password) = split_credentials(&psor.url);
+            Driver::Command {
+                templates: templates.clone(),
+                timeout: *timeout,
+                psor: url,
+                psor_user: user,
+                psor_password: password.or_else(|| psor.password.clone()),
+                compatible: process == Process::Compatible,
+                checks: plan
+                    .host_checks
+                    .as_ref()
+                    .map(|c| {
+                        let paths: Vec<String> =
+                            c.paths.iter().map(|p| p.display().to_string()).collect();
+                        (paths.join(" "), c.min_free.to_string())
+                    })
+                    .unwrap_or_default(),
+                in_hand: InHand::default(),
+            }
+        }
     }
 }
 
 /// Preflight (reads the whole PAC once).
 pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
-    let snap = pac.snapshot().await?;
+    let probes = matches!(plan.driver, DriverSpec::Command { .. });
+    // The command driver's regions write no pacup record: only the stores are read, and
+    // the regions are probed through the plan's templates below.
+    let snap = if probes {
+        stores_only(pac).await?
+    } else {
+        pac.snapshot().await?
+    };
     if !snap.exists {
         return Err(Error::NoSuchPac(pac.name().to_string()));
     }
@@ -171,10 +197,22 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
                             problems.push(format!("host {h}: its agent does not host region {r}"));
                         }
                     }
+                    if let Some(c) = &plan.host_checks {
+                        problems.extend(crate::hostcheck::problems(
+                            h,
+                            x.checks.as_ref(),
+                            &c.paths,
+                            c.min_free,
+                        ));
+                    }
                 }
             }
         }
         let mut hv = hi.map(|x| x.product_version.clone()).unwrap_or_default();
+        if probes {
+            host_versions.insert(h.to_string(), from_version.clone());
+            continue;
+        }
         for r in &hp.regions {
             match snap.region(r.as_str()) {
                 Some(ri) if ri.alive => {
@@ -193,6 +231,10 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
         }
         host_versions.insert(h.to_string(), hv);
     }
+    if probes {
+        let driver = driver_of(&plan, pac.psor().options(), process);
+        problems.extend(super::probed::preflight_problems(pac, &plan, &driver).await);
+    }
     if !allow.downtime {
         problems.extend(capacity_problems(&plan, process, &snap));
     }
@@ -204,6 +246,23 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
         steps: steps::steps(&plan, process),
         problems,
         plan,
+    })
+}
+
+/// The PAC's stores alone, as a snapshot without region or host records.
+async fn stores_only(pac: &Pac) -> Result<Snapshot> {
+    let s = pac.stores().await?;
+    Ok(Snapshot {
+        pac: pac.name().to_string(),
+        exists: s.exists,
+        gen: s.gen,
+        epoch: 0,
+        created_at_ms: 0,
+        resetting_since_ms: None,
+        stores: s.stores,
+        regions: Vec::new(),
+        hosts: Vec::new(),
+        removing: s.removing,
     })
 }
 

@@ -14,89 +14,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 
-/// Action names, as events carry them (docs/reference.md#events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    /// Checks before anything changes.
-    Preflight,
-    /// Stop new client connections to a region.
-    ListenerOff,
-    /// Wait for a region's clients to leave.
-    Drain,
-    /// Stop a region gracefully.
-    Stop,
-    /// Install a version on a host.
-    ApplyUpdate,
-    /// Confirm the target's compatibility verdict against the PSOR.
-    CheckCompat,
-    /// Start the first upgraded region in upgrade mode (creates the new store).
-    StartUpgrade,
-    /// Warm start a region.
-    StartWarm,
-    /// Wait until every region of a wave is live and active long enough.
-    HealthGate,
-    /// A store takes batch work.
-    SetModeRunning,
-    /// Let clients back in to a region.
-    ListenerOn,
-    /// Older running stores stop taking batch work.
-    SetModeQuiesce,
-    /// Check the end state.
-    Verify,
-    /// Delete the old store (in a rollback: the new one).
-    RemoveOld,
-    /// Rolling back (events only).
-    Rollback,
-    /// Paused (events only).
-    Pause,
-    /// Finished (events only).
-    Done,
-}
-
-impl Action {
-    /// The name in events and step lists.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::Preflight => "preflight",
-            Action::ListenerOff => "listener_off",
-            Action::Drain => "drain",
-            Action::Stop => "stop",
-            Action::ApplyUpdate => "apply_update",
-            Action::CheckCompat => "check_compat",
-            Action::StartUpgrade => "start_upgrade",
-            Action::StartWarm => "start_warm",
-            Action::HealthGate => "health_gate",
-            Action::SetModeRunning => "set_mode_running",
-            Action::ListenerOn => "listener_on",
-            Action::SetModeQuiesce => "set_mode_quiesce",
-            Action::Verify => "verify",
-            Action::RemoveOld => "remove_old",
-            Action::Rollback => "rollback",
-            Action::Pause => "pause",
-            Action::Done => "done",
-        }
-    }
-
-    /// Steps of this action that follow each other run as one parallel group.
-    pub fn parallel(self) -> bool {
-        matches!(
-            self,
-            Action::ListenerOff
-                | Action::Drain
-                | Action::Stop
-                | Action::ApplyUpdate
-                | Action::StartWarm
-                | Action::ListenerOn
-        )
-    }
-}
-
-impl fmt::Display for Action {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+mod action;
+pub use action::{Action, BackupPhase};
 
 /// A region of the plan and its host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -160,6 +79,10 @@ pub enum StepKind {
         /// Store version.
         store: String,
     },
+    /// Save the PAC before a store change.
+    Backup(BackupPhase),
+    /// Check the hosts of a wave before it starts.
+    HostCheck(usize),
 }
 
 impl StepKind {
@@ -180,6 +103,8 @@ impl StepKind {
             StepKind::SetModeQuiesce => Action::SetModeQuiesce,
             StepKind::Verify => Action::Verify,
             StepKind::RemoveOld | StepKind::RemoveStore { .. } => Action::RemoveOld,
+            StepKind::Backup(_) => Action::Backup,
+            StepKind::HostCheck(_) => Action::HostCheck,
         }
     }
 
@@ -227,7 +152,7 @@ impl Step {
     /// The wave of a health gate.
     pub fn wave(&self) -> Option<usize> {
         match self.kind {
-            StepKind::HealthGate(GateScope::Wave(w)) => Some(w),
+            StepKind::HealthGate(GateScope::Wave(w)) | StepKind::HostCheck(w) => Some(w),
             _ => None,
         }
     }
@@ -240,9 +165,23 @@ impl Step {
         }
     }
 
-    /// Whether it may finalise the rollout (held by `hold_finalization`).
+    /// Whether it may finalise the rollout (held by `hold_finalization`). The backup
+    /// before `remove_old` is held in its place, so that it is taken after the hold.
     pub fn finalizing(&self) -> bool {
-        matches!(self.kind, StepKind::SetModeQuiesce | StepKind::RemoveOld)
+        matches!(
+            self.kind,
+            StepKind::SetModeQuiesce
+                | StepKind::RemoveOld
+                | StepKind::Backup(BackupPhase::BeforeRemoveOld)
+        )
+    }
+
+    /// The phase of a `backup` step.
+    pub fn phase(&self) -> Option<BackupPhase> {
+        match self.kind {
+            StepKind::Backup(p) => Some(p),
+            _ => None,
+        }
     }
 }
 
@@ -256,6 +195,8 @@ struct Record {
     wave: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     store: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phase: Option<BackupPhase>,
 }
 
 impl Serialize for Step {
@@ -267,6 +208,7 @@ impl Serialize for Step {
             region: self.region().map(String::from),
             wave: self.wave(),
             store: self.store().map(String::from),
+            phase: self.phase(),
         }
         .serialize(s)
     }
@@ -310,7 +252,14 @@ impl<'de> Deserialize<'de> for Step {
                 Some(store) => StepKind::RemoveStore { store },
                 None => StepKind::RemoveOld,
             },
-            a @ (Action::Rollback | Action::Pause | Action::Done) => {
+            Action::Backup => StepKind::Backup(r.phase.ok_or_else(|| missing("phase"))?),
+            Action::HostCheck => StepKind::HostCheck(r.wave.ok_or_else(|| missing("wave"))?),
+            a @ (Action::Rollback
+            | Action::Pause
+            | Action::Done
+            | Action::MonitorSuspend
+            | Action::MonitorResume
+            | Action::Amend) => {
                 return Err(serde::de::Error::custom(format!(
                     "step {}: {a} is an event, not a step",
                     r.n
@@ -327,6 +276,9 @@ impl fmt::Display for Step {
         if let Some(s) = self.store() {
             write!(f, " store {s}")?;
         }
+        if let Some(p) = self.phase() {
+            write!(f, " ({})", p.as_str())?;
+        }
         if let Some(r) = self.region() {
             write!(f, " {r}")?;
         }
@@ -336,6 +288,7 @@ impl fmt::Display for Step {
         match self.kind {
             StepKind::HealthGate(GateScope::Wave(w)) => write!(f, " (wave {})", w + 1)?,
             StepKind::HealthGate(GateScope::All) => write!(f, " (every region)")?,
+            StepKind::HostCheck(w) => write!(f, " (wave {})", w + 1)?,
             _ => {}
         }
         Ok(())
@@ -399,6 +352,10 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
     let last = plan.waves.len() - 1;
     for w in 0..plan.waves.len() {
         let regions = ons(plan.wave_regions(w));
+        // Preflight checked every host; a later wave's hosts are checked again first.
+        if w > 0 && plan.checks_hosts() {
+            b.push(StepKind::HostCheck(w));
+        }
         b.each(&regions, StepKind::ListenerOff);
         b.each(&regions, StepKind::Drain);
         b.each(&regions, StepKind::Stop);
@@ -418,6 +375,9 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
                     b.push(StepKind::CheckCompat);
                 }
                 for (i, o) in regions.iter().enumerate() {
+                    if w == 0 && i == 0 && plan.backs_up() {
+                        b.push(StepKind::Backup(BackupPhase::BeforeUpgrade));
+                    }
                     b.push(if w == 0 && i == 0 {
                         StepKind::StartUpgrade(o.clone())
                     } else {
@@ -444,6 +404,9 @@ pub fn steps(plan: &Plan, process: Process) -> Vec<Step> {
     }
     b.push(StepKind::Verify);
     if process == Process::Incompatible {
+        if plan.backs_up() {
+            b.push(StepKind::Backup(BackupPhase::BeforeRemoveOld));
+        }
         b.push(StepKind::RemoveOld);
     }
     b.steps
@@ -467,6 +430,10 @@ pub struct RollbackInput<'a> {
     pub hosts: &'a BTreeMap<String, String>,
     /// Incident mode: every host at once, one gate.
     pub fast: bool,
+    /// Command driver: the hosts the rollout's steps reached, each with whether its
+    /// update may have run (real hosts write no record saying what they run); `None` for
+    /// the agent driver, which reads its records.
+    pub touched: Option<&'a BTreeMap<String, bool>>,
     /// Number of the first rollback step.
     pub first: usize,
 }
@@ -532,6 +499,22 @@ pub fn rollback_steps(i: &RollbackInput<'_>) -> Vec<Step> {
                         .collect()
                 })
                 .unwrap_or_default();
+            if !agent {
+                // Real regions write no record saying where they are: every region of a
+                // host the rollout reached goes through stop, update and start, each
+                // observing its state through `region_state` first (and skipping what is
+                // done).
+                let Some(updated) = i.touched.and_then(|t| t.get(h)) else {
+                    continue;
+                };
+                stop.extend(on_host.iter().cloned());
+                if *updated {
+                    update.push(h.clone());
+                }
+                start.extend(on_host.iter().cloned());
+                back_on.extend(on_host);
+                continue;
+            }
             let info = |r: &str| i.regions.iter().find(|x| x.name == r);
             let at_old =
                 |o: &On| info(&o.region).is_some_and(|x| x.alive && x.product_version == old);
@@ -565,6 +548,9 @@ pub fn rollback_steps(i: &RollbackInput<'_>) -> Vec<Step> {
         b.each(&back_on, StepKind::ListenerOn);
     }
     if i.process == Process::Incompatible {
+        if i.plan.backs_up() {
+            b.push(StepKind::Backup(BackupPhase::BeforeRemoveNew));
+        }
         b.push(StepKind::RemoveStore {
             store: i.target.to_string(),
         });

@@ -162,6 +162,7 @@ fn rollback(regions: &[RegionInfo], hosts: &[(&str, &str)], fast: bool) -> Vec<S
         regions,
         hosts: &hosts,
         fast,
+        touched: None,
         first: 26,
     });
     assert!(s.iter().enumerate().all(|(i, st)| st.n == 26 + i));
@@ -244,6 +245,7 @@ fn a_fast_rollback_moves_every_host_at_once_with_one_gate() {
             regions: &regions,
             hosts: &BTreeMap::new(),
             fast: true,
+            touched: None,
             first: 1,
         }))
         .unwrap(),
@@ -254,4 +256,34 @@ fn a_fast_rollback_moves_every_host_at_once_with_one_gate() {
         .find(|s| s.action() == Action::HealthGate)
         .unwrap();
     assert_eq!(gate.kind, StepKind::HealthGate(GateScope::All));
+}
+
+#[test]
+fn backups_precede_the_upgrade_start_and_remove_old_and_round_trip_through_the_journal() {
+    let plain = steps(&plan(""), Process::Incompatible);
+    let s = steps(
+        &plan(r#", "backup": {"dir": "/var/backups/pacup"}"#),
+        Process::Incompatible,
+    );
+    assert_eq!(s.len(), plain.len() + 2);
+    let n = names(&s);
+    let up = n.iter().position(|x| x == "start_upgrade:REGION1").unwrap();
+    assert_eq!(n[up - 1], "backup");
+    assert_eq!(s[up - 1].phase(), Some(BackupPhase::BeforeUpgrade));
+    assert_eq!(&n[n.len() - 3..], ["verify", "backup", "remove_old"]);
+    assert!(s[n.len() - 2].finalizing());
+    let text = serde_json::to_string(&s).unwrap();
+    assert!(text.contains(r#""phase":"before_remove_old""#), "{text}");
+    let back: Vec<Step> = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(
+        s[up - 1].to_string(),
+        format!("{:>3}. backup (before_upgrade)", up - 1)
+    );
+    // The compatible process changes no store: no backup.
+    let c = steps(
+        &plan(r#", "backup": {"dir": "/var/backups/pacup"}"#),
+        Process::Compatible,
+    );
+    assert!(!names(&c).contains(&"backup".to_string()));
 }

@@ -23,7 +23,13 @@ pub(super) async fn check_compat(ctx: &Ctx<'_>) -> Result<StepOutcome> {
              does not apply{detail}"
         ))
     };
-    if let Some(r) = ctx.driver.check_compat(ctx.pac, &target, ctx.epoch).await {
+    // `{host}`: the first upgraded host, which has the new product by now.
+    let first_host = ctx.plan.waves[0][0].to_string();
+    if let Some(r) = ctx
+        .driver
+        .check_compat(ctx.pac, &first_host, &target, ctx.epoch)
+        .await
+    {
         let (code, detail) = r?;
         return match code {
             3 => Ok(StepOutcome::Done(format!("incompatible: {detail}"))),
@@ -91,7 +97,10 @@ pub(super) async fn remove_old(ctx: &Ctx<'_>) -> Result<StepOutcome> {
     if s.stores.len() < 2 && s.removing.is_empty() {
         return Ok(StepOutcome::Skipped("no old store left".into()));
     }
-    let m = ctx.driver.remove_old(ctx.pac, ctx.epoch, ctx.actor).await?;
+    let m = ctx
+        .driver
+        .remove_old(ctx.pac, &ctx.target(), ctx.epoch, ctx.actor)
+        .await?;
     Ok(StepOutcome::Done(m))
 }
 

@@ -344,6 +344,7 @@ impl Pac {
         product: &crate::names::Product,
         started_with: &str,
         regions: &[String],
+        checks: &crate::hostcheck::Measured,
         ttl: Duration,
     ) -> Result<()> {
         let key = self.keys.host(host);
@@ -358,6 +359,10 @@ impl Pac {
                     ("bitness", product.bitness.to_string()),
                     ("regions", regions.join(",")),
                     ("heartbeat_at", now_ms().to_string()),
+                    (
+                        "checks",
+                        serde_json::to_string(checks).expect("checks serialise"),
+                    ),
                 ],
             )
             .ignore()

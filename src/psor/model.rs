@@ -174,6 +174,8 @@ pub struct HostInfo {
     pub regions: Vec<String>,
     /// Whether its liveness key exists.
     pub alive: bool,
+    /// Its host checks as it last measured them (agents of earlier versions: none).
+    pub checks: Option<crate::hostcheck::Measured>,
 }
 
 /// A consistent-enough picture of a PAC (two pipelined round trips).

@@ -112,6 +112,7 @@ impl Pac {
                     .map(String::from)
                     .collect(),
                 alive,
+                checks: h.get("checks").and_then(|c| serde_json::from_str(c).ok()),
             });
         }
         let mut removing = removing;

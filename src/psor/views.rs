@@ -163,6 +163,7 @@ impl Pac {
                     .map(String::from)
                     .collect(),
                 alive,
+                checks: h.get("checks").and_then(|c| serde_json::from_str(c).ok()),
             });
         }
         Ok(out)

@@ -7,8 +7,8 @@ use crate::psor::notify::{self, Notice, Notices};
 use crate::psor::{Heartbeat, Mode};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::broadcast::error::RecvError;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
 
 /// When a region last heartbeated, and how many of its heartbeats came more than its TTL

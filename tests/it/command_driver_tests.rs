@@ -64,6 +64,7 @@ fn templates() -> Value {
         "stop": "pacup --psor {psor} region stop {region} --pac {pac} --timeout 20s",
         "apply_update": "pacup --psor {psor} host update {host} --pac {pac} --product-version {version}",
         "start": "pacup --psor {psor} region start {region} --pac {pac} --start-type {start_type}",
+        "region_state": "PACUP_PSOR={psor} ES_PAC={pac} casstate /r{region} /j",
         "check_compat": "PACUP_PRODUCT_VERSION={version} caspac -aCheckCompat={pac} -sredis,{psor_host}:{psor_port}",
         "set_mode_running": "caspac -aSetMode=Running -sredis,{psor_host}:{psor_port}",
         "set_mode_quiesce": "caspac -aSetMode=Quiesce -sredis,{psor_host}:{psor_port}",

@@ -19,7 +19,7 @@ use crate::support::pac::spawn_agent;
 use crate::support::{caspac, pacup, Cmd, Output, RedisServer};
 
 /// The keys of a `rollout history --json` entry, as documented in docs/rollout.md.
-const HISTORY_KEYS: [&str; 12] = [
+const HISTORY_KEYS: [&str; 13] = [
     "id",
     "from_version",
     "target",
@@ -32,6 +32,7 @@ const HISTORY_KEYS: [&str; 12] = [
     "reason",
     "by",
     "plan",
+    "amendments",
 ];
 
 fn at(server: &RedisServer) -> Cmd {

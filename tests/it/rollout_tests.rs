@@ -26,7 +26,7 @@ pub(crate) use crate::support::pac::{
 #[allow(unused_imports)]
 pub(crate) use crate::support::rollout::{
     assert_clean_run, assert_seq_consecutive, check_event_shape, is_event, pos, stdout_events,
-    Load, EVENT_ACTIONS, EVENT_FIELDS,
+    Load, EVENT_ACTIONS, EVENT_FIELDS, OPTIONAL_ACTIONS,
 };
 
 #[test]
@@ -63,6 +63,7 @@ fn incompatible_rollout_after_first_wave_under_load_loses_nothing() {
     for a in EVENT_ACTIONS
         .into_iter()
         .filter(|a| !matches!(*a, "preflight" | "rollback" | "pause"))
+        .filter(|a| !OPTIONAL_ACTIONS.contains(a))
     {
         assert!(names.contains(a), "no {a} event");
     }
@@ -456,4 +457,90 @@ fn demo_runs_the_whole_story_and_loses_nothing() {
     let report = dir.path().join("pacup-demo-report.html").canonicalize();
     let report = report.unwrap_or_else(|e| out.fail(&format!("no report written: {e}")));
     out.stdout_contains(&format!("report:   {}", report.display()));
+}
+
+/// The agent driver's safety steps: a `backup` of the PAC into `backup.dir` before the
+/// upgrade start and before `remove_old` (keeping the newest `backup.keep`, each file
+/// named in its event), and the monitoring hold around the steps.
+#[test]
+fn agent_rollout_backs_up_before_store_changes_and_holds_monitoring() {
+    let env = Env::start();
+    let dir = env.dir.path().join("backups");
+    let log = env.dir.path().join("monitor.log");
+    let plan = env.plan(
+        "p.json",
+        "two-host-incompatible.json",
+        json!({
+            "backup": {"dir": dir, "keep": 1},
+            "monitor": {
+                "suspend": format!("echo suspend {{pac}} {{version}} >> {}", log.display()),
+                "resume": format!("echo resume {{pac}} >> {}", log.display()),
+            },
+        }),
+    );
+    let out = env.run(&plan, &[]);
+    out.success();
+    let events = stdout_events(&out.stdout);
+    let backups: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["action"] == "backup" && e["status"] == "done")
+        .collect();
+    assert_eq!(backups.len(), 2, "{events:#?}");
+    let upgrade = pos(&events, "start_upgrade", "started", None);
+    let first = pos(&events, "backup", "done", None);
+    assert!(
+        first < upgrade,
+        "the first backup precedes the upgrade start"
+    );
+    let remove = pos(&events, "remove_old", "started", None);
+    let second = events
+        .iter()
+        .rposition(|e| e["action"] == "backup" && e["status"] == "done")
+        .unwrap();
+    assert!(pos(&events, "verify", "done", None) < second && second < remove);
+    let file_of = |e: &Value| -> String {
+        let d = e["detail"].as_str().unwrap();
+        let f = d.split(" saved to ").nth(1).expect("file in detail");
+        f.split(' ').next().unwrap().to_string()
+    };
+    let (f1, f2) = (file_of(backups[0]), file_of(backups[1]));
+    assert!(f1.ends_with("-before_upgrade.json"), "{f1}");
+    assert!(f2.ends_with("-before_remove_old.json"), "{f2}");
+    // keep 1: the second removed the first.
+    let name1 = std::path::Path::new(&f1)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        backups[1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("removed {name1}")),
+        "{}",
+        backups[1]
+    );
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![f2.clone()]);
+    let b: Value = serde_json::from_str(&std::fs::read_to_string(&f2).unwrap()).unwrap();
+    assert_eq!(b["format"], "pacup-backup-1");
+    assert_eq!(b["pac"], PAC);
+    assert!(
+        b["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["key"] == key("store:1.0.0:meta")),
+        "the backup before remove_old holds the old store"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        format!("suspend {PAC} 2.0.0\nresume {PAC}\n")
+    );
+    env.assert_all_at("2.0.0", "2.0.0");
 }

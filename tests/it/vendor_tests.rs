@@ -6,6 +6,7 @@
 //!
 //! Every test has its own Redis and agents; every wait is bounded.
 
+mod boundary;
 mod rollout;
 
 use std::collections::{HashMap, HashSet};
@@ -59,7 +60,20 @@ impl Site {
 
     /// Starts a host agent at `version` hosting `regions`; returns its index.
     fn agent(&mut self, host: &str, version: &str, regions: &[&str], autostart: &str) -> usize {
+        self.agent_with(host, version, regions, autostart, &[])
+    }
+
+    /// [`Site::agent`] with `extra` arguments.
+    fn agent_with(
+        &mut self,
+        host: &str,
+        version: &str,
+        regions: &[&str],
+        autostart: &str,
+        extra: &[&str],
+    ) -> usize {
         let mut args = vec!["agent", "--pac", PAC, "--host", host];
+        args.extend(extra);
         args.extend(["--product-version", version, "--autostart", autostart]);
         for r in regions {
             args.extend(["--region", r]);

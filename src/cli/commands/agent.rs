@@ -37,6 +37,10 @@ pub struct AgentArgs {
     /// Start every region at agent start with this start type.
     #[arg(long, value_enum, default_value = "none")]
     pub autostart: Autostart,
+    /// A path whose free disk space the host record reports, for a plan's `host_checks`
+    /// (repeatable; absolute). The temp directory's writability is always reported.
+    #[arg(long = "check-path", value_name = "PATH")]
+    pub check_paths: Vec<std::path::PathBuf>,
     /// Runtime settings shared with `region run`.
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -64,6 +68,9 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs, m: &Metrics) -> anyhow::
     if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
         return Err(Error::invalid("--region", w[0], "each region once").into());
     }
+    if let Some(p) = a.check_paths.iter().find(|p| !p.is_absolute()) {
+        return Err(Error::invalid("--check-path", p.display(), "an absolute path").into());
+    }
     let prod = product(&a.product_version, &a.os, a.bitness);
     let mut template = region_config(
         a.regions[0].0.clone(),
@@ -86,6 +93,7 @@ pub(super) async fn agent(g: &GlobalArgs, a: AgentArgs, m: &Metrics) -> anyhow::
         },
         host_ttl: a.runtime.heartbeat_ttl,
         region_defaults: template,
+        check_paths: a.check_paths.clone(),
     };
     let shutdown = Shutdown::register().context("installing signal handlers")?;
     let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), a.pac.clone());

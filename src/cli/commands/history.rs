@@ -12,7 +12,7 @@ use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde_json::{json, Value};
 
 /// The keys of one `--json` history entry, in order (docs/rollout.md, "History").
-pub(crate) const ENTRY_KEYS: [&str; 12] = [
+pub(crate) const ENTRY_KEYS: [&str; 13] = [
     "id",
     "from_version",
     "target",
@@ -25,6 +25,7 @@ pub(crate) const ENTRY_KEYS: [&str; 12] = [
     "reason",
     "by",
     "plan",
+    "amendments",
 ];
 
 /// A stored record in the documented shape: every key present, `null` where it lacks one.

@@ -48,6 +48,10 @@ pub enum RolloutCommand {
         /// Accept a compatible plan that leaves out live regions of the PAC.
         #[arg(long)]
         allow_partial: bool,
+        /// Also show every command each step would run, placeholders filled, with its
+        /// timeout, and the plan's settings (nothing is run but preflight's probes).
+        #[arg(long)]
+        show_commands: bool,
     },
     /// Run a rollout. Exit 0 done, 1 failed/aborted, 4 lease held, 6 paused, 7 rolled back.
     #[command(
@@ -83,6 +87,10 @@ pub enum RolloutCommand {
         /// PAC name.
         #[arg(value_parser = pac_name)]
         pac: PacName,
+        /// Continue with this corrected plan: it may differ from the rollout's only in
+        /// templates, timeouts and health settings (anything else: exit 2).
+        #[arg(long, value_name = "FILE")]
+        plan: Option<PathBuf>,
         /// Lease options.
         #[command(flatten)]
         lease: LeaseArgs,
@@ -323,6 +331,7 @@ pub(super) async fn rollout(
             plan,
             allow_downtime,
             allow_partial,
+            show_commands,
         } => {
             let plan = Plan::load(&plan)?;
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
@@ -331,8 +340,15 @@ pub(super) async fn rollout(
                 partial: allow_partial,
             };
             let pv = coordinator::preview_with(&pac, &plan, allow).await?;
+            let dry = show_commands.then(|| {
+                coordinator::dryrun::dry_run(&pv.plan, pv.process, &pv.steps, pac.psor().options())
+            });
             if g.json {
-                print_json(&serde_json::to_value(&pv)?);
+                let mut v = serde_json::to_value(&pv)?;
+                if let Some(d) = &dry {
+                    v["commands"] = serde_json::to_value(d)?;
+                }
+                print_json(&v);
             } else {
                 outln!(
                     "PAC {}: {} -> {}, {} process ({} steps)",
@@ -345,8 +361,9 @@ pub(super) async fn rollout(
                 for r in &pv.reasons {
                     outln!("  {r}");
                 }
-                for s in &pv.steps {
-                    outln!("{s}");
+                match &dry {
+                    Some(d) => d.lines().iter().for_each(|l| outln!("{l}")),
+                    None => pv.steps.iter().for_each(|s| outln!("{s}")),
                 }
                 for p in &pv.problems {
                     outln!("preflight would refuse: {p}");
@@ -405,8 +422,20 @@ pub(super) async fn rollout(
             let o = c.run(plan).await?;
             finish(g, &name, o)
         }
-        RolloutCommand::Resume { pac, lease, .. } => {
+        RolloutCommand::Resume {
+            pac, lease, plan, ..
+        } => {
             let p = Pac::new(connect(g).await?.with_metrics(m.clone()), pac.clone());
+            // A refused amendment is refused before the lease is taken: nothing written.
+            let fixed = match plan {
+                Some(path) => {
+                    let fixed = Plan::load(&path)?;
+                    let j = coordinator::journal::Journal::decode(&p.rollout_current().await?)?;
+                    coordinator::amend::check(&j, pac.as_str(), &fixed)?;
+                    Some(fixed)
+                }
+                None => None,
+            };
             let mut sig = Interrupts::new();
             let mut opts = run_options(
                 g,
@@ -424,7 +453,7 @@ pub(super) async fn rollout(
             }
             let c = Coordinator::acquire(p, opts).await?;
             sig.listen(&pac)?;
-            let o = c.resume().await?;
+            let o = c.resume_with(fixed).await?;
             finish(g, &pac, o)
         }
         RolloutCommand::Rollback { pac, fast, lease } => {

@@ -192,6 +192,7 @@ fn host(name: &str, regions: &[&str], alive: bool) -> HostInfo {
         bitness: 64,
         regions: regions.iter().map(|r| r.to_string()).collect(),
         alive,
+        checks: None,
     }
 }
 

@@ -32,6 +32,9 @@ fn serde_fields() -> BTreeSet<String> {
         ("target.", r#"{"target": {"zzz": 1}}"#),
         ("hosts[].", r#"{"hosts": [{"zzz": 1}]}"#),
         ("health.", r#"{"health": {"zzz": 1}}"#),
+        ("monitor.", r#"{"monitor": {"zzz": 1}}"#),
+        ("backup.", r#"{"backup": {"dir": "/b", "zzz": 1}}"#),
+        ("host_checks.", r#"{"host_checks": {"zzz": 1}}"#),
         ("driver.", r#"{"driver": {"kind": "command", "zzz": 1}}"#),
     ] {
         out.extend(
@@ -55,13 +58,14 @@ fn headings() -> Vec<String> {
         .collect()
 }
 
-/// The text under the heading of `field`, up to the next `##`/`###` heading.
+/// The text under the heading of `field`, up to the next heading (a `####` subsection
+/// is not the field's own text).
 fn section(field: &str) -> String {
     let head = format!("### `{field}`");
     let mut lines = DOC.lines().skip_while(|l| *l != head);
     assert!(lines.next().is_some(), "no heading {head} in docs/plan.md");
     lines
-        .take_while(|l| !l.starts_with("## ") && !l.starts_with("### "))
+        .take_while(|l| !l.starts_with("## ") && !l.starts_with("### ") && !l.starts_with("#### "))
         .collect::<Vec<_>>()
         .join("\n")
 }

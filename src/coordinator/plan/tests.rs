@@ -133,3 +133,71 @@ fn refusals_are_exit_2_and_name_the_field() {
         assert!(e.to_string().contains(needle), "{needle} not in: {e}");
     }
 }
+
+#[test]
+fn backup_needs_an_absolute_dir_and_the_agent_driver() {
+    let base = r#""pac": "MyPAC", "target": {"version": "2.0.0"},
+        "hosts": [{"name": "host1", "regions": ["R1"]}]"#;
+    let ok = Plan::parse(&format!(
+        r#"{{{base}, "backup": {{"dir": "/var/backups"}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(ok.backup.as_ref().map(|b| b.keep), Some(5));
+    assert!(ok.backs_up());
+    let e = Plan::parse(&format!(r#"{{{base}, "backup": {{"dir": "backups"}}}}"#)).unwrap_err();
+    assert!(e.to_string().contains("backup.dir"), "{e}");
+    assert_eq!(e.exit_code().code(), 2);
+    let e = Plan::parse(&format!(
+        r#"{{{base}, "backup": {{"dir": "/b", "keep": 0}}}}"#
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("backup.keep"), "{e}");
+    let cmd = r#""driver": {"kind": "command", "templates": {"listener_off": "a", "listener_on": "b",
+        "stop": "c", "apply_update": "d", "start": "e", "region_state": "f"}}"#;
+    let e = Plan::parse(&format!(r#"{{{base}, {cmd}, "backup": {{"dir": "/b"}}}}"#)).unwrap_err();
+    assert!(e.to_string().contains("its backup template"), "{e}");
+    assert!(!Plan::parse(&format!(r#"{{{base}, {cmd}}}"#))
+        .unwrap()
+        .backs_up());
+}
+
+#[test]
+fn host_checks_need_absolute_paths_and_a_template_with_the_command_driver() {
+    let base = r#""pac": "MyPAC", "target": {"version": "2.0.0"},
+        "hosts": [{"name": "host1", "regions": ["R1"]}, {"name": "host2", "regions": ["R2"]}]"#;
+    let ok = Plan::parse(&format!(
+        r#"{{{base}, "host_checks": {{"paths": ["/var/mf"], "min_free": "2GiB"}}}}"#
+    ))
+    .unwrap();
+    assert_eq!(ok.host_checks.as_ref().unwrap().min_free, 2 << 30);
+    assert!(ok.checks_hosts());
+    let e = Plan::parse(&format!(
+        r#"{{{base}, "host_checks": {{"paths": ["/ok", "tmp"], "min_free": 1}}}}"#
+    ))
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("host_checks.paths[1] \"tmp\""),
+        "{e}"
+    );
+    assert_eq!(e.exit_code().code(), 2);
+    let e = Plan::parse(&format!(
+        r#"{{{base}, "host_checks": {{"min_free": "lots"}}}}"#
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("invalid size \"lots\""), "{e}");
+    let cmd = r#""driver": {"kind": "command", "templates": {"listener_off": "a", "listener_on": "b",
+        "stop": "c", "apply_update": "d", "start": "e", "region_state": "f"}}"#;
+    let e = Plan::parse(&format!(
+        r#"{{{base}, {cmd}, "host_checks": {{"paths": ["/v"], "min_free": 1}}}}"#
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("host_check template"), "{e}");
+    // With the steps: a host_check before the second wave, none before the first.
+    let s = crate::coordinator::steps::steps(&ok, crate::coordinator::steps::Process::Incompatible);
+    let checks: Vec<_> = s
+        .iter()
+        .filter(|x| x.action().name() == "host_check")
+        .collect();
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].wave(), Some(1));
+}

@@ -12,7 +12,7 @@ use super::pac::{key, LivePac, ALL_REGIONS, PAC, RUN_TIMEOUT, STATE_TIMEOUT};
 use super::{wait_for, wait_until, Cmd, Output, Running};
 
 /// The documented event action names.
-pub(crate) const EVENT_ACTIONS: [&str; 17] = [
+pub(crate) const EVENT_ACTIONS: [&str; 21] = [
     "preflight",
     "listener_off",
     "drain",
@@ -30,7 +30,16 @@ pub(crate) const EVENT_ACTIONS: [&str; 17] = [
     "rollback",
     "pause",
     "done",
+    "backup",
+    "monitor_suspend",
+    "monitor_resume",
+    "amend",
 ];
+
+/// Actions only a plan that asks for them has (backups, the monitoring hold) or that
+/// only `rollout resume --plan` writes.
+pub(crate) const OPTIONAL_ACTIONS: [&str; 4] =
+    ["backup", "monitor_suspend", "monitor_resume", "amend"];
 
 /// The fields of a rollout event.
 pub(crate) const EVENT_FIELDS: [&str; 10] = [

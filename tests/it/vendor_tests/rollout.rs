@@ -69,6 +69,7 @@ fn production_stop_and_start_templates_run_a_rollout_through_casstop_and_casstar
             "stop": stop,
             "apply_update": "pacup --psor {psor} host update {host} --pac {pac} --product-version {version}",
             "start": start,
+            "region_state": prod["region_state"],
             "check_compat": "PACUP_PRODUCT_VERSION={version} caspac -aCheckCompat={pac} -sredis,{psor_host}:{psor_port}",
             "set_mode_running": "caspac -aSetMode=Running -sredis,{psor_host}:{psor_port}",
             "set_mode_quiesce": "caspac -aSetMode=Quiesce -sredis,{psor_host}:{psor_port}",
@@ -115,6 +116,8 @@ fn production_stop_and_start_templates_run_a_rollout_through_casstop_and_casstar
         tpl.replace("{host}", host)
             .replace("{region}", region)
             .replace("{start_letter}", letter)
+            // The incompatible process: not the compatible one's start.
+            .replace("{min_comp_check}", "NO")
     };
     let mut want_log = Vec::new();
     for (host, region, letter, action) in [
