@@ -301,21 +301,25 @@ impl Request {
     pub fn pacup_argv(&self, pac: &str, region: &str) -> Option<Vec<String>> {
         let mut v: Vec<String> = ["pacup", "region"].map(String::from).to_vec();
         match &self.action {
+            // The region goes last, after `--`: a name such as `-A` is a region, never
+            // an option of pacup's.
             Action::Start { start_type, wait } => v.extend([
                 "start".into(),
-                region.into(),
                 "--pac".into(),
                 pac.into(),
                 "--start-type".into(),
                 start_type.as_str().into(),
                 "--wait".into(),
                 format!("{}s", wait.as_secs()),
+                "--".into(),
+                region.into(),
             ]),
             Action::Stop { force } => {
-                v.extend(["stop".into(), region.into(), "--pac".into(), pac.into()]);
+                v.extend(["stop".into(), "--pac".into(), pac.into()]);
                 if *force {
                     v.push("--force".into());
                 }
+                v.extend(["--".into(), region.into()]);
             }
             Action::State { .. } => return None,
         }

@@ -162,6 +162,24 @@ fn translates_into_pacup_region_commands() {
         .unwrap()
         .pacup_argv("P", "R1")
         .is_none());
+    // A region whose name looks like an option stays the region (found by the property
+    // test below: `/r-A` once became `pacup region stop -A`).
+    for tool in [Tool::Casstart, Tool::Casstop] {
+        let args: &[&str] = match tool {
+            Tool::Casstart => &["/r-A", "/s:w"],
+            _ => &["/r-A"],
+        };
+        if let Ok(r) = p(tool, args) {
+            let argv = r.pacup_argv("P", r.region.as_str()).unwrap();
+            match Cli::try_parse_from(&argv).unwrap().command {
+                Command::Region(RegionCommand::Start { region, .. })
+                | Command::Region(RegionCommand::Stop { region, .. }) => {
+                    assert_eq!(region.as_str(), "-A")
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 }
 
 fn region(name: &str, host: &str, state: &str, alive: bool) -> RegionInfo {
