@@ -99,6 +99,10 @@ pub struct Agent {
     notices: Notices,
     /// `--product-version` as given (kept in the host record as `started_with`).
     started_with: String,
+    /// The control stream's last id when the agent was made: commands after it are the
+    /// agent's to run. Read before the agent says it is ready (and before its host
+    /// record appears), so a command sent once it is ready is never skipped.
+    start_tail: String,
 }
 
 /// Turns a `Starting` slot back to `Idle` unless the start committed it, however the
@@ -144,8 +148,10 @@ impl Agent {
             .map(|(r, _)| (r.to_string(), Slot::Idle))
             .collect();
         let product = host::installed(&pac, cfg.host.as_str(), &cfg.product).await?;
+        let start_tail = pac.control_tail(cfg.host.as_str()).await?;
         Ok(Arc::new(Agent {
             started_with: cfg.product.version.to_string(),
+            start_tail,
             state: Mutex::new(State {
                 product,
                 slots,
@@ -175,8 +181,8 @@ impl Agent {
     /// Runs until `shutdown`; then finishes the commands in hand, stops every region
     /// gracefully and withdraws the host.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+        let mut tail = self.start_tail.clone();
         self.publish().await?;
-        let mut tail = self.pac.control_tail(self.cfg.host.as_str()).await?;
         let (notes_stop, notes_stopped) = watch::channel(false);
         let notes = tokio::spawn(notify::listen(
             self.pac.clone(),
@@ -405,6 +411,13 @@ impl Agent {
             }
             ControlAction::ApplyUpdate { version } => {
                 let v = crate::names::parse_version("version", &version)?;
+                if self.lock().product.version == v {
+                    // Already installed (the asker read a record that a lost write or a
+                    // failover left stale): nothing to change, whatever runs; the record
+                    // is published again so the next reader sees it.
+                    self.publish().await?;
+                    return Ok(format!("host {} has {v} installed already", self.cfg.host));
+                }
                 let old = {
                     let mut st = self.lock();
                     let mut busy: Vec<&String> = st
