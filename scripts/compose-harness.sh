@@ -21,7 +21,7 @@
 # no duplicate job run and no failed client transaction.
 #
 # Usage: scripts/compose-harness.sh [--no-build | --build-only] [a] [b] [c] [d] [e]
-#        (default: build the images, then scenarios a, b, c, d and e)
+#        (default: build the images, then scenarios a, b, c and d; e on request)
 # Prints one summary line per scenario; exits 0 only if every scenario passed.
 #
 # Images: pacup:local (this machine's target/release/pacup and caspac, its redis-server
@@ -73,7 +73,8 @@ for arg in "$@"; do
             ;;
     esac
 done
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(a b c d e)
+# e is opt-in until it has run against the current fixture (its host checks ask for 20 GiB).
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(a b c d)
 
 mkdir -p "$OUT"
 T0=$(date +%s)
