@@ -153,6 +153,29 @@ impl Site {
             (s["completed"].as_u64() == Some(submitted)).then_some(s)
         })
     }
+    /// The end of a full incompatible upgrade under load: every region runs in store
+    /// 2.0.0 with its listener on, the old store is gone, the load's client requests all
+    /// succeeded, and every submitted job completed exactly once.
+    #[track_caller]
+    fn assert_upgraded_with_nothing_lost(&self, jobs: Running, clients: Running) {
+        for r in ["REGION1", "REGION1B", "REGION2"] {
+            let s = self.state(r);
+            assert_eq!(
+                (&s["state"], &s["listener"]),
+                (&json!("running"), &json!("on")),
+                "{s}"
+            );
+            assert_eq!(self.field(r, "store"), "2.0.0");
+        }
+        assert!(!self.exists(&key("store:1.0.0:meta")));
+        let jobs = jobs.wait_with_timeout(Duration::from_secs(60));
+        jobs.success();
+        let clients = clients.wait_with_timeout(Duration::from_secs(60));
+        clients.success();
+        assert_eq!(clients.json()["failed"], 0, "{}", clients.json());
+        let stats = self.wait_jobs_done(jobs.json()["submitted"].as_u64().expect("submitted"));
+        assert_eq!(stats["duplicates"], 0, "{stats}");
+    }
 }
 
 /// Cold, warm and upgrade starts through `casstart`, each visible in the PSOR as the

@@ -227,23 +227,7 @@ fn command_rollout_reads_regions_only_through_its_templates() {
         "{start}"
     );
 
-    for r in ["REGION1", "REGION1B", "REGION2"] {
-        let s = site.state(r);
-        assert_eq!(
-            (&s["state"], &s["listener"]),
-            (&json!("running"), &json!("on")),
-            "{s}"
-        );
-        assert_eq!(site.field(r, "store"), "2.0.0");
-    }
-    assert!(!site.exists(&key("store:1.0.0:meta")));
-    let jobs = jobs.wait_with_timeout(Duration::from_secs(60));
-    jobs.success();
-    let clients = clients.wait_with_timeout(Duration::from_secs(60));
-    clients.success();
-    assert_eq!(clients.json()["failed"], 0, "{}", clients.json());
-    let stats = site.wait_jobs_done(jobs.json()["submitted"].as_u64().expect("submitted"));
-    assert_eq!(stats["duplicates"], 0, "{stats}");
+    site.assert_upgraded_with_nothing_lost(jobs, clients);
 }
 
 /// A region whose probe starts failing mid-rollout (the `region_state` template of

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{key, Site, PAC, UP_TIMEOUT};
+use super::{Site, PAC, UP_TIMEOUT};
 use crate::support::wait_until;
 
 /// The production plan's `stop` and `start` templates, unchanged, drive a full
@@ -167,23 +167,7 @@ fn production_stop_and_start_templates_run_a_rollout_through_casstop_and_casstar
     assert_eq!(seen, want_log, "{log}");
 
     // Every region at 2.0.0, the old store gone, the load intact.
-    for r in ["REGION1", "REGION1B", "REGION2"] {
-        let s = site.state(r);
-        assert_eq!(
-            (&s["state"], &s["listener"]),
-            (&json!("running"), &json!("on")),
-            "{s}"
-        );
-        assert_eq!(site.field(r, "store"), "2.0.0");
-    }
-    assert!(!site.exists(&key("store:1.0.0:meta")));
-    let jobs = jobs.wait_with_timeout(Duration::from_secs(60));
-    jobs.success();
-    let clients = clients.wait_with_timeout(Duration::from_secs(60));
-    clients.success();
-    assert_eq!(clients.json()["failed"], 0, "{}", clients.json());
-    let stats = site.wait_jobs_done(jobs.json()["submitted"].as_u64().expect("submitted"));
-    assert_eq!(stats["duplicates"], 0, "{stats}");
+    site.assert_upgraded_with_nothing_lost(jobs, clients);
 }
 
 /// `ssh HOST COMMAND...` that runs COMMAND here, after logging `HOST COMMAND` to
