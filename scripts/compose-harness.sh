@@ -139,8 +139,14 @@ check_load() {
 
 # pac status as JSON, asked from inside a running container of the project.
 pac_status() { timeout 20 docker exec "$1" pacup -q --json pac status "$PAC" 2>/dev/null; }
+# Whether `pac status` (asked in CONTAINER) shows HOST alive. Parsed as JSON: a host's
+# object nests others (its checks), so no line-based split finds its fields together.
 host_alive() { # host_alive CONTAINER HOST
-    pac_status "$1" | tr '{' '\n' | grep "\"name\":\"$2\"" | grep -q '"alive":true'
+    pac_status "$1" | python3 -c '
+import json, sys
+hosts = json.load(sys.stdin).get("hosts", [])
+sys.exit(0 if any(h.get("name") == sys.argv[1] and h.get("alive") for h in hosts) else 1)
+' "$2" 2>/dev/null
 }
 
 # Follows a container's log into a file (background); the pid is remembered for cleanup.
@@ -366,6 +372,8 @@ scenario_b() {
             done
             if ! host_alive "$host1" host2; then
                 why="host2's agent did not come back within 60s"
+                timeout 20 docker exec "$host1" pacup --json pac status "$PAC" >"$d/pac-status.json" 2>&1
+                log "b: pac status (exit $?) in $d/pac-status.json"
             else
                 log "b: host2's agent is back; rollout resume"
                 rc2="$(resume "$d")"
