@@ -21,7 +21,7 @@
 # no duplicate job run and no failed client transaction.
 #
 # Usage: scripts/compose-harness.sh [--no-build | --build-only] [a] [b] [c] [d] [e]
-#        (default: build the images, then scenarios a, b, c and d; e on request)
+#        (default: build the images, then scenarios a, b, c, d and e)
 # Prints one summary line per scenario; exits 0 only if every scenario passed.
 #
 # Images: pacup:local (this machine's target/release/pacup and caspac, its redis-server
@@ -74,7 +74,7 @@ for arg in "$@"; do
     esac
 done
 # e is opt-in until it has run against the current fixture (its host checks ask for 20 GiB).
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(a b c d)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(a b c d e)
 
 mkdir -p "$OUT"
 T0=$(date +%s)
@@ -525,10 +525,12 @@ scenario_e() {
     ssh_log="$(timeout 20 docker exec "$load" cat /results/ssh.log 2>/dev/null)"
     printf '%s\n' "$ssh_log" >"$d/ssh.log"
     missing=""
-    for r in "host1 casstop -rREGION1" "host1 casstop -rREGION1B" "host2 casstop -rREGION2" \
-        "host1 casstart /rREGION1 /s:" "host1 casstart /rREGION1B /s:" "host2 casstart /rREGION2 /s:" \
-        "host1 /opt/site/bin/apply-es-patch 2.0.0" "host2 /opt/site/bin/apply-es-patch 2.0.0"; do
-        grep -qF "$r" "$d/ssh.log" || missing="${missing:+$missing; }$r"
+    # One line per ssh call: the host, then the remote command (the start templates put
+    # ES_PAC_MIN_COMP_CHECK=... before casstart), hence "host .*command".
+    for r in "host1 .*casstop -rREGION1( |$)" "host1 .*casstop -rREGION1B" "host2 .*casstop -rREGION2" \
+        "host1 .*casstart /rREGION1 /s:u" "host1 .*casstart /rREGION1B /s:[uw]" "host2 .*casstart /rREGION2 /s:[uw]" \
+        "host1 .*/opt/site/bin/apply-es-patch 2.0.0" "host2 .*/opt/site/bin/apply-es-patch 2.0.0"; do
+        grep -Eq "^$r" "$d/ssh.log" || missing="${missing:+$missing; }$r"
     done
     [ -z "$missing" ] || why="${why:+$why; }templates that never ran through ssh: $missing"
     finish_scenario e "production plan via docker exec, $(grep -c . "$d/ssh.log") ssh calls" \
