@@ -7,6 +7,7 @@ mod agent_tests;
 mod caspac_tests;
 mod cli_tests;
 mod cluster_tests;
+mod cluster_tls_tests;
 mod command_driver_tests;
 mod conn_tests;
 mod executor_tests;

@@ -4,6 +4,7 @@
 //! ```ignore
 //! let cluster = RedisCluster::start();                  // 3 masters + 3 replicas
 //! let url = cluster.url();                              // redis+cluster://127.0.0.1:P1,...
+//! let tls = RedisCluster::builder().with_tls().start();  // rediss+cluster://, one CA
 //! let mut c = cluster.master_conn_for("pac:{MyPAC}:meta");
 //! cluster.failover_slot_of("pac:{MyPAC}:meta");         // CLUSTER FAILOVER on its replica
 //! ```
@@ -20,6 +21,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 
 use super::server::{RedisServer, RedisServerBuilder};
+use super::TestPki;
 use super::{free_port, wait_until};
 
 const HOST: &str = "127.0.0.1";
@@ -30,6 +32,9 @@ pub struct RedisClusterBuilder {
     masters: usize,
     replicas: usize,
     acl_user: Option<(String, String)>,
+    /// TLS for clients, the cluster bus and replication, every node with this PKI (kept
+    /// in `_dir`, which lives as long as the cluster).
+    tls: Option<(TestPki, std::sync::Arc<tempfile::TempDir>)>,
     ready_timeout: Duration,
 }
 
@@ -52,12 +57,24 @@ impl RedisClusterBuilder {
         self
     }
 
+    /// TLS only, clients' certificates required; the nodes share one CA, which
+    /// [`RedisCluster::pki`] gives to the test's clients.
+    pub fn with_tls(mut self) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("pacup-cluster-pki-")
+            .tempdir()
+            .expect("temp dir for the cluster's PKI");
+        self.tls = Some((TestPki::generate(dir.path()), std::sync::Arc::new(dir)));
+        self
+    }
+
     pub fn start(self) -> RedisCluster {
         let n = self.masters * (1 + self.replicas);
         let nodes: Vec<RedisServer> = (0..n).map(|_| self.node().start()).collect();
         let cluster = RedisCluster {
             nodes,
             acl_user: self.acl_user.clone(),
+            tls: self.tls.clone(),
         };
         cluster.create(&self);
         cluster.wait_ready(self.ready_timeout);
@@ -76,6 +93,22 @@ impl RedisClusterBuilder {
                 .with_acl_user(u.clone(), p.clone())
                 .conf_line(format!("masteruser {u}"))
                 .conf_line(format!("masterauth {p}"));
+        }
+        if let Some((pki, _)) = &self.tls {
+            b = b
+                .with_tls_pki(pki.clone())
+                .conf_line("tls-cluster yes")
+                .conf_line("tls-replication yes")
+                // A node dialling another (bus, replication) is a client that must show a
+                // certificate; the server certificate is for server use only.
+                .conf_line(format!(
+                    "tls-client-cert-file {}",
+                    pki.client_cert_path.display()
+                ))
+                .conf_line(format!(
+                    "tls-client-key-file {}",
+                    pki.client_key_path.display()
+                ));
         }
         b
     }
@@ -97,6 +130,7 @@ pub struct NodeInfo {
 pub struct RedisCluster {
     nodes: Vec<RedisServer>,
     acl_user: Option<(String, String)>,
+    tls: Option<(TestPki, std::sync::Arc<tempfile::TempDir>)>,
 }
 
 impl RedisCluster {
@@ -110,6 +144,7 @@ impl RedisCluster {
             masters: 3,
             replicas: 1,
             acl_user: None,
+            tls: None,
             ready_timeout: Duration::from_secs(60),
         }
     }
@@ -120,7 +155,21 @@ impl RedisCluster {
             Some((u, p)) => format!("{u}:{p}@"),
             None => String::new(),
         };
-        format!("redis+cluster://{cred}{}", self.addrs().join(","))
+        let scheme = if self.tls.is_some() {
+            "rediss+cluster"
+        } else {
+            "redis+cluster"
+        };
+        format!("{scheme}://{cred}{}", self.addrs().join(","))
+    }
+
+    /// The CA and client certificate of a TLS cluster.
+    pub fn pki(&self) -> &TestPki {
+        &self
+            .tls
+            .as_ref()
+            .expect("this RedisCluster was not built with_tls()")
+            .0
     }
 
     /// `127.0.0.1:P` of every node, in start order.
@@ -278,6 +327,15 @@ impl RedisCluster {
         ]);
         if let Some((u, p)) = &opts.acl_user {
             cmd.args(["--user", u, "--pass", p, "--no-auth-warning"]);
+        }
+        if let Some((pki, _)) = &opts.tls {
+            cmd.arg("--tls")
+                .arg("--cacert")
+                .arg(&pki.ca_path)
+                .arg("--cert")
+                .arg(&pki.client_cert_path)
+                .arg("--key")
+                .arg(&pki.client_key_path);
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let out_path = dir.path().join("create.log");

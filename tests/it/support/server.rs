@@ -47,6 +47,9 @@ pub struct RedisServerBuilder {
     acl_user: Option<(String, String)>,
     /// `Some(auth_clients)` when TLS is on.
     tls: Option<bool>,
+    /// A PKI shared with other servers (a cluster's nodes trust one CA); `None`: each TLS
+    /// server generates its own.
+    shared_pki: Option<TestPki>,
     ready_timeout: Duration,
     port_hint: Option<u16>,
 }
@@ -60,6 +63,7 @@ impl Default for RedisServerBuilder {
             unix_socket: false,
             acl_user: None,
             tls: None,
+            shared_pki: None,
             ready_timeout: READY_TIMEOUT,
             port_hint: None,
         }
@@ -124,6 +128,13 @@ impl RedisServerBuilder {
         self
     }
 
+    /// Serve TLS like [`Self::with_tls`], with `pki`'s certificates instead of fresh ones
+    /// (servers that talk to each other over TLS, such as a cluster's nodes, share a CA).
+    pub fn with_tls_pki(mut self, pki: TestPki) -> Self {
+        self.shared_pki = Some(pki);
+        self.with_tls()
+    }
+
     /// Turns TLS on and sets whether clients must present a certificate.
     pub fn tls_auth_clients(mut self, required: bool) -> Self {
         self.tls = Some(required);
@@ -166,7 +177,11 @@ impl RedisServerBuilder {
             .prefix("pacup-redis-")
             .tempdir()
             .expect("create temp dir for redis-server");
-        let pki = self.tls.map(|_| TestPki::generate(dir.path()));
+        let pki = self.tls.map(|_| {
+            self.shared_pki
+                .clone()
+                .unwrap_or_else(|| TestPki::generate(dir.path()))
+        });
         let mut server = RedisServer {
             opts: self,
             port: 0,
