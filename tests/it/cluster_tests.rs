@@ -20,24 +20,6 @@ fn on(url: &str) -> Cmd {
     pacup().args(["--psor", url])
 }
 
-/// A region with heartbeats so slow that only a notification makes it notice a change
-/// within the test's bounds.
-fn slow_region(url: &str, region: &str, v: &str, start: &str) -> Running {
-    let cmd = on(url)
-        .args(["region", "run", region, "--pac", PAC, "--host", "h1"])
-        .args([
-            "--product-version",
-            v,
-            "--start-type",
-            start,
-            "--heartbeat-interval",
-            "30s",
-            "--heartbeat-ttl",
-            "60s",
-        ]);
-    spawn_started(cmd, region).0
-}
-
 /// A region with the tests' usual short heartbeats.
 fn region(url: &str, region: &str, v: &str, start: &str) -> Running {
     let cmd = crate::support::region::region_run(on(url), PAC, region, "h1", v, start);
@@ -329,23 +311,27 @@ fn subscribers(cluster: &RedisCluster, port: u16, channel: &str) -> (u64, u64) {
     (sharded, plain)
 }
 
-#[test]
-fn notifications_reach_regions_over_sharded_pubsub_and_follow_a_failover() {
-    let cluster = RedisCluster::start();
-    let url = cluster.url();
+/// Two regions with heartbeats so slow that only a notification makes them notice a
+/// mode change within the test's bounds; one change before and one after a failover of
+/// the PAC's slot. `on` is `pacup --psor <cluster>` with whatever else the cluster needs.
+pub(crate) fn notifications_follow_a_failover(cluster: &RedisCluster, on: &dyn Fn() -> Cmd) {
+    let region = |name: &str, v: &str, start: &str| {
+        let cmd = on()
+            .args(["region", "run", name, "--pac", PAC, "--host", "h1"])
+            .args(["--product-version", v, "--start-type", start])
+            .args(["--heartbeat-interval", "30s", "--heartbeat-ttl", "60s"]);
+        spawn_started(cmd, name).0
+    };
     let channel = key("notify");
-    let mut r1 = slow_region(&url, "R1", "1.0.0", "cold");
-    let mut r2 = slow_region(&url, "R2", "2.0.0", "upgrade");
+    let mut r1 = region("R1", "1.0.0", "cold");
+    let mut r2 = region("R2", "2.0.0", "upgrade");
     let master = cluster.master_port_for(&channel);
     wait_until(
         SOON,
         "both regions subscribed (sharded) on the slot's master",
-        || subscribers(&cluster, master, &channel) == (2, 0),
+        || subscribers(cluster, master, &channel) == (2, 0),
     );
-
-    // The heartbeats are 30 s apart: only the notification makes R2 see its new mode soon.
-    on(&url)
-        .args(["pac", "set-mode", PAC, "running"])
+    on().args(["pac", "set-mode", PAC, "running"])
         .run()
         .success();
     r2.wait_for_stdout_line(
@@ -357,19 +343,38 @@ fn notifications_reach_regions_over_sharded_pubsub_and_follow_a_failover() {
     wait_until(
         SOON,
         "both regions subscribed again on the new master",
-        || subscribers(&cluster, new, &channel) == (2, 0),
+        || subscribers(cluster, new, &channel) == (2, 0),
     );
-    on(&url)
-        .args(["pac", "set-mode", PAC, "quiesce"])
+    on().args(["pac", "set-mode", PAC, "quiesce"])
         .run()
         .success();
     r1.wait_for_stdout_line(
         |l| l.contains("Region R1: store mode changed from running to quiesce"),
         SOON,
     );
+    let doc = on()
+        .args(["pac", "status", PAC, "--json"])
+        .run()
+        .success()
+        .json();
+    let alive: Vec<&str> = doc["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["alive"] == true)
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert_eq!(alive, ["R1", "R2"], "{doc:#}");
     for r in [&mut r1, &mut r2] {
         r.kill();
     }
+}
+
+#[test]
+fn notifications_reach_regions_over_sharded_pubsub_and_follow_a_failover() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    notifications_follow_a_failover(&cluster, &|| on(&url));
 }
 
 #[test]
