@@ -3,12 +3,12 @@
 //!
 //! On start it cleans what a previous incarnation may have left (its regions' stale
 //! memberships and liveness), takes the installed product from its host record over a
-//! stale `--product-version` ([`host`]), publishes the record (installed product, regions)
+//! stale `--product-version` (agent_host.rs), publishes the record (installed product, regions)
 //! with a liveness TTL, and reads only commands sent after it started. It autostarts its
 //! regions unless a rollout is acting on its host right then (the coordinator starts
 //! them). A command id is taken at most once, even if delivered twice.
 //!
-//! Each region has its own slot (`Idle`, `Starting`, `Running`; [`regions`]): a start
+//! Each region has its own slot (`Idle`, `Starting`, `Running`; agent_regions.rs): a start
 //! holds its region's slot, not the host, so a start that waits (for another region's cold start,
 //! say) does not delay a listener change or a stop of another region. Commands run in
 //! their own tasks, kept in a `JoinSet`: on shutdown the agent stops taking commands,
