@@ -226,6 +226,22 @@ pub enum Error {
         /// The epoch recorded in the PAC.
         current: u64,
     },
+    /// A coordinator that keeps its state apart from the PSOR (`--state`) was about to
+    /// change the PSOR itself through a script (a store change the plan has no template
+    /// for, the rollback's direct store steps). It writes nothing to the PSOR: the
+    /// epoch that fences it lives in the state Redis, so the PSOR's scripts could not
+    /// fence it. Nothing was written.
+    #[error(
+        "PAC {pac}: this step would change the PSOR directly (script {script}), which a \
+         coordinator keeping its state apart (--state) never does; give the plan a \
+         template for it, or make the change with the vendor's tools"
+    )]
+    StateApart {
+        /// The PAC.
+        pac: String,
+        /// The PSOR script that was refused.
+        script: &'static str,
+    },
     /// Another coordinator holds the PAC's lease.
     #[error("another coordinator holds the lease of PAC {pac}{}: {holder}", rollout_part(.rollout))]
     LeaseHeld {
@@ -298,6 +314,7 @@ impl Error {
             Error::LeaseHeld { .. } | Error::Fenced { .. } => ExitCode::LeaseHeld,
             Error::Redis(e) if is_unreachable(e) => ExitCode::Unreachable,
             Error::Refused(_)
+            | Error::StateApart { .. }
             | Error::RefusedWith { .. }
             | Error::NoSuchPac(_)
             | Error::NoSuchRegion { .. }

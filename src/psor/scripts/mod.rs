@@ -95,6 +95,9 @@ pub struct Lua {
     /// jobs, transactions, stores and modes): [`super::Pac::eval`] then makes it durable
     /// before returning (`--durability`).
     pub critical: bool,
+    /// The Redis it runs in: the PSOR, or the coordinator's state (its keys must all be
+    /// of that home, see [`keys::Home`]).
+    pub home: keys::Home,
     compiled: OnceLock<Script>,
     compiled_cluster: OnceLock<Script>,
 }
@@ -106,6 +109,7 @@ impl Lua {
             codes,
             body,
             critical: false,
+            home: keys::Home::Psor,
             compiled: OnceLock::new(),
             compiled_cluster: OnceLock::new(),
         }
@@ -122,6 +126,24 @@ impl Lua {
             codes,
             body,
             critical: true,
+            home: keys::Home::Psor,
+            compiled: OnceLock::new(),
+            compiled_cluster: OnceLock::new(),
+        }
+    }
+
+    /// A critical script of the coordinator's state Redis.
+    const fn critical_state(
+        name: &'static str,
+        codes: &'static [&'static str],
+        body: &'static str,
+    ) -> Lua {
+        Lua {
+            name,
+            codes,
+            body,
+            critical: true,
+            home: keys::Home::State,
             compiled: OnceLock::new(),
             compiled_cluster: OnceLock::new(),
         }
