@@ -105,14 +105,16 @@ pub struct GlobalArgs {
     /// PACUP_STATE_PASSWORD; the TLS options and timeouts are shared). Default: the
     /// PSOR. Only for plans with `driver.kind: command`, whose templates still reach the
     /// PSOR through {psor}, {psor_host} and {psor_port}.
+    // Its own id: `state` is also an argument of commands (`region listener ... on`).
     #[arg(
-        long,
+        id = "state_url",
+        long = "state",
         global = true,
         env = "PACUP_STATE",
         hide_env_values = true,
         value_name = "URL"
     )]
-    pub state: Option<String>,
+    pub state_url: Option<String>,
     /// File holding the PSOR password, used when the URL has none (else env
     /// PACUP_PSOR_PASSWORD). A password in the URL wins over both.
     #[arg(long, global = true, value_name = "FILE")]

@@ -112,7 +112,7 @@ pub(super) async fn connect(g: &GlobalArgs) -> anyhow::Result<Psor> {
 /// PSOR's TLS options, timeouts and durability, its own password (in the URL, else env
 /// PACUP_STATE_PASSWORD).
 pub fn state_options(g: &GlobalArgs) -> anyhow::Result<Option<PsorOptions>> {
-    let Some(url) = g.state.as_ref().filter(|u| **u != g.psor) else {
+    let Some(url) = g.state_url.as_ref().filter(|u| **u != g.psor) else {
         return Ok(None);
     };
     let mut o = psor_options(g)?;

@@ -1,19 +1,19 @@
-//! A command-driver rollout across a real boundary: the regions are reached only through
-//! the templates (the vendor-syntax tools, `casstate` as `region_state`, `pacup pac
-//! status` as `store_state`), and the coordinator itself never reads a region or host
-//! record of the PSOR, shown by `MONITOR`: the connections that read the operator's
-//! requests from the rollout's journal (the coordinator's) issue no command on a
-//! `region:` or `host:` key.
+//! A command-driver rollout across a real boundary, with two Redis servers: the site's
+//! PSOR, where the stand-in regions live and which the templates reach (the vendor-syntax
+//! tools, `casstate` as `region_state`, `pacup pac status` as `store_state`), and the
+//! coordinator's own Redis (`--state`), which holds its lease, journal, history and
+//! rollout events and no region or store record. After a rollout the PSOR holds only
+//! what the regions and templates wrote: no key of the coordinator's, no rollout event,
+//! its fencing epoch untouched.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::{key, Site, PAC, UP_TIMEOUT};
-use crate::support::monitor::Monitor;
-use crate::support::{wait_until, Output};
+use crate::support::{wait_until, Output, RedisServer};
 
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -77,7 +77,129 @@ fn site() -> Site {
     site
 }
 
-fn rollout(site: &Site, args: &[&str]) -> Output {
+/// The site and the coordinator's own Redis.
+struct Boundary {
+    site: Site,
+    state: RedisServer,
+}
+
+/// The families of the coordinator's own keys.
+const COORDINATOR_KEYS: [&str; 4] = ["lock", "rollout:current", "rollout:history", "events"];
+
+impl Boundary {
+    fn new() -> Boundary {
+        Boundary {
+            site: site(),
+            state: RedisServer::start(),
+        }
+    }
+
+    /// `pacup rollout ...` with the state in the coordinator's Redis (`PACUP_STATE`).
+    fn rollout(&self, args: &[&str]) -> Output {
+        rollout_cmd(&self.site, args)
+            .env("PACUP_STATE", self.state.url())
+            .run()
+    }
+
+    /// `pacup --state <url> ...`, which must succeed, as JSON.
+    fn json_of(&self, args: &[&str]) -> Value {
+        let out = self
+            .site
+            .pacup()
+            .args(["--state", &self.state.url()])
+            .args(args)
+            .arg("--json")
+            .run();
+        out.success();
+        out.json()
+    }
+
+    /// Every key of `server`, without the PAC's prefix.
+    fn keys_of(server: &RedisServer) -> BTreeSet<String> {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query(&mut server.conn())
+            .expect("KEYS");
+        let prefix = key("");
+        keys.into_iter()
+            .map(|k| k.strip_prefix(&prefix).map_or(k.clone(), str::to_string))
+            .collect()
+    }
+
+    fn state_has(&self, k: &str) -> bool {
+        Self::keys_of(&self.state).contains(k)
+    }
+
+    fn journal(&self) -> HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(key("rollout:current"))
+            .query(&mut self.state.conn())
+            .expect("HGETALL")
+    }
+
+    /// The PSOR's fencing epoch (the PAC record's `epoch`).
+    fn psor_epoch(&self) -> Option<String> {
+        redis::cmd("HGET")
+            .arg(key("meta"))
+            .arg("epoch")
+            .query(&mut self.site.server.conn())
+            .expect("HGET")
+    }
+
+    /// The PSOR holds nothing of the coordinator's: none of its keys (the events stream
+    /// there, if any, is the tools' record of store changes, with no rollout event), no
+    /// rollout series, its epoch as it was; the state Redis holds no region, host, store
+    /// or datastore key, and its PAC record only the epoch.
+    #[track_caller]
+    fn assert_apart(&self, psor_epoch: &Option<String>) {
+        let psor = Self::keys_of(&self.site.server);
+        for k in ["lock", "rollout:current", "rollout:history"] {
+            assert!(!psor.contains(k), "the PSOR has the coordinator's {k}: {psor:#?}");
+        }
+        assert!(
+            !psor.iter().any(|k| k.starts_with("series:")),
+            "rollout series in the PSOR: {psor:#?}"
+        );
+        let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg(key("events"))
+            .arg("-")
+            .arg("+")
+            .query(&mut self.site.server.conn())
+            .expect("XRANGE");
+        let rollout_events: Vec<&String> = events
+            .ids
+            .iter()
+            .filter(|e| e.map.contains_key("rollout"))
+            .map(|e| &e.id)
+            .collect();
+        assert!(
+            rollout_events.is_empty(),
+            "rollout events in the PSOR: {rollout_events:?}"
+        );
+        assert_eq!(&self.psor_epoch(), psor_epoch, "the PSOR's epoch moved");
+
+        let state = Self::keys_of(&self.state);
+        let stray: Vec<&String> = state
+            .iter()
+            .filter(|k| !COORDINATOR_KEYS.contains(&k.as_str()) && *k != "meta")
+            .collect();
+        assert!(stray.is_empty(), "the state Redis holds {stray:?}");
+        assert!(state.contains("rollout:current"), "{state:?}");
+        assert!(state.contains("events"), "{state:?}");
+        let meta: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(key("meta"))
+            .query(&mut self.state.conn())
+            .expect("HGETALL");
+        assert_eq!(
+            meta.keys().collect::<Vec<_>>(),
+            vec!["epoch"],
+            "the state's PAC record: {meta:?}"
+        );
+    }
+}
+
+/// `pacup rollout ...` with the templates' tools on PATH and their environment.
+fn rollout_cmd(site: &Site, args: &[&str]) -> crate::support::Cmd {
     site.pacup()
         .env("PATH", path_with_bins())
         .env("PACUP_PSOR", site.url())
@@ -87,7 +209,11 @@ fn rollout(site: &Site, args: &[&str]) -> Output {
         .arg("rollout")
         .args(args)
         .timeout(ROLLOUT_TIMEOUT)
-        .run()
+}
+
+/// `pacup rollout ...` keeping the coordinator's state in the PSOR.
+fn rollout(site: &Site, args: &[&str]) -> Output {
+    rollout_cmd(site, args).run()
 }
 
 fn events(out: &Output) -> Vec<Value> {
@@ -104,12 +230,15 @@ fn write_plan(site: &Site, name: &str, plan: &Value) -> String {
 }
 
 /// The whole incompatible upgrade under job and client load, driven only through the
-/// templates: nothing lost, every region at 2.0.0, the old store gone, the monitoring
-/// hold around the steps, and no region or host record read by the coordinator.
+/// templates, with the coordinator's state in its own Redis: nothing lost, every region
+/// at 2.0.0, the old store gone, the backups, host checks and monitoring hold where they
+/// belong, and nothing of the coordinator's in the PSOR.
 #[test]
-fn command_rollout_reads_regions_only_through_its_templates() {
-    let site = site();
-    let plan_path = write_plan(&site, "plan.json", &plan("1m", "casstate /r{region} /j"));
+fn command_rollout_keeps_its_state_out_of_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let plan_path = write_plan(site, "plan.json", &plan("1m", "casstate /r{region} /j"));
     let load = ["--duration", "6s", "--json"];
     let jobs = site
         .pacup()
@@ -121,44 +250,30 @@ fn command_rollout_reads_regions_only_through_its_templates() {
         .args(["clients", "run", PAC])
         .args(load)
         .spawn();
-    let mon = Monitor::start(&site.server);
-    let out = rollout(&site, &["run", &plan_path, "--json"]);
-    let seen = mon.stop();
+    let out = b.rollout(&["run", &plan_path, "--json"]);
     out.success();
     let evs = events(&out);
-
-    // The coordinator's connections are the ones that read the operator's requests
-    // from the rollout's journal before each group of steps (`HMGET`; a child such as
-    // `pac backup` may read the whole journal, never so).
-    let journal = key("rollout:current");
-    let coordinator: HashSet<&str> = seen
-        .iter()
-        .filter(|c| c.source != "lua" && c.name() == "HMGET" && c.arg(1) == journal)
-        .map(|c| c.source.as_str())
-        .collect();
-    assert!(!coordinator.is_empty(), "no coordinator connection seen");
-    let records = [key("region:"), key("host:"), key("regions"), key("hosts")];
-    let read: Vec<String> = seen
-        .iter()
-        .filter(|c| coordinator.contains(c.source.as_str()))
-        .filter(|c| {
-            c.args.iter().skip(1).any(|a| {
-                let a = String::from_utf8_lossy(a);
-                records.iter().any(|r| a.starts_with(r.as_str()))
-            })
-        })
-        .map(|c| {
-            c.args
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
-    assert!(
-        read.is_empty(),
-        "the coordinator read region or host records: {read:#?}"
+    b.assert_apart(&epoch);
+    // The state Redis is where status and history look.
+    let st = b.json_of(&["rollout", "status", PAC]);
+    assert_eq!(st["state"], "done", "{st}");
+    let h = b.json_of(&["rollout", "history", PAC]);
+    assert_eq!(h["rollouts"][0]["result"], "done", "{h}");
+    assert_eq!(
+        rollout(site, &["history", PAC, "--json"]).json()["rollouts"],
+        json!([]),
+        "a history in the PSOR"
     );
+    let host_check = evs
+        .iter()
+        .position(|e| e["action"] == "host_check" && e["status"] == "done")
+        .unwrap_or_else(|| panic!("no host_check: {evs:#?}"));
+    assert_eq!(evs[host_check]["detail"], "host checks passed on host2");
+    let wave2 = evs
+        .iter()
+        .position(|e| e["action"] == "listener_off" && e["region"] == "REGION2")
+        .expect("wave 2");
+    assert!(host_check < wave2, "{evs:#?}");
 
     // Preflight probed, the probes drove the steps, the hold wrapped them.
     let pre = evs
@@ -193,8 +308,8 @@ fn command_rollout_reads_regions_only_through_its_templates() {
         .collect();
     assert_eq!(backups.len(), 2, "{evs:#?}");
     let saved = format!("keys saved to {}/{PAC}-", site.dir.path().display());
-    for b in &backups {
-        assert!(b["detail"].as_str().unwrap().contains(&saved), "{b}");
+    for bk in &backups {
+        assert!(bk["detail"].as_str().unwrap().contains(&saved), "{bk}");
     }
     let gate = evs
         .iter()
@@ -236,7 +351,9 @@ fn command_rollout_reads_regions_only_through_its_templates() {
 /// `rollout resume` completes the upgrade.
 #[test]
 fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
-    let site = site();
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
     let broken = site.dir.path().join("probe-broken");
     let probe = format!(
         "if [ {{region}} = REGION2 ] && [ -e {} ]; then echo probe cannot reach host2 >&2; \
@@ -250,7 +367,7 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
         broken.display()
     ));
     let plan_path = write_plan(&site, "plan.json", &p);
-    let out = rollout(&site, &["run", &plan_path, "--json"]);
+    let out = b.rollout(&["run", &plan_path, "--json"]);
     out.code(6);
     let evs = events(&out);
     let failed = evs
@@ -276,7 +393,7 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
     assert_eq!(site.state("REGION2")["listener"], "on");
 
     std::fs::remove_file(&broken).expect("fix the probe");
-    let out = rollout(&site, &["resume", PAC, "--json"]);
+    let out = b.rollout(&["resume", PAC, "--json"]);
     out.success();
     for r in ["REGION1", "REGION1B", "REGION2"] {
         assert_eq!(site.field(r, "store"), "2.0.0", "{r}");
@@ -286,6 +403,7 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
         log,
         format!("suspend {PAC}\nresume {PAC}\nsuspend {PAC}\nresume {PAC}\n")
     );
+    b.assert_apart(&epoch);
 }
 
 /// Preflight runs every read-only template before anything stops: a `host_check` that
@@ -293,7 +411,8 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
 /// nothing is written.
 #[test]
 fn preflight_runs_every_probe_before_any_region_stops() {
-    let site = site();
+    let b = Boundary::new();
+    let site = &b.site;
     let mut p = plan(
         "1m",
         "if [ {region} = REGION1B ]; then echo ssh: connect to host host1: refused >&2; \
@@ -302,13 +421,15 @@ fn preflight_runs_every_probe_before_any_region_stops() {
     p["driver"]["templates"]["host_check"] =
         json!("if [ {host} = host2 ]; then echo /var/tmp: 10 MiB free, 500 MiB needed; exit 1; fi");
     let plan_path = write_plan(&site, "plan.json", &p);
-    let out = rollout(&site, &["run", &plan_path]);
+    let out = b.rollout(&["run", &plan_path]);
     out.code(1);
     out.stderr_contains("preflight failed");
     out.stderr_contains("region REGION1B on host1: region_state of REGION1B on host1 failed");
     out.stderr_contains("ssh: connect to host host1: refused");
     out.stderr_contains("host host2: host_check failed");
     out.stderr_contains("10 MiB free, 500 MiB needed");
+    let state = Boundary::keys_of(&b.state);
+    assert!(state.is_empty(), "a refused rollout wrote {state:?}");
     assert!(!site.exists(&key("rollout:current")));
     assert!(!site.dir.path().join("monitor.log").exists());
     for r in ["REGION1", "REGION1B", "REGION2"] {
@@ -351,6 +472,47 @@ fn command_plans_without_region_state_or_with_a_foreign_placeholder_are_exit_2()
         }
     }
     assert!(!site.exists(&key("rollout:current")));
+}
+
+/// With `--state`, plans that would make the coordinator write to the PSOR are refused
+/// with exit 2 before anything is written, by `rollout plan` and `rollout run` alike: the
+/// agent driver (its commands go through the PSOR), and a store change without its
+/// template.
+#[test]
+fn state_apart_refuses_plans_that_would_write_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let mut agent = plan("1m", "casstate /r{region} /j");
+    agent.as_object_mut().unwrap().remove("driver");
+    let mut no_set_mode = plan("1m", "casstate /r{region} /j");
+    let t = no_set_mode["driver"]["templates"].as_object_mut().unwrap();
+    t.remove("set_mode_quiesce");
+    t.remove("remove_old");
+    for (name, p, want) in [
+        (
+            "agent.json",
+            agent,
+            "invalid --state \"(with driver.kind agent)\": a plan with driver.kind command",
+        ),
+        (
+            "no-set-mode.json",
+            no_set_mode,
+            "invalid plan field driver.templates \"(missing remove_old, set_mode_quiesce \
+             with --state)\"",
+        ),
+    ] {
+        let path = write_plan(site, name, &p);
+        for cmd in ["plan", "run"] {
+            let out = b.rollout(&[cmd, &path]);
+            out.code(2);
+            out.stderr_contains(want);
+        }
+    }
+    let state = Boundary::keys_of(&b.state);
+    assert!(state.is_empty(), "a refused plan wrote {state:?}");
+    assert!(!site.exists(&key("rollout:current")));
+    assert_eq!(b.psor_epoch(), epoch);
 }
 
 /// `rollout plan --show-commands` renders every command of every step (placeholders
@@ -423,44 +585,36 @@ fn plan_show_commands_renders_every_template_of_every_step() {
 /// as an `amend` event and in the history.
 #[test]
 fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes() {
-    let site = site();
+    let b = Boundary::new();
+    let site = &b.site;
     let mut good = plan("1m", "casstate /r{region} /j");
     good["monitor"]["keep_suspended_on_pause"] = json!(true);
     let mut wrong = good.clone();
     wrong["driver"]["templates"]["apply_update"] =
         json!("pacup --psor {psor} host update {host} --pac {pac} --product-versoin {version}");
     let wrong_path = write_plan(&site, "wrong.json", &wrong);
-    rollout(&site, &["run", &wrong_path]).code(6);
+    b.rollout(&["run", &wrong_path]).code(6);
     // Paused with monitoring kept suspended, as the plan asks.
     let hold = || std::fs::read_to_string(site.dir.path().join("monitor.log")).unwrap();
     assert_eq!(hold(), format!("suspend {PAC}\n"));
 
-    let journal = || -> std::collections::BTreeMap<String, String> {
-        redis::cmd("HGETALL")
-            .arg(key("rollout:current"))
-            .query(&mut site.server.conn())
-            .expect("HGETALL")
-    };
-    let before = journal();
+    let before = b.journal();
     let mut other = good.clone();
     other["target"]["version"] = json!("3.0.0");
     other["waves"] = json!([["host2"], ["host1"]]);
     let other_path = write_plan(&site, "other.json", &other);
-    let out = rollout(&site, &["resume", PAC, "--plan", &other_path]);
+    let out = b.rollout(&["resume", PAC, "--plan", &other_path]);
     out.code(2);
     out.stderr_contains("invalid --plan \"(changes target.version, waves)\"");
     assert_eq!(
-        journal(),
+        b.journal(),
         before,
         "a refused amendment wrote to the journal"
     );
-    assert!(
-        !site.exists(&key("lock")),
-        "a refused amendment took the lease"
-    );
+    assert!(!b.state_has("lock"), "a refused amendment took the lease");
 
     let good_path = write_plan(&site, "good.json", &good);
-    let out = rollout(&site, &["resume", PAC, "--plan", &good_path, "--json"]);
+    let out = b.rollout(&["resume", PAC, "--plan", &good_path, "--json"]);
     out.success();
     let evs = events(&out);
     let amend = evs
@@ -482,7 +636,7 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
         hold(),
         format!("suspend {PAC}\nsuspend {PAC}\nresume {PAC}\n")
     );
-    let h = site.json_of(&["rollout", "history", PAC]);
+    let h = b.json_of(&["rollout", "history", PAC]);
     let entry = &h["rollouts"][0];
     assert_eq!(entry["result"], "done", "{entry}");
     assert_eq!(
