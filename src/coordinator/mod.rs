@@ -241,7 +241,7 @@ pub async fn precheck(
     if matches!(trigger, Trigger::Resume | Trigger::Rollback) {
         let plan = j.plan(name)?;
         if pac.state_apart() {
-            apart::check(&plan, &j.steps)?;
+            apart::check(plan, &j.steps)?;
         }
     }
     if let Some((plan, allow)) = plan {

@@ -504,6 +504,19 @@ mod tests {
     }
 
     #[test]
+    fn the_coordinator_keeps_its_lease_journal_history_and_events_in_its_state() {
+        let state: Vec<&str> = SHAPES
+            .iter()
+            .filter(|s| s.home == Home::State)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            state,
+            ["lock", "rollout_current", "rollout_history", "events"]
+        );
+    }
+
+    #[test]
     fn keys_outside_the_layout_belong_to_no_family() {
         for key in [
             "pac:{MyPAC}:store:2.0.0",

@@ -161,10 +161,7 @@ impl Pac {
     /// Who holds the lease now, if anyone.
     pub async fn lease_holder(&self) -> Result<Option<String>> {
         let st = self.state();
-        st.conn()
-            .get(self.keys.lock())
-            .await
-            .map_err(|e| st.err(e))
+        st.conn().get(self.keys.lock()).await.map_err(|e| st.err(e))
     }
 
     /// Writes journal fields and/or an event (and optionally a history entry), atomically
@@ -213,7 +210,10 @@ impl Pac {
             self.pipe_call(&mut p, call);
         }
         // Journal writes are critical: the batch is confirmed durable as a whole.
-        let values = self.pipe_home::<RolloutWrite<'_>>()?.durable_pipe(p).await?;
+        let values = self
+            .pipe_home::<RolloutWrite<'_>>()?
+            .durable_pipe(p)
+            .await?;
         Ok(values
             .into_iter()
             .map(|v| match self.pipe_reply::<RolloutWrite<'_>>(v)? {
@@ -268,8 +268,10 @@ impl Pac {
             cmd.arg("BLOCK").arg(b.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(self.keys.events()).arg(after);
-        let reply: redis::streams::StreamReadReply =
-            cmd.query_async(conn).await.map_err(|e| self.state().err(e))?;
+        let reply: redis::streams::StreamReadReply = cmd
+            .query_async(conn)
+            .await
+            .map_err(|e| self.state().err(e))?;
         let mut out = Vec::new();
         for k in reply.keys {
             for e in k.ids {

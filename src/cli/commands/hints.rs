@@ -8,8 +8,8 @@
 use crate::cli::{Command, GlobalArgs, RolloutCommand};
 use crate::error::{Advice, Error};
 use crate::names::{self, PacName};
-use crate::psor::StartType;
 use crate::psor;
+use crate::psor::StartType;
 use std::fmt;
 
 /// An error with advice: shown as the error, then one `hint:` line per piece of advice.

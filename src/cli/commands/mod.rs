@@ -100,7 +100,22 @@ pub fn psor_options(g: &GlobalArgs) -> anyhow::Result<PsorOptions> {
     // Refuse a malformed URL before anything else (exit 2), even for commands that
     // would fail later for another reason.
     crate::conn::PsorTarget::parse(&o.url)?;
+    if let Some(url) = &g.state_url {
+        parse_state_url(url)?;
+    }
     Ok(o)
+}
+
+/// A `--state` URL has the forms of `--psor`; a malformed one is refused naming the flag.
+fn parse_state_url(url: &str) -> Result<(), Error> {
+    crate::conn::PsorTarget::parse(url)
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::InvalidInput {
+                value, expected, ..
+            } => Error::invalid("--state", value, expected),
+            e => e,
+        })
 }
 
 pub(super) async fn connect(g: &GlobalArgs) -> anyhow::Result<Psor> {
@@ -120,12 +135,6 @@ pub fn state_options(g: &GlobalArgs) -> anyhow::Result<Option<PsorOptions>> {
     o.password = std::env::var("PACUP_STATE_PASSWORD")
         .ok()
         .filter(|p| !p.is_empty());
-    crate::conn::PsorTarget::parse(&o.url).map_err(|e| match e {
-        Error::InvalidInput {
-            value, expected, ..
-        } => Error::invalid("--state", value, expected),
-        e => e,
-    })?;
     Ok(Some(o))
 }
 

@@ -311,6 +311,53 @@ mod tests {
         }
     }
 
+    /// A script of the state Redis touches only the families that live there, and the
+    /// PAC record for the epoch (which that Redis's record holds alone).
+    #[test]
+    fn state_scripts_touch_only_the_state_families() {
+        let state: Vec<&str> = keys::SHAPES
+            .iter()
+            .filter(|s| s.home == keys::Home::State)
+            .map(|s| s.name)
+            .chain(["meta"])
+            .collect();
+        let psor_helpers = [
+            "event(",
+            "alive(",
+            "alive_other(",
+            "store_mode(",
+            "bump(",
+            "notify(",
+            "series_add(",
+        ];
+        let mut seen = 0;
+        for lua in all().into_iter().filter(|l| l.home == keys::Home::State) {
+            seen += 1;
+            for part in lua.body.split("K.").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    state.contains(&name.as_str()),
+                    "{} touches {name}",
+                    lua.name
+                );
+            }
+            for h in psor_helpers {
+                let called = lua
+                    .body
+                    .match_indices(h)
+                    .any(|(i, _)| !lua.body[..i].ends_with(|c: char| c.is_alphanumeric()));
+                assert!(!called, "{} calls {h}", lua.name);
+            }
+        }
+        assert_eq!(
+            seen, 4,
+            "lease acquire, renew, release and the journal write"
+        );
+    }
+
     #[test]
     fn scripts_have_distinct_names_and_sources() {
         let mut names: Vec<&str> = all().iter().map(|l| l.name).collect();

@@ -6,14 +6,14 @@
 //! what the regions and templates wrote: no key of the coordinator's, no rollout event,
 //! its fencing epoch untouched.
 
-use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::apart::Boundary;
 use super::{key, Site, PAC, UP_TIMEOUT};
-use crate::support::{wait_until, Output, RedisServer};
+use crate::support::{wait_until, Output};
 
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -64,7 +64,7 @@ fn plan(progress_deadline: &str, region_state: &str) -> Value {
     })
 }
 
-fn site() -> Site {
+pub(super) fn site() -> Site {
     let mut site = Site::new();
     site.agent("host1", "1.0.0", &["REGION1", "REGION1B"], "cold");
     site.agent("host2", "1.0.0", &["REGION2"], "warm");
@@ -77,129 +77,8 @@ fn site() -> Site {
     site
 }
 
-/// The site and the coordinator's own Redis.
-struct Boundary {
-    site: Site,
-    state: RedisServer,
-}
-
-/// The families of the coordinator's own keys.
-const COORDINATOR_KEYS: [&str; 4] = ["lock", "rollout:current", "rollout:history", "events"];
-
-impl Boundary {
-    fn new() -> Boundary {
-        Boundary {
-            site: site(),
-            state: RedisServer::start(),
-        }
-    }
-
-    /// `pacup rollout ...` with the state in the coordinator's Redis (`PACUP_STATE`).
-    fn rollout(&self, args: &[&str]) -> Output {
-        rollout_cmd(&self.site, args)
-            .env("PACUP_STATE", self.state.url())
-            .run()
-    }
-
-    /// `pacup --state <url> ...`, which must succeed, as JSON.
-    fn json_of(&self, args: &[&str]) -> Value {
-        let out = self
-            .site
-            .pacup()
-            .args(["--state", &self.state.url()])
-            .args(args)
-            .arg("--json")
-            .run();
-        out.success();
-        out.json()
-    }
-
-    /// Every key of `server`, without the PAC's prefix.
-    fn keys_of(server: &RedisServer) -> BTreeSet<String> {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*")
-            .query(&mut server.conn())
-            .expect("KEYS");
-        let prefix = key("");
-        keys.into_iter()
-            .map(|k| k.strip_prefix(&prefix).map_or(k.clone(), str::to_string))
-            .collect()
-    }
-
-    fn state_has(&self, k: &str) -> bool {
-        Self::keys_of(&self.state).contains(k)
-    }
-
-    fn journal(&self) -> HashMap<String, String> {
-        redis::cmd("HGETALL")
-            .arg(key("rollout:current"))
-            .query(&mut self.state.conn())
-            .expect("HGETALL")
-    }
-
-    /// The PSOR's fencing epoch (the PAC record's `epoch`).
-    fn psor_epoch(&self) -> Option<String> {
-        redis::cmd("HGET")
-            .arg(key("meta"))
-            .arg("epoch")
-            .query(&mut self.site.server.conn())
-            .expect("HGET")
-    }
-
-    /// The PSOR holds nothing of the coordinator's: none of its keys (the events stream
-    /// there, if any, is the tools' record of store changes, with no rollout event), no
-    /// rollout series, its epoch as it was; the state Redis holds no region, host, store
-    /// or datastore key, and its PAC record only the epoch.
-    #[track_caller]
-    fn assert_apart(&self, psor_epoch: &Option<String>) {
-        let psor = Self::keys_of(&self.site.server);
-        for k in ["lock", "rollout:current", "rollout:history"] {
-            assert!(!psor.contains(k), "the PSOR has the coordinator's {k}: {psor:#?}");
-        }
-        assert!(
-            !psor.iter().any(|k| k.starts_with("series:")),
-            "rollout series in the PSOR: {psor:#?}"
-        );
-        let events: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(key("events"))
-            .arg("-")
-            .arg("+")
-            .query(&mut self.site.server.conn())
-            .expect("XRANGE");
-        let rollout_events: Vec<&String> = events
-            .ids
-            .iter()
-            .filter(|e| e.map.contains_key("rollout"))
-            .map(|e| &e.id)
-            .collect();
-        assert!(
-            rollout_events.is_empty(),
-            "rollout events in the PSOR: {rollout_events:?}"
-        );
-        assert_eq!(&self.psor_epoch(), psor_epoch, "the PSOR's epoch moved");
-
-        let state = Self::keys_of(&self.state);
-        let stray: Vec<&String> = state
-            .iter()
-            .filter(|k| !COORDINATOR_KEYS.contains(&k.as_str()) && *k != "meta")
-            .collect();
-        assert!(stray.is_empty(), "the state Redis holds {stray:?}");
-        assert!(state.contains("rollout:current"), "{state:?}");
-        assert!(state.contains("events"), "{state:?}");
-        let meta: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(key("meta"))
-            .query(&mut self.state.conn())
-            .expect("HGETALL");
-        assert_eq!(
-            meta.keys().collect::<Vec<_>>(),
-            vec!["epoch"],
-            "the state's PAC record: {meta:?}"
-        );
-    }
-}
-
 /// `pacup rollout ...` with the templates' tools on PATH and their environment.
-fn rollout_cmd(site: &Site, args: &[&str]) -> crate::support::Cmd {
+pub(super) fn rollout_cmd(site: &Site, args: &[&str]) -> crate::support::Cmd {
     site.pacup()
         .env("PATH", path_with_bins())
         .env("PACUP_PSOR", site.url())
@@ -366,7 +245,7 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
          && if [ {{host}} = host1 ]; then touch {}; fi",
         broken.display()
     ));
-    let plan_path = write_plan(&site, "plan.json", &p);
+    let plan_path = write_plan(site, "plan.json", &p);
     let out = b.rollout(&["run", &plan_path, "--json"]);
     out.code(6);
     let evs = events(&out);
@@ -420,7 +299,7 @@ fn preflight_runs_every_probe_before_any_region_stops() {
     );
     p["driver"]["templates"]["host_check"] =
         json!("if [ {host} = host2 ]; then echo /var/tmp: 10 MiB free, 500 MiB needed; exit 1; fi");
-    let plan_path = write_plan(&site, "plan.json", &p);
+    let plan_path = write_plan(site, "plan.json", &p);
     let out = b.rollout(&["run", &plan_path]);
     out.code(1);
     out.stderr_contains("preflight failed");
@@ -592,7 +471,7 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
     let mut wrong = good.clone();
     wrong["driver"]["templates"]["apply_update"] =
         json!("pacup --psor {psor} host update {host} --pac {pac} --product-versoin {version}");
-    let wrong_path = write_plan(&site, "wrong.json", &wrong);
+    let wrong_path = write_plan(site, "wrong.json", &wrong);
     b.rollout(&["run", &wrong_path]).code(6);
     // Paused with monitoring kept suspended, as the plan asks.
     let hold = || std::fs::read_to_string(site.dir.path().join("monitor.log")).unwrap();
@@ -602,7 +481,7 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
     let mut other = good.clone();
     other["target"]["version"] = json!("3.0.0");
     other["waves"] = json!([["host2"], ["host1"]]);
-    let other_path = write_plan(&site, "other.json", &other);
+    let other_path = write_plan(site, "other.json", &other);
     let out = b.rollout(&["resume", PAC, "--plan", &other_path]);
     out.code(2);
     out.stderr_contains("invalid --plan \"(changes target.version, waves)\"");
@@ -613,7 +492,7 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
     );
     assert!(!b.state_has("lock"), "a refused amendment took the lease");
 
-    let good_path = write_plan(&site, "good.json", &good);
+    let good_path = write_plan(site, "good.json", &good);
     let out = b.rollout(&["resume", PAC, "--plan", &good_path, "--json"]);
     out.success();
     let evs = events(&out);
