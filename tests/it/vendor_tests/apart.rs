@@ -85,6 +85,20 @@ impl Boundary {
     #[track_caller]
     pub(super) fn assert_apart(&self, psor_epoch: &Option<String>) {
         let psor = Self::keys_of(&self.site.server);
+        // Only the PAC's own families (what the regions and the templates' tools
+        // write), and the stream where the PSOR's scripts record their changes.
+        let foreign: Vec<&String> = psor
+            .iter()
+            .filter(|k| *k != "events")
+            .filter(|k| {
+                pacup::psor::keys::shape_of(&key(k)).map(|s| s.home)
+                    != Some(pacup::psor::keys::Home::Psor)
+            })
+            .collect();
+        assert!(
+            foreign.is_empty(),
+            "not the PAC's keys in the PSOR: {foreign:?}"
+        );
         for k in ["lock", "rollout:current", "rollout:history"] {
             assert!(
                 !psor.contains(k),
