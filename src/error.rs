@@ -232,9 +232,11 @@ pub enum Error {
     /// epoch that fences it lives in the state Redis, so the PSOR's scripts could not
     /// fence it. Nothing was written.
     #[error(
-        "PAC {pac}: this step would change the PSOR directly (script {script}), which a \
-         coordinator keeping its state apart (--state) never does; give the plan a \
-         template for it, or make the change with the vendor's tools"
+        "PAC {pac}: this would change the PSOR directly (script {script}), which a \
+         coordinator keeping its state apart (--state) never does; nothing was written. \
+         The rollout's store changes need their templates in the plan; a rollback's own \
+         store steps (a quiesced store running again, the new store deleted) have none: \
+         make the change with the vendor's tools, then resume (the step finds it done)"
     )]
     StateApart {
         /// The PAC.

@@ -224,15 +224,9 @@ fn command_rollout_keeps_its_state_out_of_the_psor() {
     site.assert_upgraded_with_nothing_lost(jobs, clients);
 }
 
-/// A region whose probe starts failing mid-rollout (the `region_state` template of
-/// REGION2 fails once host1 was updated) pauses the rollout at that region's first step,
-/// naming it and the probe's output, with REGION2 untouched; once the probe works again
-/// `rollout resume` completes the upgrade.
-#[test]
-fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
-    let b = Boundary::new();
-    let site = &b.site;
-    let epoch = b.psor_epoch();
+/// A plan whose `region_state` of REGION2 fails (exit 9) once host1 was updated, until
+/// the file `probe-broken` in the site's directory is removed.
+fn probe_breaking_after_host1(site: &Site) -> Value {
     let broken = site.dir.path().join("probe-broken");
     let probe = format!(
         "if [ {{region}} = REGION2 ] && [ -e {} ]; then echo probe cannot reach host2 >&2; \
@@ -245,7 +239,20 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
          && if [ {{host}} = host1 ]; then touch {}; fi",
         broken.display()
     ));
-    let plan_path = write_plan(site, "plan.json", &p);
+    p
+}
+
+/// A region whose probe starts failing mid-rollout (the `region_state` template of
+/// REGION2 fails once host1 was updated) pauses the rollout at that region's first step,
+/// naming it and the probe's output, with REGION2 untouched; once the probe works again
+/// `rollout resume` completes the upgrade.
+#[test]
+fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let broken = site.dir.path().join("probe-broken");
+    let plan_path = write_plan(site, "plan.json", &probe_breaking_after_host1(site));
     let out = b.rollout(&["run", &plan_path, "--json"]);
     out.code(6);
     let evs = events(&out);
@@ -282,6 +289,31 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
         log,
         format!("suspend {PAC}\nresume {PAC}\nsuspend {PAC}\nresume {PAC}\n")
     );
+    b.assert_apart(&epoch);
+}
+
+/// With the state apart, a rollback stops at its own store step, which would change
+/// the PSOR itself (the old store quiesced by then runs again only through `UNQUIESCE`):
+/// `on_failure: rollback` fails there (exit 1) naming the script, before any host moves
+/// back, still `rolling_back` for `rollout resume` once the store was fixed by hand, with
+/// nothing of the coordinator's in the PSOR.
+#[test]
+fn a_rollback_stops_at_the_store_step_it_cannot_take_without_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let mut p = probe_breaking_after_host1(site);
+    p["on_failure"] = json!("rollback");
+    let plan_path = write_plan(site, "plan.json", &p);
+    let out = b.rollout(&["run", &plan_path, "--json"]);
+    out.code(1);
+    out.stderr_contains("rollback failed at set_mode_running");
+    out.stderr_contains("this would change the PSOR directly (script UNQUIESCE)");
+    out.stderr_contains("`pacup rollout resume MyPAC` continues the rollback");
+    assert_eq!(b.journal()["state"], "rolling_back");
+    for r in ["REGION1", "REGION1B"] {
+        assert_eq!(site.field(r, "store"), "2.0.0", "{r} was moved");
+    }
     b.assert_apart(&epoch);
 }
 
