@@ -94,9 +94,9 @@ impl Pac {
         }
     }
 
-    /// The connection of the coordinator's state (the PSOR unless set apart).
-    pub fn state(&self) -> &Psor {
-        self.on(keys::Home::State)
+    /// The connection that holds the keys of `family`.
+    pub fn holding(&self, family: &keys::Shape) -> &Psor {
+        self.on(family.home)
     }
 
     /// PAC name.

@@ -7,11 +7,12 @@
 //! is refused inside the same script when it is no longer current, so a coordinator that
 //! was paused past its lease and wakes up cannot change anything.
 //!
-//! All of it lives in the coordinator's state Redis ([`Pac::state`]: the PSOR unless
-//! `--state` names another), whose PAC record then holds the epoch and nothing else.
+//! All of it lives in the coordinator's state Redis (see [`super::keys::Home`]: the PSOR
+//! unless `--state` names another), whose PAC record then holds the epoch and nothing
+//! else.
 
 use super::scripts::{AcquireLease, AcquireReply, Fenced, ReleaseLease, RenewLease, RolloutWrite};
-use super::Pac;
+use super::{keys, Pac};
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -160,7 +161,7 @@ impl Pac {
 
     /// Who holds the lease now, if anyone.
     pub async fn lease_holder(&self) -> Result<Option<String>> {
-        let st = self.state();
+        let st = self.holding(&keys::LOCK);
         st.conn().get(self.keys.lock()).await.map_err(|e| st.err(e))
     }
 
@@ -226,7 +227,7 @@ impl Pac {
     /// Sets operator request flags on the current rollout (pause/abort) without the lease:
     /// the coordinator reads them between steps. Plain HSET: it changes no PAC state.
     pub async fn rollout_request(&self, field: &str, value: &str) -> Result<()> {
-        let st = self.state();
+        let st = self.holding(&keys::ROLLOUT_CURRENT);
         let _: () = st
             .conn()
             .hset(self.keys.rollout_current(), field, value)
@@ -237,7 +238,7 @@ impl Pac {
 
     /// The current (or last) rollout's journal.
     pub async fn rollout_current(&self) -> Result<HashMap<String, String>> {
-        let st = self.state();
+        let st = self.holding(&keys::ROLLOUT_CURRENT);
         st.conn()
             .hgetall(self.keys.rollout_current())
             .await
@@ -246,7 +247,7 @@ impl Pac {
 
     /// Past rollouts, newest first (JSON summaries).
     pub async fn rollout_history(&self) -> Result<Vec<String>> {
-        let st = self.state();
+        let st = self.holding(&keys::ROLLOUT_HISTORY);
         st.conn()
             .lrange(self.keys.rollout_history(), 0, -1)
             .await
@@ -254,7 +255,7 @@ impl Pac {
     }
 
     /// Events after stream id `after` ("0" for all), at most `count`, optionally blocking,
-    /// on `conn`, a connection to [`Pac::state`].
+    /// on `conn`, a connection to the Redis [`Pac::holding`] the events.
     pub async fn read_events(
         &self,
         conn: &mut crate::conn::PsorConn,
@@ -271,7 +272,7 @@ impl Pac {
         let reply: redis::streams::StreamReadReply = cmd
             .query_async(conn)
             .await
-            .map_err(|e| self.state().err(e))?;
+            .map_err(|e| self.holding(&keys::EVENTS).err(e))?;
         let mut out = Vec::new();
         for k in reply.keys {
             for e in k.ids {

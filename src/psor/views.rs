@@ -309,7 +309,7 @@ impl Pac {
         for n in names {
             cmd.arg(*n);
         }
-        let st = self.state();
+        let st = self.holding(&super::keys::ROLLOUT_CURRENT);
         cmd.query_async(&mut st.conn()).await.map_err(|e| st.err(e))
     }
 }

@@ -32,16 +32,17 @@ fn event_json(id: &str, fields: &[(String, String)]) -> serde_json::Value {
 pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow::Result<ExitCode> {
     let p = super::connect_pac(g, pac.clone()).await?;
     p.require().await?;
-    let mut conn = p.state().dedicated().await?;
-    let mut generation = p.state().generation();
+    let home = p.holding(&psor::keys::EVENTS);
+    let mut conn = home.dedicated().await?;
+    let mut generation = home.generation();
     let mut after = "0".to_string();
     let mut all = Vec::new();
     loop {
         // A follow blocks a second at a time on its own connection: reopen it on the new
         // master when the PSOR's master moved.
-        if p.state().generation() != generation {
-            generation = p.state().generation();
-            conn = p.state().dedicated().await?;
+        if home.generation() != generation {
+            generation = home.generation();
+            conn = home.dedicated().await?;
         }
         let block = if follow {
             Some(Duration::from_secs(1))

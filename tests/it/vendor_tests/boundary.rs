@@ -138,6 +138,14 @@ fn command_rollout_keeps_its_state_out_of_the_psor() {
     assert_eq!(st["state"], "done", "{st}");
     let h = b.json_of(&["rollout", "history", PAC]);
     assert_eq!(h["rollouts"][0]["result"], "done", "{h}");
+    // `pacup events` with the state reads the rollout's events, one per journaled event.
+    let e = b.json_of(&["events", PAC]);
+    let logged = e["events"].as_array().expect("events");
+    assert_eq!(logged.len(), evs.len(), "{e}");
+    assert!(
+        logged.iter().all(|x| x["rollout"] == evs[0]["rollout"]),
+        "{e}"
+    );
     assert_eq!(
         rollout(site, &["history", PAC, "--json"]).json()["rollouts"],
         json!([]),
