@@ -4,8 +4,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
+use super::boundary::{plan, probe_breaking_after_host1, write_plan};
 use super::{key, Site};
 use crate::support::{Output, RedisServer};
 
@@ -145,4 +146,70 @@ impl Boundary {
             "the state's PAC record: {meta:?}"
         );
     }
+}
+
+/// With `--state`, plans that would make the coordinator write to the PSOR are refused
+/// with exit 2 before anything is written, by `rollout plan` and `rollout run` alike: the
+/// agent driver (its commands go through the PSOR), and a store change without its
+/// template.
+#[test]
+fn state_apart_refuses_plans_that_would_write_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let mut agent = plan("1m", "casstate /r{region} /j");
+    agent.as_object_mut().unwrap().remove("driver");
+    let mut no_set_mode = plan("1m", "casstate /r{region} /j");
+    let t = no_set_mode["driver"]["templates"].as_object_mut().unwrap();
+    t.remove("set_mode_quiesce");
+    t.remove("remove_old");
+    for (name, p, want) in [
+        (
+            "agent.json",
+            agent,
+            "invalid --state \"(with driver.kind agent)\": a plan with driver.kind command",
+        ),
+        (
+            "no-set-mode.json",
+            no_set_mode,
+            "invalid plan field driver.templates \"(missing remove_old, set_mode_quiesce \
+             with --state)\"",
+        ),
+    ] {
+        let path = write_plan(site, name, &p);
+        for cmd in ["plan", "run"] {
+            let out = b.rollout(&[cmd, &path]);
+            out.code(2);
+            out.stderr_contains(want);
+        }
+    }
+    let state = Boundary::keys_of(&b.state);
+    assert!(state.is_empty(), "a refused plan wrote {state:?}");
+    assert!(!site.exists(&key("rollout:current")));
+    assert_eq!(b.psor_epoch(), epoch);
+}
+
+/// With the state apart, a rollback stops at its own store step, which would change
+/// the PSOR itself (the old store quiesced by then runs again only through `UNQUIESCE`):
+/// `on_failure: rollback` fails there (exit 1) naming the script, before any host moves
+/// back, still `rolling_back` for `rollout resume` once the store was fixed by hand, with
+/// nothing of the coordinator's in the PSOR.
+#[test]
+fn a_rollback_stops_at_the_store_step_it_cannot_take_without_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let mut p = probe_breaking_after_host1(site);
+    p["on_failure"] = json!("rollback");
+    let plan_path = write_plan(site, "plan.json", &p);
+    let out = b.rollout(&["run", &plan_path, "--json"]);
+    out.code(1);
+    out.stderr_contains("rollback failed at set_mode_running");
+    out.stderr_contains("this would change the PSOR directly (script UNQUIESCE)");
+    out.stderr_contains("`pacup rollout resume MyPAC` continues the rollback");
+    assert_eq!(b.journal()["state"], "rolling_back");
+    for r in ["REGION1", "REGION1B"] {
+        assert_eq!(site.field(r, "store"), "2.0.0", "{r} was moved");
+    }
+    b.assert_apart(&epoch);
 }
