@@ -226,6 +226,24 @@ pub enum Error {
         /// The epoch recorded in the PAC.
         current: u64,
     },
+    /// A coordinator that keeps its state apart from the PSOR (`--state`) was about to
+    /// change the PSOR itself through a script (a store change the plan has no template
+    /// for, the rollback's direct store steps). It writes nothing to the PSOR: the
+    /// epoch that fences it lives in the state Redis, so the PSOR's scripts could not
+    /// fence it. Nothing was written.
+    #[error(
+        "PAC {pac}: this would change the PSOR directly (script {script}), which a \
+         coordinator keeping its state apart (--state) never does; nothing was written. \
+         The rollout's store changes need their templates in the plan; a rollback's own \
+         store steps (a quiesced store running again, the new store deleted) have none: \
+         make the change with the vendor's tools, then resume (the step finds it done)"
+    )]
+    StateApart {
+        /// The PAC.
+        pac: String,
+        /// The PSOR script that was refused.
+        script: &'static str,
+    },
     /// Another coordinator holds the PAC's lease.
     #[error("another coordinator holds the lease of PAC {pac}{}: {holder}", rollout_part(.rollout))]
     LeaseHeld {
@@ -298,6 +316,7 @@ impl Error {
             Error::LeaseHeld { .. } | Error::Fenced { .. } => ExitCode::LeaseHeld,
             Error::Redis(e) if is_unreachable(e) => ExitCode::Unreachable,
             Error::Refused(_)
+            | Error::StateApart { .. }
             | Error::RefusedWith { .. }
             | Error::NoSuchPac(_)
             | Error::NoSuchRegion { .. }

@@ -99,6 +99,22 @@ pub struct GlobalArgs {
         default_value = "redis://127.0.0.1:6379"
     )]
     pub psor: String,
+    /// Redis that holds the coordinator's own state (its lease and fencing epoch, the
+    /// rollout journal, history and rollout events), so a site can keep pacup's keys
+    /// out of the vendor's PSOR; same URL forms as --psor (password in the URL, else env
+    /// PACUP_STATE_PASSWORD; the TLS options and timeouts are shared). Default: the
+    /// PSOR. Only for plans with `driver.kind: command`, whose templates still reach the
+    /// PSOR through {psor}, {psor_host} and {psor_port}.
+    // Its own id: `state` is also an argument of commands (`region listener ... on`).
+    #[arg(
+        id = "state_url",
+        long = "state",
+        global = true,
+        env = "PACUP_STATE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub state_url: Option<String>,
     /// File holding the PSOR password, used when the URL has none (else env
     /// PACUP_PSOR_PASSWORD). A password in the URL wins over both.
     #[arg(long, global = true, value_name = "FILE")]

@@ -17,6 +17,7 @@
 
 pub mod actions;
 pub mod amend;
+pub mod apart;
 pub mod driver;
 pub mod dryrun;
 mod exec;
@@ -206,6 +207,9 @@ pub async fn precheck(
     plan: Option<(&Plan, Allow)>,
 ) -> Result<Precheck> {
     pac.require().await?;
+    if let (true, Some((plan, _))) = (pac.state_apart(), plan) {
+        apart::check_driver(plan)?;
+    }
     // A live coordinator's rollout is judged once its lease is ours (`--wait-lock`), or
     // the lease refusal (exit 4) says who holds it: taking nothing either way.
     if pac.lease_holder().await?.is_some() {
@@ -235,10 +239,16 @@ pub async fn precheck(
         )));
     }
     if matches!(trigger, Trigger::Resume | Trigger::Rollback) {
-        j.plan(name)?;
+        let plan = j.plan(name)?;
+        if pac.state_apart() {
+            apart::check(plan, &j.steps)?;
+        }
     }
     if let Some((plan, allow)) = plan {
         let pv = preflight::preview(pac, plan, allow).await?;
+        if pac.state_apart() {
+            apart::check(&pv.plan, &pv.steps)?;
+        }
         if !pv.problems.is_empty() {
             return Err(preflight_refusal(&pv.problems));
         }

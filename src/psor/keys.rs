@@ -22,6 +22,18 @@ pub enum Seg {
 
 use Seg::{Lit, Rest, Var};
 
+/// Which Redis holds a key family: the one place that decides which connection reads
+/// and writes it ([`crate::psor::Pac::on`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// The PSOR: the PAC itself (stores, regions, hosts, the datastore).
+    Psor,
+    /// The coordinator's own state (`--state`, by default the PSOR): its lease, the
+    /// rollout journal, the history and the rollout events. A site keeps these out of
+    /// the vendor's PSOR by naming another Redis.
+    State,
+}
+
 /// A family of keys (or the PAC's notification channel) of the layout.
 #[derive(Debug)]
 pub struct Shape {
@@ -32,6 +44,8 @@ pub struct Shape {
     pub segs: &'static [Seg],
     /// A pub/sub channel rather than a key.
     pub channel: bool,
+    /// Which Redis holds it.
+    pub home: Home,
 }
 
 const fn key(name: &'static str, segs: &'static [Seg]) -> Shape {
@@ -39,10 +53,21 @@ const fn key(name: &'static str, segs: &'static [Seg]) -> Shape {
         name,
         segs,
         channel: false,
+        home: Home::Psor,
     }
 }
 
-/// The PAC record (hash): created_at, gen, epoch, store_seq.
+/// A family of the coordinator's own state ([`Home::State`]).
+const fn state_key(name: &'static str, segs: &'static [Seg]) -> Shape {
+    Shape {
+        home: Home::State,
+        ..key(name, segs)
+    }
+}
+
+/// The PAC record (hash): created_at, gen, epoch, store_seq. The fencing `epoch` is
+/// kept beside the lease: with a separate state Redis, that Redis's record of the PAC
+/// holds the epoch and nothing else.
 pub const META: Shape = key("meta", &[Lit("meta")]);
 /// Store versions (sorted set) scored by creation order.
 pub const STORES: Shape = key("stores", &[Lit("stores")]);
@@ -108,19 +133,23 @@ pub const SERIES: Shape = key(
     &[Lit("series:"), Var("name"), Lit(":"), Var("rollout")],
 );
 /// The coordinator lease.
-pub const LOCK: Shape = key("lock", &[Lit("lock")]);
+pub const LOCK: Shape = state_key("lock", &[Lit("lock")]);
 /// The current (or last) rollout's journal (hash).
-pub const ROLLOUT_CURRENT: Shape = key("rollout_current", &[Lit("rollout:current")]);
+pub const ROLLOUT_CURRENT: Shape = state_key("rollout_current", &[Lit("rollout:current")]);
 /// Summaries of finished rollouts, newest first (list, capped at [`HISTORY_LEN`]).
-pub const ROLLOUT_HISTORY: Shape = key("rollout_history", &[Lit("rollout:history")]);
-/// The capped audit event stream.
-pub const EVENTS: Shape = key("events", &[Lit("events")]);
+pub const ROLLOUT_HISTORY: Shape = state_key("rollout_history", &[Lit("rollout:history")]);
+/// The capped audit event stream. The rollout's events go to the state Redis; the
+/// store and region changes the PSOR's own scripts make (an operator's or a template's
+/// `caspac`) are recorded in the PSOR's stream of the same name, so with a separate
+/// state Redis there are two: `pacup events` reads the state's.
+pub const EVENTS: Shape = state_key("events", &[Lit("events")]);
 /// Pub/sub channel on which mode and control changes are announced. Channels are not
 /// keys, but carry the same hash tag so sharded pub/sub would keep them together.
 pub const NOTIFY: Shape = Shape {
     name: "notify_channel",
     segs: &[Lit("notify")],
     channel: true,
+    home: Home::Psor,
 };
 
 /// Every family of the layout, most specific first.
@@ -471,6 +500,19 @@ mod tests {
         assert_eq!(
             k.host_control_patterns(),
             ["pac:{MyPAC}:host:*:ctl", "pac:{MyPAC}:host:*:done"]
+        );
+    }
+
+    #[test]
+    fn the_coordinator_keeps_its_lease_journal_history_and_events_in_its_state() {
+        let state: Vec<&str> = SHAPES
+            .iter()
+            .filter(|s| s.home == Home::State)
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(
+            state,
+            ["lock", "rollout_current", "rollout_history", "events"]
         );
     }
 

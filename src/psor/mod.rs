@@ -47,9 +47,15 @@ use keys::Keys;
 use scripts::{Call, Raw};
 
 /// One PAC in a PSOR: the typed face of the scripts in [`scripts`].
+///
+/// The coordinator's own keys ([`keys::Home::State`]) may live in a Redis of their own
+/// ([`Pac::with_state`]); [`Pac::on`] is the one place that picks the connection of a
+/// key family or script.
 #[derive(Debug, Clone)]
 pub struct Pac {
     psor: Psor,
+    /// The coordinator's state Redis when it is not the PSOR.
+    state: Option<Psor>,
     name: PacName,
     keys: Keys,
 }
@@ -58,7 +64,39 @@ impl Pac {
     /// A handle on PAC `name` (nothing is read or written).
     pub fn new(psor: Psor, name: PacName) -> Self {
         let keys = Keys::new(&name);
-        Pac { psor, name, keys }
+        Pac {
+            psor,
+            state: None,
+            name,
+            keys,
+        }
+    }
+
+    /// The same PAC with the coordinator's lease, journal, history and rollout events in
+    /// `state` rather than in the PSOR. Such a handle writes nothing to the PSOR: every
+    /// script of the PSOR is refused (the templates change the PAC), and the fencing
+    /// epoch is the state Redis's.
+    pub fn with_state(mut self, state: Psor) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Whether the coordinator's state is kept in a Redis other than the PSOR.
+    pub fn state_apart(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// The connection that holds keys of `home`.
+    pub fn on(&self, home: keys::Home) -> &Psor {
+        match (home, &self.state) {
+            (keys::Home::State, Some(s)) => s,
+            _ => &self.psor,
+        }
+    }
+
+    /// The connection that holds the keys of `family`.
+    pub fn holding(&self, family: &keys::Shape) -> &Psor {
+        self.on(family.home)
     }
 
     /// PAC name.
@@ -82,7 +120,7 @@ impl Pac {
 
     fn invocation<C: Call>(&self, call: &C) -> redis::ScriptInvocation<'static> {
         let mut inv = C::lua()
-            .script_for(self.psor.is_cluster())
+            .script_for(self.on(C::lua().home).is_cluster())
             .key(self.keys.prefix());
         for k in call.keys(&self.keys) {
             inv.key(k);
@@ -100,15 +138,28 @@ impl Pac {
     /// when it cannot be confirmed the call fails with the retryable
     /// [`Error::NotDurable`].
     pub async fn eval<C: Call>(&self, call: &C) -> Result<C::Reply> {
-        if C::lua().critical && self.psor.durability() != crate::conn::Durability::None {
+        let psor = self.runs::<C>()?;
+        if C::lua().critical && psor.durability() != crate::conn::Durability::None {
             return self.eval_durable(call).await;
         }
         let v: Vec<String> = self
             .invocation(call)
-            .invoke_async(&mut self.conn())
+            .invoke_async(&mut psor.conn())
             .await
-            .map_err(|e| self.psor.err(e))?;
+            .map_err(|e| psor.err(e))?;
         decode::<C>(v)
+    }
+
+    /// Where script `C` runs; a handle whose state is kept apart runs no PSOR script.
+    fn runs<C: Call>(&self) -> Result<&Psor> {
+        let lua = C::lua();
+        if lua.home == keys::Home::Psor && self.state_apart() {
+            return Err(Error::StateApart {
+                pac: self.name.to_string(),
+                script: lua.name,
+            });
+        }
+        Ok(self.on(lua.home))
     }
 
     /// The script call and its durability confirmation in one round trip. A server
@@ -116,7 +167,8 @@ impl Pac {
     /// again; loading only then keeps the script's text off every call.
     async fn eval_durable<C: Call>(&self, call: &C) -> Result<C::Reply> {
         let lua = C::lua();
-        let script = lua.script_for(self.psor.is_cluster());
+        let psor = self.runs::<C>()?;
+        let script = lua.script_for(psor.is_cluster());
         let mut evalsha = redis::cmd("EVALSHA");
         let keys = call.keys(&self.keys);
         evalsha
@@ -130,19 +182,19 @@ impl Pac {
             let mut p = redis::pipe();
             p.ignore_errors();
             p.add_command(evalsha.clone());
-            let reply = self.psor.durable_pipe(p).await?.pop();
+            let reply = psor.durable_pipe(p).await?.pop();
             match reply {
                 Some(redis::Value::ServerError(e))
                     if !loaded && e.kind() == Some(redis::ServerErrorKind::NoScript) =>
                 {
                     script
                         .prepare_invoke()
-                        .load_async(&mut self.conn())
+                        .load_async(&mut psor.conn())
                         .await
-                        .map_err(|e| self.psor.err(e))?;
+                        .map_err(|e| psor.err(e))?;
                     loaded = true;
                 }
-                Some(redis::Value::ServerError(e)) => return Err(self.psor.err(e.into())),
+                Some(redis::Value::ServerError(e)) => return Err(psor.err(e.into())),
                 Some(v) => return self.pipe_reply::<C>(v),
                 None => {
                     return Err(Error::UnexpectedReply {
@@ -157,20 +209,27 @@ impl Pac {
     /// Adds one script call to a pipeline, preceded by its `SCRIPT LOAD`: EVALSHA in a
     /// pipeline cannot fall back to EVAL, and loading in the same round trip keeps the
     /// pipeline working after a `SCRIPT FLUSH` or on a replica promoted without the
-    /// script. Its reply is decoded with [`Pac::pipe_reply`].
+    /// script. Its reply is decoded with [`Pac::pipe_reply`]; the pipeline goes to the
+    /// script's home, [`Pac::pipe_home`].
     pub(crate) fn pipe_call<C: Call>(&self, p: &mut redis::Pipeline, call: &C) {
-        p.load_script(C::lua().script_for(self.psor.is_cluster()))
+        p.load_script(C::lua().script_for(self.on(C::lua().home).is_cluster()))
             .ignore();
         p.invoke_script(&self.invocation(call));
     }
 
+    /// The connection a pipeline of [`Pac::pipe_call`]s of `C` goes to.
+    pub(crate) fn pipe_home<C: Call>(&self) -> Result<&Psor> {
+        self.runs::<C>()
+    }
+
     /// Decodes the reply of a [`Pac::pipe_call`].
     pub(crate) fn pipe_reply<C: Call>(&self, v: redis::Value) -> Result<C::Reply> {
+        let psor = self.on(C::lua().home);
         // A server error keeps its code (READONLY, LOADING: an outage to ride out).
         if let redis::Value::ServerError(e) = v {
-            return Err(self.psor.err(e.into()));
+            return Err(psor.err(e.into()));
         }
-        let v: Vec<String> = redis::from_redis_value(v).map_err(|e| self.psor.err(e.into()))?;
+        let v: Vec<String> = redis::from_redis_value(v).map_err(|e| psor.err(e.into()))?;
         decode::<C>(v)
     }
 

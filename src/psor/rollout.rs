@@ -6,9 +6,13 @@
 //! epoch. Every write a coordinator makes afterwards passes that epoch and
 //! is refused inside the same script when it is no longer current, so a coordinator that
 //! was paused past its lease and wakes up cannot change anything.
+//!
+//! All of it lives in the coordinator's state Redis (see [`super::keys::Home`]: the PSOR
+//! unless `--state` names another), whose PAC record then holds the epoch and nothing
+//! else.
 
 use super::scripts::{AcquireLease, AcquireReply, Fenced, ReleaseLease, RenewLease, RolloutWrite};
-use super::Pac;
+use super::{keys, Pac};
 use crate::error::{Error, Result};
 use redis::AsyncCommands;
 use serde::Serialize;
@@ -108,10 +112,15 @@ pub type JournalWrite<'a> = (
 impl Pac {
     /// Takes the coordinator lease; [`Error::LeaseHeld`] (exit 4) when another holds it.
     pub async fn acquire_lease(&self, holder: &LeaseHolder, ttl: Duration) -> Result<Lease> {
+        if self.state_apart() {
+            // The state Redis knows no PAC: it must exist where it lives.
+            self.require().await?;
+        }
         let holder = holder.encode();
         let call = AcquireLease {
             holder: &holder,
             ttl_ms: ttl.as_millis() as u64,
+            pac_here: !self.state_apart(),
         };
         match self.eval(&call).await? {
             AcquireReply::Ok { epoch } => Ok(Lease {
@@ -152,10 +161,8 @@ impl Pac {
 
     /// Who holds the lease now, if anyone.
     pub async fn lease_holder(&self) -> Result<Option<String>> {
-        self.conn()
-            .get(self.keys.lock())
-            .await
-            .map_err(|e| self.psor.err(e))
+        let st = self.holding(&keys::LOCK);
+        st.conn().get(self.keys.lock()).await.map_err(|e| st.err(e))
     }
 
     /// Writes journal fields and/or an event (and optionally a history entry), atomically
@@ -204,7 +211,10 @@ impl Pac {
             self.pipe_call(&mut p, call);
         }
         // Journal writes are critical: the batch is confirmed durable as a whole.
-        let values = self.psor.durable_pipe(p).await?;
+        let values = self
+            .pipe_home::<RolloutWrite<'_>>()?
+            .durable_pipe(p)
+            .await?;
         Ok(values
             .into_iter()
             .map(|v| match self.pipe_reply::<RolloutWrite<'_>>(v)? {
@@ -217,31 +227,35 @@ impl Pac {
     /// Sets operator request flags on the current rollout (pause/abort) without the lease:
     /// the coordinator reads them between steps. Plain HSET: it changes no PAC state.
     pub async fn rollout_request(&self, field: &str, value: &str) -> Result<()> {
-        let _: () = self
+        let st = self.holding(&keys::ROLLOUT_CURRENT);
+        let _: () = st
             .conn()
             .hset(self.keys.rollout_current(), field, value)
             .await
-            .map_err(|e| self.psor.err(e))?;
+            .map_err(|e| st.err(e))?;
         Ok(())
     }
 
     /// The current (or last) rollout's journal.
     pub async fn rollout_current(&self) -> Result<HashMap<String, String>> {
-        self.conn()
+        let st = self.holding(&keys::ROLLOUT_CURRENT);
+        st.conn()
             .hgetall(self.keys.rollout_current())
             .await
-            .map_err(|e| self.psor.err(e))
+            .map_err(|e| st.err(e))
     }
 
     /// Past rollouts, newest first (JSON summaries).
     pub async fn rollout_history(&self) -> Result<Vec<String>> {
-        self.conn()
+        let st = self.holding(&keys::ROLLOUT_HISTORY);
+        st.conn()
             .lrange(self.keys.rollout_history(), 0, -1)
             .await
-            .map_err(|e| self.psor.err(e))
+            .map_err(|e| st.err(e))
     }
 
-    /// Events after stream id `after` ("0" for all), at most `count`, optionally blocking.
+    /// Events after stream id `after` ("0" for all), at most `count`, optionally blocking,
+    /// on `conn`, a connection to the Redis [`Pac::holding`] the events.
     pub async fn read_events(
         &self,
         conn: &mut crate::conn::PsorConn,
@@ -255,8 +269,10 @@ impl Pac {
             cmd.arg("BLOCK").arg(b.as_millis() as u64);
         }
         cmd.arg("STREAMS").arg(self.keys.events()).arg(after);
-        let reply: redis::streams::StreamReadReply =
-            cmd.query_async(conn).await.map_err(|e| self.psor.err(e))?;
+        let reply: redis::streams::StreamReadReply = cmd
+            .query_async(conn)
+            .await
+            .map_err(|e| self.holding(&keys::EVENTS).err(e))?;
         let mut out = Vec::new();
         for k in reply.keys {
             for e in k.ids {

@@ -64,7 +64,7 @@ impl Pac {
     /// Every event of the PAC's stream, oldest first (the stream is capped, so this is
     /// bounded), read in pages.
     pub async fn all_events(&self) -> Result<Vec<(String, EventFields)>> {
-        let mut conn = self.psor.dedicated().await?;
+        let mut conn = self.holding(&super::keys::EVENTS).dedicated().await?;
         let mut after = "0".to_string();
         let mut out = Vec::new();
         loop {

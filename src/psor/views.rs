@@ -309,8 +309,7 @@ impl Pac {
         for n in names {
             cmd.arg(*n);
         }
-        cmd.query_async(&mut self.conn())
-            .await
-            .map_err(|e| self.psor().err(e))
+        let st = self.holding(&super::keys::ROLLOUT_CURRENT);
+        cmd.query_async(&mut st.conn()).await.map_err(|e| st.err(e))
     }
 }

@@ -24,6 +24,7 @@ mod rollout_fault_tests;
 mod rollout_status_tests;
 mod rollout_tests;
 mod script_tests;
+mod state_tests;
 mod support_smoke;
 mod vendor_tests;
 mod work_tests;

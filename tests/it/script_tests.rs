@@ -183,6 +183,7 @@ async fn drive_every_code(server: &RedisServer) -> BTreeSet<(&'static str, &'sta
     let lease = AcquireLease {
         holder: "test",
         ttl_ms: 60_000,
+        pac_here: true,
     };
     expect!(seen, pac, lease.clone(), "NOPAC", AcquireReply::NoPac);
     let set_running = SetMode {

@@ -6,6 +6,7 @@
 //!
 //! Every test has its own Redis and agents; every wait is bounded.
 
+mod apart;
 mod boundary;
 mod rollout;
 

@@ -1,11 +1,11 @@
 //! `pacup events P [--follow]`: the PAC's audit events, for a person or as JSON.
 
-use super::{connect, print_json};
+use super::print_json;
 use crate::cli::output::{self, outln};
 use crate::cli::GlobalArgs;
 use crate::error::ExitCode;
 use crate::names::PacName;
-use crate::psor::{self, Pac};
+use crate::psor;
 use serde_json::json;
 use std::time::Duration;
 
@@ -30,18 +30,19 @@ fn event_json(id: &str, fields: &[(String, String)]) -> serde_json::Value {
 }
 
 pub(super) async fn events(g: &GlobalArgs, pac: PacName, follow: bool) -> anyhow::Result<ExitCode> {
-    let p = Pac::new(connect(g).await?, pac.clone());
+    let p = super::connect_pac(g, pac.clone()).await?;
     p.require().await?;
-    let mut conn = p.psor().dedicated().await?;
-    let mut generation = p.psor().generation();
+    let home = p.holding(&psor::keys::EVENTS);
+    let mut conn = home.dedicated().await?;
+    let mut generation = home.generation();
     let mut after = "0".to_string();
     let mut all = Vec::new();
     loop {
         // A follow blocks a second at a time on its own connection: reopen it on the new
         // master when the PSOR's master moved.
-        if p.psor().generation() != generation {
-            generation = p.psor().generation();
-            conn = p.psor().dedicated().await?;
+        if home.generation() != generation {
+            generation = home.generation();
+            conn = home.dedicated().await?;
         }
         let block = if follow {
             Some(Duration::from_secs(1))

@@ -8,8 +8,8 @@
 use crate::cli::{Command, GlobalArgs, RolloutCommand};
 use crate::error::{Advice, Error};
 use crate::names::{self, PacName};
+use crate::psor;
 use crate::psor::StartType;
-use crate::psor::{self, Pac};
 use std::fmt;
 
 /// An error with advice: shown as the error, then one `hint:` line per piece of advice.
@@ -153,7 +153,7 @@ fn lease_hints(scope: &Scope, pac: &str, drives_rollout: bool) -> Vec<String> {
 
 /// For a refused resume/pause/abort of an aborted rollout: rolling back is what is left.
 async fn aborted_hint(g: &GlobalArgs, pac: &PacName) -> Option<String> {
-    let p = Pac::new(super::connect(g).await.ok()?, pac.clone());
+    let p = super::connect_pac(g, pac.clone()).await.ok()?;
     let cur = p.rollout_current().await.ok()?;
     (cur.get("state").map(String::as_str) == Some("aborted")).then(|| {
         rollback_hint(

@@ -7,7 +7,6 @@ use super::print_json;
 use crate::cli::GlobalArgs;
 use crate::error::ExitCode;
 use crate::names::PacName;
-use crate::psor::Pac;
 use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
 use serde_json::{json, Value};
 
@@ -82,7 +81,7 @@ fn table(entries: &[Value]) -> String {
 
 /// Lists the PAC's finished rollouts, newest first.
 pub(super) async fn history(g: &GlobalArgs, pac: PacName) -> anyhow::Result<ExitCode> {
-    let p = Pac::new(super::connect(g).await?, pac.clone());
+    let p = super::connect_pac(g, pac.clone()).await?;
     let entries: Vec<Value> = p
         .rollout_history()
         .await?

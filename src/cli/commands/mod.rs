@@ -28,6 +28,7 @@ use crate::conn::{Psor, PsorOptions};
 use crate::error::{Error, ExitCode};
 use crate::metrics::{Metrics, MetricsListener};
 use crate::names::PacName;
+use crate::psor::Pac;
 
 /// Sets up `tracing` on stderr from `-v`/`-q` (or `RUST_LOG`).
 pub fn init_tracing(g: &GlobalArgs) {
@@ -99,12 +100,61 @@ pub fn psor_options(g: &GlobalArgs) -> anyhow::Result<PsorOptions> {
     // Refuse a malformed URL before anything else (exit 2), even for commands that
     // would fail later for another reason.
     crate::conn::PsorTarget::parse(&o.url)?;
+    if let Some(url) = &g.state_url {
+        parse_state_url(url)?;
+    }
     Ok(o)
+}
+
+/// A `--state` URL has the forms of `--psor`; a malformed one is refused naming the flag.
+fn parse_state_url(url: &str) -> Result<(), Error> {
+    crate::conn::PsorTarget::parse(url)
+        .map(|_| ())
+        .map_err(|e| match e {
+            Error::InvalidInput {
+                value, expected, ..
+            } => Error::invalid("--state", value, expected),
+            e => e,
+        })
 }
 
 pub(super) async fn connect(g: &GlobalArgs) -> anyhow::Result<Psor> {
     let o = psor_options(g)?;
     Ok(Psor::connect(&o).await?)
+}
+
+/// Connection options of `--state`, when it names a Redis other than the PSOR: the
+/// PSOR's TLS options, timeouts and durability, its own password (in the URL, else env
+/// PACUP_STATE_PASSWORD).
+pub fn state_options(g: &GlobalArgs) -> anyhow::Result<Option<PsorOptions>> {
+    let Some(url) = g.state_url.as_ref().filter(|u| **u != g.psor) else {
+        return Ok(None);
+    };
+    let mut o = psor_options(g)?;
+    o.url = url.clone();
+    o.password = std::env::var("PACUP_STATE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    Ok(Some(o))
+}
+
+/// PAC `name` on `psor`, with the coordinator's state in the `--state` Redis when one
+/// is named (connected now).
+pub(super) async fn pac_with_state(
+    g: &GlobalArgs,
+    psor: Psor,
+    name: PacName,
+) -> anyhow::Result<Pac> {
+    let pac = Pac::new(psor, name);
+    Ok(match state_options(g)? {
+        Some(o) => pac.with_state(Psor::connect(&o).await?),
+        None => pac,
+    })
+}
+
+/// [`pac_with_state`] on a new connection to the PSOR.
+pub(super) async fn connect_pac(g: &GlobalArgs, name: PacName) -> anyhow::Result<Pac> {
+    pac_with_state(g, connect(g).await?, name).await
 }
 
 /// The PAC a command named, else the only PAC in the PSOR (said at `-v`). With several

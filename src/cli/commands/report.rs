@@ -1,10 +1,9 @@
 //! `pacup rollout report P [ROLLOUT] --out FILE`.
 
-use super::{connect, print_json};
+use super::print_json;
 use crate::cli::GlobalArgs;
 use crate::error::ExitCode;
 use crate::names::PacName;
-use crate::psor::Pac;
 use crate::report::{self, Written};
 use std::path::PathBuf;
 
@@ -33,7 +32,7 @@ pub(super) async fn report(
     if let Some(id) = &rollout {
         report::check_id(&pac, id)?;
     }
-    let p = Pac::new(connect(g).await?, pac);
+    let p = super::connect_pac(g, pac).await?;
     let w = report::write(&p, rollout.as_deref(), &out).await?;
     if g.json {
         print_json(&serde_json::to_value(&w)?);

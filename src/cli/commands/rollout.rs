@@ -1,7 +1,7 @@
 //! `pacup rollout ...` and `pacup events`.
 
 use super::interrupt::Interrupts;
-use super::{actor, connect, hints, print_json};
+use super::{actor, connect, connect_pac, hints, pac_with_state, print_json};
 use crate::cli::args::*;
 use crate::cli::output::outln;
 use crate::cli::{GlobalArgs, MetricsArgs};
@@ -334,12 +334,20 @@ pub(super) async fn rollout(
             show_commands,
         } => {
             let plan = Plan::load(&plan)?;
+            let state_apart = super::state_options(g)?.is_some();
+            if state_apart {
+                coordinator::apart::check_driver(&plan)?;
+            }
+            // Plans read the PSOR only: the coordinator's state is not consulted.
             let pac = Pac::new(connect(g).await?, plan.pac.clone());
             let allow = coordinator::Allow {
                 downtime: allow_downtime,
                 partial: allow_partial,
             };
             let pv = coordinator::preview_with(&pac, &plan, allow).await?;
+            if state_apart {
+                coordinator::apart::check(&pv.plan, &pv.steps)?;
+            }
             let dry = show_commands.then(|| {
                 coordinator::dryrun::dry_run(&pv.plan, pv.process, &pv.steps, pac.psor().options())
             });
@@ -385,7 +393,8 @@ pub(super) async fn rollout(
             metrics: _,
         } => {
             let plan = Plan::load(&plan)?;
-            let pac = Pac::new(connect(g).await?.with_metrics(m.clone()), plan.pac.clone());
+            let psor = connect(g).await?.with_metrics(m.clone());
+            let pac = pac_with_state(g, psor, plan.pac.clone()).await?;
             if let Some(w) = preflight_wait {
                 coordinator::preflight_wait::wait_preflight(
                     &pac,
@@ -425,7 +434,8 @@ pub(super) async fn rollout(
         RolloutCommand::Resume {
             pac, lease, plan, ..
         } => {
-            let p = Pac::new(connect(g).await?.with_metrics(m.clone()), pac.clone());
+            let psor = connect(g).await?.with_metrics(m.clone());
+            let p = pac_with_state(g, psor, pac.clone()).await?;
             // A refused amendment is refused before the lease is taken: nothing written.
             let fixed = match plan {
                 Some(path) => {
@@ -457,7 +467,7 @@ pub(super) async fn rollout(
             finish(g, &pac, o)
         }
         RolloutCommand::Rollback { pac, fast, lease } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
+            let p = connect_pac(g, pac.clone()).await?;
             let mut sig = Interrupts::new();
             let opts = run_options(
                 g,
@@ -474,7 +484,7 @@ pub(super) async fn rollout(
             finish(g, &pac, o)
         }
         RolloutCommand::Pause { pac } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
+            let p = connect_pac(g, pac.clone()).await?;
             let cur = p.rollout_current().await?;
             if !matches!(
                 cur.get("state").map(String::as_str),
@@ -498,7 +508,7 @@ pub(super) async fn rollout(
             Ok(ExitCode::Ok)
         }
         RolloutCommand::Abort { pac } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
+            let p = connect_pac(g, pac.clone()).await?;
             let cur = p.rollout_current().await?;
             let state = cur.get("state").cloned().unwrap_or_default();
             if !matches!(
@@ -556,7 +566,7 @@ pub(super) async fn rollout(
             timeout,
             wait_new,
         } => {
-            let p = Pac::new(connect(g).await?, pac.clone());
+            let p = connect_pac(g, pac.clone()).await?;
             let w = watch.then_some(super::status::Watch {
                 until,
                 timeout,

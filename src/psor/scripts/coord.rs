@@ -1,16 +1,18 @@
 //! Scripts of the coordinator and the control protocol: the lease with its fencing
 //! epoch, the rollout journal, and commands to host agents.
 
-use super::{fence_arg, Call, Lua, Raw};
+use super::{fence_arg, flag, Call, Lua, Raw};
 
-/// ARGV: holder, ttl ms. Takes the coordinator lease if free and bumps the fencing
-/// epoch. Returns `{OK, epoch}`, `{HELD, lock value, rollout id, rollout state}` or
-/// `{NOPAC}`.
-pub static LEASE_ACQUIRE: Lua = Lua::critical(
+/// ARGV: holder, ttl ms, whether the PAC's record must be here ('1': the state is kept
+/// in the PSOR; '0': in a state Redis of its own, whose PAC record holds only the
+/// epoch, the PAC having been found in the PSOR). Takes the coordinator lease if free
+/// and bumps the fencing epoch. Returns `{OK, epoch}`, `{HELD, lock value, rollout id,
+/// rollout state}` or `{NOPAC}`.
+pub static LEASE_ACQUIRE: Lua = Lua::critical_state(
     "LEASE_ACQUIRE",
     &["OK", "HELD", "NOPAC"],
     r#"
-if redis.call('EXISTS', K.meta()) == 0 then return {'NOPAC'} end
+if ARGV[3] == '1' and redis.call('EXISTS', K.meta()) == 0 then return {'NOPAC'} end
 local cur = redis.call('GET', K.lock())
 if cur then
   local r = redis.call('HMGET', K.rollout_current(), 'id', 'state')
@@ -29,6 +31,8 @@ pub struct AcquireLease<'a> {
     pub holder: &'a str,
     /// Lease TTL.
     pub ttl_ms: u64,
+    /// Whether the PAC's record must exist where the lease is (the state is the PSOR).
+    pub pac_here: bool,
 }
 
 /// What [`AcquireLease`] answered.
@@ -58,7 +62,11 @@ impl Call for AcquireLease<'_> {
         &LEASE_ACQUIRE
     }
     fn args(&self) -> Vec<String> {
-        vec![self.holder.into(), self.ttl_ms.to_string()]
+        vec![
+            self.holder.into(),
+            self.ttl_ms.to_string(),
+            flag(self.pac_here),
+        ]
     }
     fn decode(r: Raw) -> Option<AcquireReply> {
         Some(match r.code.as_str() {
@@ -76,7 +84,7 @@ impl Call for AcquireLease<'_> {
 
 /// ARGV: lease value, ttl ms. Extends the lease only for its holder. Returns `{OK}` or
 /// `{LOST}`.
-pub static LEASE_RENEW: Lua = Lua::critical(
+pub static LEASE_RENEW: Lua = Lua::critical_state(
     "LEASE_RENEW",
     &["OK", "LOST"],
     r#"
@@ -128,7 +136,7 @@ impl Call for RenewLease<'_> {
 }
 
 /// ARGV: lease value. Releases the lease only for its holder. Returns `{OK}` or `{LOST}`.
-pub static LEASE_RELEASE: Lua = Lua::critical(
+pub static LEASE_RELEASE: Lua = Lua::critical_state(
     "LEASE_RELEASE",
     &["OK", "LOST"],
     r#"
@@ -163,7 +171,7 @@ impl Call for ReleaseLease<'_> {
 /// pairs..., event pairs... Writes the rollout journal and its event in one atomic,
 /// fenced step; a finished rollout's summary goes to the history list. Returns
 /// `{OK, event id}` or `{FENCED, epoch}`.
-pub static ROLLOUT_WRITE: Lua = Lua::critical(
+pub static ROLLOUT_WRITE: Lua = Lua::critical_state(
     "ROLLOUT_WRITE",
     &["OK", "FENCED"],
     r#"

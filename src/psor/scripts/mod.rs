@@ -95,6 +95,9 @@ pub struct Lua {
     /// jobs, transactions, stores and modes): [`super::Pac::eval`] then makes it durable
     /// before returning (`--durability`).
     pub critical: bool,
+    /// The Redis it runs in: the PSOR, or the coordinator's state (its keys must all be
+    /// of that home, see [`keys::Home`]).
+    pub home: keys::Home,
     compiled: OnceLock<Script>,
     compiled_cluster: OnceLock<Script>,
 }
@@ -106,6 +109,7 @@ impl Lua {
             codes,
             body,
             critical: false,
+            home: keys::Home::Psor,
             compiled: OnceLock::new(),
             compiled_cluster: OnceLock::new(),
         }
@@ -122,6 +126,24 @@ impl Lua {
             codes,
             body,
             critical: true,
+            home: keys::Home::Psor,
+            compiled: OnceLock::new(),
+            compiled_cluster: OnceLock::new(),
+        }
+    }
+
+    /// A critical script of the coordinator's state Redis.
+    const fn critical_state(
+        name: &'static str,
+        codes: &'static [&'static str],
+        body: &'static str,
+    ) -> Lua {
+        Lua {
+            name,
+            codes,
+            body,
+            critical: true,
+            home: keys::Home::State,
             compiled: OnceLock::new(),
             compiled_cluster: OnceLock::new(),
         }
@@ -287,6 +309,53 @@ mod tests {
             declared.sort();
             assert_eq!(returned_codes(lua.body), declared, "{}", lua.name);
         }
+    }
+
+    /// A script of the state Redis touches only the families that live there, and the
+    /// PAC record for the epoch (which that Redis's record holds alone).
+    #[test]
+    fn state_scripts_touch_only_the_state_families() {
+        let state: Vec<&str> = keys::SHAPES
+            .iter()
+            .filter(|s| s.home == keys::Home::State)
+            .map(|s| s.name)
+            .chain(["meta"])
+            .collect();
+        let psor_helpers = [
+            "event(",
+            "alive(",
+            "alive_other(",
+            "store_mode(",
+            "bump(",
+            "notify(",
+            "series_add(",
+        ];
+        let mut seen = 0;
+        for lua in all().into_iter().filter(|l| l.home == keys::Home::State) {
+            seen += 1;
+            for part in lua.body.split("K.").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    state.contains(&name.as_str()),
+                    "{} touches {name}",
+                    lua.name
+                );
+            }
+            for h in psor_helpers {
+                let called = lua
+                    .body
+                    .match_indices(h)
+                    .any(|(i, _)| !lua.body[..i].ends_with(|c: char| c.is_alphanumeric()));
+                assert!(!called, "{} calls {h}", lua.name);
+            }
+        }
+        assert_eq!(
+            seen, 4,
+            "lease acquire, renew, release and the journal write"
+        );
     }
 
     #[test]

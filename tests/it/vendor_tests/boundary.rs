@@ -1,9 +1,10 @@
 //! A command-driver rollout across a real boundary: the regions are reached only through
 //! the templates (the vendor-syntax tools, `casstate` as `region_state`, `pacup pac
-//! status` as `store_state`), and the coordinator itself never reads a region or host
-//! record of the PSOR, shown by `MONITOR`: the connections that read the operator's
-//! requests from the rollout's journal (the coordinator's) issue no command on a
-//! `region:` or `host:` key.
+//! status` as `store_state`). With two Redis servers, the site's PSOR where the stand-in
+//! regions live and the coordinator's own (`--state`, see `apart.rs`), the full upgrade
+//! under load, a failing probe and an amended resume leave nothing of the coordinator's
+//! in the PSOR; with its state in the PSOR, `MONITOR` shows that the coordinator reads no
+//! region or host record.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::apart::Boundary;
 use super::{key, Site, PAC, UP_TIMEOUT};
 use crate::support::monitor::Monitor;
 use crate::support::{wait_until, Output};
@@ -32,7 +34,7 @@ fn path_with_bins() -> String {
 
 /// An incompatible two-wave plan to 2.0.0 whose every region action is a vendor-syntax
 /// template, with the monitoring hold writing to `$MON_LOG`.
-fn plan(progress_deadline: &str, region_state: &str) -> Value {
+pub(super) fn plan(progress_deadline: &str, region_state: &str) -> Value {
     json!({
         "pac": PAC, "target": {"version": "2.0.0"},
         "hosts": [{"name": "host1", "regions": ["REGION1", "REGION1B"]},
@@ -64,7 +66,7 @@ fn plan(progress_deadline: &str, region_state: &str) -> Value {
     })
 }
 
-fn site() -> Site {
+pub(super) fn site() -> Site {
     let mut site = Site::new();
     site.agent("host1", "1.0.0", &["REGION1", "REGION1B"], "cold");
     site.agent("host2", "1.0.0", &["REGION2"], "warm");
@@ -77,7 +79,8 @@ fn site() -> Site {
     site
 }
 
-fn rollout(site: &Site, args: &[&str]) -> Output {
+/// `pacup rollout ...` with the templates' tools on PATH and their environment.
+pub(super) fn rollout_cmd(site: &Site, args: &[&str]) -> crate::support::Cmd {
     site.pacup()
         .env("PATH", path_with_bins())
         .env("PACUP_PSOR", site.url())
@@ -87,7 +90,11 @@ fn rollout(site: &Site, args: &[&str]) -> Output {
         .arg("rollout")
         .args(args)
         .timeout(ROLLOUT_TIMEOUT)
-        .run()
+}
+
+/// `pacup rollout ...` keeping the coordinator's state in the PSOR.
+fn rollout(site: &Site, args: &[&str]) -> Output {
+    rollout_cmd(site, args).run()
 }
 
 fn events(out: &Output) -> Vec<Value> {
@@ -97,19 +104,22 @@ fn events(out: &Output) -> Vec<Value> {
         .collect()
 }
 
-fn write_plan(site: &Site, name: &str, plan: &Value) -> String {
+pub(super) fn write_plan(site: &Site, name: &str, plan: &Value) -> String {
     let p = site.dir.path().join(name);
     std::fs::write(&p, plan.to_string()).expect("write plan");
     p.display().to_string()
 }
 
 /// The whole incompatible upgrade under job and client load, driven only through the
-/// templates: nothing lost, every region at 2.0.0, the old store gone, the monitoring
-/// hold around the steps, and no region or host record read by the coordinator.
+/// templates, with the coordinator's state in its own Redis: nothing lost, every region
+/// at 2.0.0, the old store gone, the backups, host checks and monitoring hold where they
+/// belong, and nothing of the coordinator's in the PSOR.
 #[test]
-fn command_rollout_reads_regions_only_through_its_templates() {
-    let site = site();
-    let plan_path = write_plan(&site, "plan.json", &plan("1m", "casstate /r{region} /j"));
+fn command_rollout_keeps_its_state_out_of_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let plan_path = write_plan(site, "plan.json", &plan("1m", "casstate /r{region} /j"));
     let load = ["--duration", "6s", "--json"];
     let jobs = site
         .pacup()
@@ -121,44 +131,38 @@ fn command_rollout_reads_regions_only_through_its_templates() {
         .args(["clients", "run", PAC])
         .args(load)
         .spawn();
-    let mon = Monitor::start(&site.server);
-    let out = rollout(&site, &["run", &plan_path, "--json"]);
-    let seen = mon.stop();
+    let out = b.rollout(&["run", &plan_path, "--json"]);
     out.success();
     let evs = events(&out);
-
-    // The coordinator's connections are the ones that read the operator's requests
-    // from the rollout's journal before each group of steps (`HMGET`; a child such as
-    // `pac backup` may read the whole journal, never so).
-    let journal = key("rollout:current");
-    let coordinator: HashSet<&str> = seen
-        .iter()
-        .filter(|c| c.source != "lua" && c.name() == "HMGET" && c.arg(1) == journal)
-        .map(|c| c.source.as_str())
-        .collect();
-    assert!(!coordinator.is_empty(), "no coordinator connection seen");
-    let records = [key("region:"), key("host:"), key("regions"), key("hosts")];
-    let read: Vec<String> = seen
-        .iter()
-        .filter(|c| coordinator.contains(c.source.as_str()))
-        .filter(|c| {
-            c.args.iter().skip(1).any(|a| {
-                let a = String::from_utf8_lossy(a);
-                records.iter().any(|r| a.starts_with(r.as_str()))
-            })
-        })
-        .map(|c| {
-            c.args
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
+    b.assert_apart(&epoch);
+    // The state Redis is where status and history look.
+    let st = b.json_of(&["rollout", "status", PAC]);
+    assert_eq!(st["state"], "done", "{st}");
+    let h = b.json_of(&["rollout", "history", PAC]);
+    assert_eq!(h["rollouts"][0]["result"], "done", "{h}");
+    // `pacup events` with the state reads the rollout's events, one per journaled event.
+    let e = b.json_of(&["events", PAC]);
+    let logged = e["events"].as_array().expect("events");
+    assert_eq!(logged.len(), evs.len(), "{e}");
     assert!(
-        read.is_empty(),
-        "the coordinator read region or host records: {read:#?}"
+        logged.iter().all(|x| x["rollout"] == evs[0]["rollout"]),
+        "{e}"
     );
+    assert_eq!(
+        rollout(site, &["history", PAC, "--json"]).json()["rollouts"],
+        json!([]),
+        "a history in the PSOR"
+    );
+    let host_check = evs
+        .iter()
+        .position(|e| e["action"] == "host_check" && e["status"] == "done")
+        .unwrap_or_else(|| panic!("no host_check: {evs:#?}"));
+    assert_eq!(evs[host_check]["detail"], "host checks passed on host2");
+    let wave2 = evs
+        .iter()
+        .position(|e| e["action"] == "listener_off" && e["region"] == "REGION2")
+        .expect("wave 2");
+    assert!(host_check < wave2, "{evs:#?}");
 
     // Preflight probed, the probes drove the steps, the hold wrapped them.
     let pre = evs
@@ -193,8 +197,8 @@ fn command_rollout_reads_regions_only_through_its_templates() {
         .collect();
     assert_eq!(backups.len(), 2, "{evs:#?}");
     let saved = format!("keys saved to {}/{PAC}-", site.dir.path().display());
-    for b in &backups {
-        assert!(b["detail"].as_str().unwrap().contains(&saved), "{b}");
+    for bk in &backups {
+        assert!(bk["detail"].as_str().unwrap().contains(&saved), "{bk}");
     }
     let gate = evs
         .iter()
@@ -230,13 +234,55 @@ fn command_rollout_reads_regions_only_through_its_templates() {
     site.assert_upgraded_with_nothing_lost(jobs, clients);
 }
 
-/// A region whose probe starts failing mid-rollout (the `region_state` template of
-/// REGION2 fails once host1 was updated) pauses the rollout at that region's first step,
-/// naming it and the probe's output, with REGION2 untouched; once the probe works again
-/// `rollout resume` completes the upgrade.
+/// With the state in the PSOR (the default), the coordinator itself still never reads a
+/// region or host record, shown by `MONITOR`: the connections that read the operator's
+/// requests from the rollout's journal (the coordinator's) issue no command on a
+/// `region:` or `host:` key.
 #[test]
-fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
+fn command_rollout_reads_regions_only_through_its_templates() {
     let site = site();
+    let plan_path = write_plan(&site, "plan.json", &plan("1m", "casstate /r{region} /j"));
+    let mon = Monitor::start(&site.server);
+    let out = rollout(&site, &["run", &plan_path, "--json"]);
+    let seen = mon.stop();
+    out.success();
+    // The coordinator's connections are the ones that read the operator's requests
+    // from the rollout's journal before each group of steps (`HMGET`; a child such as
+    // `pac backup` may read the whole journal, never so).
+    let journal = key("rollout:current");
+    let coordinator: HashSet<&str> = seen
+        .iter()
+        .filter(|c| c.source != "lua" && c.name() == "HMGET" && c.arg(1) == journal)
+        .map(|c| c.source.as_str())
+        .collect();
+    assert!(!coordinator.is_empty(), "no coordinator connection seen");
+    let records = [key("region:"), key("host:"), key("regions"), key("hosts")];
+    let read: Vec<String> = seen
+        .iter()
+        .filter(|c| coordinator.contains(c.source.as_str()))
+        .filter(|c| {
+            c.args.iter().skip(1).any(|a| {
+                let a = String::from_utf8_lossy(a);
+                records.iter().any(|r| a.starts_with(r.as_str()))
+            })
+        })
+        .map(|c| {
+            c.args
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert!(
+        read.is_empty(),
+        "the coordinator read region or host records: {read:#?}"
+    );
+}
+
+/// A plan whose `region_state` of REGION2 fails (exit 9) once host1 was updated, until
+/// the file `probe-broken` in the site's directory is removed.
+pub(super) fn probe_breaking_after_host1(site: &Site) -> Value {
     let broken = site.dir.path().join("probe-broken");
     let probe = format!(
         "if [ {{region}} = REGION2 ] && [ -e {} ]; then echo probe cannot reach host2 >&2; \
@@ -249,8 +295,21 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
          && if [ {{host}} = host1 ]; then touch {}; fi",
         broken.display()
     ));
-    let plan_path = write_plan(&site, "plan.json", &p);
-    let out = rollout(&site, &["run", &plan_path, "--json"]);
+    p
+}
+
+/// A region whose probe starts failing mid-rollout (the `region_state` template of
+/// REGION2 fails once host1 was updated) pauses the rollout at that region's first step,
+/// naming it and the probe's output, with REGION2 untouched; once the probe works again
+/// `rollout resume` completes the upgrade.
+#[test]
+fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let broken = site.dir.path().join("probe-broken");
+    let plan_path = write_plan(site, "plan.json", &probe_breaking_after_host1(site));
+    let out = b.rollout(&["run", &plan_path, "--json"]);
     out.code(6);
     let evs = events(&out);
     let failed = evs
@@ -276,7 +335,7 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
     assert_eq!(site.state("REGION2")["listener"], "on");
 
     std::fs::remove_file(&broken).expect("fix the probe");
-    let out = rollout(&site, &["resume", PAC, "--json"]);
+    let out = b.rollout(&["resume", PAC, "--json"]);
     out.success();
     for r in ["REGION1", "REGION1B", "REGION2"] {
         assert_eq!(site.field(r, "store"), "2.0.0", "{r}");
@@ -286,6 +345,7 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
         log,
         format!("suspend {PAC}\nresume {PAC}\nsuspend {PAC}\nresume {PAC}\n")
     );
+    b.assert_apart(&epoch);
 }
 
 /// Preflight runs every read-only template before anything stops: a `host_check` that
@@ -293,7 +353,8 @@ fn a_failing_region_probe_pauses_the_rollout_and_resume_completes_it() {
 /// nothing is written.
 #[test]
 fn preflight_runs_every_probe_before_any_region_stops() {
-    let site = site();
+    let b = Boundary::new();
+    let site = &b.site;
     let mut p = plan(
         "1m",
         "if [ {region} = REGION1B ]; then echo ssh: connect to host host1: refused >&2; \
@@ -301,14 +362,16 @@ fn preflight_runs_every_probe_before_any_region_stops() {
     );
     p["driver"]["templates"]["host_check"] =
         json!("if [ {host} = host2 ]; then echo /var/tmp: 10 MiB free, 500 MiB needed; exit 1; fi");
-    let plan_path = write_plan(&site, "plan.json", &p);
-    let out = rollout(&site, &["run", &plan_path]);
+    let plan_path = write_plan(site, "plan.json", &p);
+    let out = b.rollout(&["run", &plan_path]);
     out.code(1);
     out.stderr_contains("preflight failed");
     out.stderr_contains("region REGION1B on host1: region_state of REGION1B on host1 failed");
     out.stderr_contains("ssh: connect to host host1: refused");
     out.stderr_contains("host host2: host_check failed");
     out.stderr_contains("10 MiB free, 500 MiB needed");
+    let state = Boundary::keys_of(&b.state);
+    assert!(state.is_empty(), "a refused rollout wrote {state:?}");
     assert!(!site.exists(&key("rollout:current")));
     assert!(!site.dir.path().join("monitor.log").exists());
     for r in ["REGION1", "REGION1B", "REGION2"] {
@@ -423,44 +486,36 @@ fn plan_show_commands_renders_every_template_of_every_step() {
 /// as an `amend` event and in the history.
 #[test]
 fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes() {
-    let site = site();
+    let b = Boundary::new();
+    let site = &b.site;
     let mut good = plan("1m", "casstate /r{region} /j");
     good["monitor"]["keep_suspended_on_pause"] = json!(true);
     let mut wrong = good.clone();
     wrong["driver"]["templates"]["apply_update"] =
         json!("pacup --psor {psor} host update {host} --pac {pac} --product-versoin {version}");
-    let wrong_path = write_plan(&site, "wrong.json", &wrong);
-    rollout(&site, &["run", &wrong_path]).code(6);
+    let wrong_path = write_plan(site, "wrong.json", &wrong);
+    b.rollout(&["run", &wrong_path]).code(6);
     // Paused with monitoring kept suspended, as the plan asks.
     let hold = || std::fs::read_to_string(site.dir.path().join("monitor.log")).unwrap();
     assert_eq!(hold(), format!("suspend {PAC}\n"));
 
-    let journal = || -> std::collections::BTreeMap<String, String> {
-        redis::cmd("HGETALL")
-            .arg(key("rollout:current"))
-            .query(&mut site.server.conn())
-            .expect("HGETALL")
-    };
-    let before = journal();
+    let before = b.journal();
     let mut other = good.clone();
     other["target"]["version"] = json!("3.0.0");
     other["waves"] = json!([["host2"], ["host1"]]);
-    let other_path = write_plan(&site, "other.json", &other);
-    let out = rollout(&site, &["resume", PAC, "--plan", &other_path]);
+    let other_path = write_plan(site, "other.json", &other);
+    let out = b.rollout(&["resume", PAC, "--plan", &other_path]);
     out.code(2);
     out.stderr_contains("invalid --plan \"(changes target.version, waves)\"");
     assert_eq!(
-        journal(),
+        b.journal(),
         before,
         "a refused amendment wrote to the journal"
     );
-    assert!(
-        !site.exists(&key("lock")),
-        "a refused amendment took the lease"
-    );
+    assert!(!b.state_has("lock"), "a refused amendment took the lease");
 
-    let good_path = write_plan(&site, "good.json", &good);
-    let out = rollout(&site, &["resume", PAC, "--plan", &good_path, "--json"]);
+    let good_path = write_plan(site, "good.json", &good);
+    let out = b.rollout(&["resume", PAC, "--plan", &good_path, "--json"]);
     out.success();
     let evs = events(&out);
     let amend = evs
@@ -482,7 +537,7 @@ fn resume_with_an_amended_plan_fixes_a_wrong_template_and_refuses_other_changes(
         hold(),
         format!("suspend {PAC}\nsuspend {PAC}\nresume {PAC}\n")
     );
-    let h = site.json_of(&["rollout", "history", PAC]);
+    let h = b.json_of(&["rollout", "history", PAC]);
     let entry = &h["rollouts"][0];
     assert_eq!(entry["result"], "done", "{entry}");
     assert_eq!(
