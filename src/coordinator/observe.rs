@@ -8,21 +8,25 @@ use crate::error::Result;
 use crate::psor::RegionInfo;
 use std::time::{Duration, Instant};
 
-/// The region's record once it shows whether the region heartbeats now: a region whose
-/// key is alive but whose last heartbeat is late is either about to beat (a slow host)
-/// or dead with its key not yet expired; waits (about its TTL at most) until one or the
-/// other shows, and returns the last record read.
+/// The region's record once it shows whether the region heartbeats now. A live key, even
+/// with a fresh last heartbeat, may belong to a region that died a moment ago (its key
+/// and last heartbeat outlive it by up to its TTL): only its heartbeat counter advancing
+/// proves it runs (a restart resets it: any change counts). Waits (about its TTL at most) until the counter advances or the key
+/// expires, and returns the last record read. A record of an earlier version (no
+/// heartbeat interval, no counter) is judged on its key alone.
 pub(super) async fn alive_now(ctx: &Ctx<'_>, region: &str) -> Result<RegionInfo> {
     let ri = ctx.pac.region(region).await?;
-    if !ri.alive || ri.fresh() {
+    if !ri.alive || ri.liveness.interval_ms == 0 {
         return Ok(ri);
     }
+    let base = ri.liveness.beats;
     let ttl = Duration::from_millis(ri.liveness.ttl_ms.max(1000));
     let end = Instant::now() + ttl + Duration::from_secs(1);
     loop {
         tokio::time::sleep(POLL).await;
         let ri = ctx.pac.region(region).await?;
-        if !ri.alive || ri.fresh() || Instant::now() >= end {
+        // (A counter that changed either way heartbeats: a restart, which rejoins at 0, too.)
+        if !ri.alive || ri.liveness.beats != base || Instant::now() >= end {
             return Ok(ri);
         }
     }

@@ -172,8 +172,10 @@ impl Pac {
         let mut generation = self.psor.generation();
         let end = tokio::time::Instant::now() + timeout;
         let mut missing = 0;
-        // The host's liveness key holds its agent's pid: who was there when we sent.
-        let sent_to: Option<String> = match host {
+        // The host's liveness key holds its agent's pid: who was there when we sent. A key
+        // missing then (lapsed while the PSOR failed over: the old master's last writes are
+        // lost) names nobody, so the first pid seen afterwards is taken as the one.
+        let mut sent_to: Option<String> = match host {
             Some(h) => redis::cmd("GET")
                 .arg(self.keys.host_alive(h))
                 .query_async(&mut c)
@@ -211,10 +213,15 @@ impl Pac {
                     .query_async(&mut c)
                     .await
                     .map_err(|e| self.psor.err(e))?;
+                if sent_to.is_none() {
+                    sent_to.clone_from(&now);
+                }
                 if now.is_some() && now != sent_to {
                     return Err(Error::refused(format!(
-                        "the host agent of {h} restarted; command {id} got no reply (it may \
-                         or may not have run)"
+                        "the host agent of {h} restarted (pid {} when sent, now {}); command \
+                         {id} got no reply (it may or may not have run)",
+                        sent_to.as_deref().unwrap_or_default(),
+                        now.as_deref().unwrap_or_default()
                     )));
                 }
                 let alive = now.is_some();

