@@ -6,7 +6,7 @@
 //! stale `--product-version` (agent_host.rs), publishes the record (installed product, regions)
 //! with a liveness TTL, and reads only commands sent after it started. It autostarts its
 //! regions unless a rollout is acting on its host right then (the coordinator starts
-//! them). A command id is taken at most once, even if delivered twice.
+//! them), and warm rather than cold while a rollout is active. A command id is taken at most once, even if delivered twice.
 //!
 //! Each region has its own slot (`Idle`, `Starting`, `Running`; agent_regions.rs): a start
 //! holds its region's slot, not the host, so a start that waits (for another region's cold start,
@@ -172,12 +172,8 @@ impl Agent {
             notes_stopped,
         ));
         let autostart = match self.cfg.autostart {
-            Some(t)
-                if host::may_autostart(&self.pac, &self.cfg.host, &self.region_names()).await? =>
-            {
-                Some(t)
-            }
-            _ => None,
+            Some(t) => host::autostart(&self.pac, &self.cfg.host, &self.region_names(), t).await?,
+            None => None,
         };
         if let Some(t) = autostart {
             for (r, _) in &self.cfg.regions {

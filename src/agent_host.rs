@@ -14,6 +14,7 @@ use crate::coordinator::journal::Journal;
 use crate::error::Result;
 use crate::names::{HostName, Product};
 use crate::psor::Pac;
+use crate::region::StartType;
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -80,18 +81,36 @@ pub(super) async fn installed(pac: &Pac, host: &str, flag: &Product) -> Result<P
     })
 }
 
-/// Whether the agent may autostart its regions: not while a rollout is acting on its
-/// host (see [`Journal::owns_host`]), whose coordinator starts them at the version it
-/// wants, in the store it wants.
-pub(super) async fn may_autostart(pac: &Pac, host: &HostName, regions: &[String]) -> Result<bool> {
+/// How the agent autostarts its regions (`flag`: its `--autostart`), or not at all.
+/// Not while a rollout is acting on its host (see [`Journal::owns_host`]), whose
+/// coordinator starts them at the version it wants, in the store it wants. While a
+/// rollout is active elsewhere (before or after this host's part) a cold start becomes
+/// warm: a cold start with no region alive at that instant (the other hosts' regions
+/// may all be stopping) would wipe the PAC, the rollout's journal and its new store.
+pub(super) async fn autostart(
+    pac: &Pac,
+    host: &HostName,
+    regions: &[String],
+    flag: StartType,
+) -> Result<Option<StartType>> {
     let j = Journal::decode(&pac.rollout_current().await?)?;
-    if !j.owns_host(host.as_str()) {
-        return Ok(true);
+    if j.owns_host(host.as_str()) {
+        tracing::warn!(
+            "not autostarting {}: rollout {} is acting on host {host}; its coordinator starts them",
+            regions.join(", "),
+            j.id
+        );
+        return Ok(None);
     }
-    tracing::warn!(
-        "not autostarting {}: rollout {} is acting on host {host}; its coordinator starts them",
-        regions.join(", "),
-        j.id
-    );
-    Ok(false)
+    let active = j.state.is_some_and(|s| s.is_active());
+    if active && flag == StartType::Cold {
+        tracing::warn!(
+            "autostarting {} warm, not cold: rollout {} is active, and a cold start could \
+             wipe the PAC it is upgrading",
+            regions.join(", "),
+            j.id
+        );
+        return Ok(Some(StartType::Warm));
+    }
+    Ok(Some(flag))
 }

@@ -223,6 +223,14 @@ fn matrix_agent_killed_and_restarted_with_its_original_command_line_in_every_pha
         "no warning naming the stale flag and the installed version:\n{}",
         agent.stderr_so_far()
     );
+    // Its last restart came after its wave, with the rollout still active: its
+    // `--autostart cold` started the regions warm (a cold start with host2's region
+    // stopped would have wiped the PAC and the rollout's journal).
+    assert!(
+        agent.stderr_so_far().contains("warm, not cold: rollout"),
+        "host1's cold autostart during the rollout was not made warm:\n{}",
+        agent.stderr_so_far()
+    );
     load.finish(&env);
 }
 
