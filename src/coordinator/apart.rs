@@ -1,7 +1,7 @@
 //! What a rollout needs when the coordinator keeps its state apart from the PSOR
 //! (`--state`): it writes nothing to the PSOR, so the regions must be driven by
-//! templates (the agent driver's commands go through the PSOR) and every store change
-//! its steps make needs its template. Refused as bad input (exit 2) before anything is
+//! templates (the agent driver's commands go through the PSOR), the stores are read
+//! through `store_state`, and every store change its steps make needs its template. Refused as bad input (exit 2) before anything is
 //! written; at run time [`crate::Error::StateApart`] refuses any PSOR script that would
 //! slip through.
 
@@ -20,10 +20,12 @@ fn template_of(kind: &StepKind) -> Option<&'static str> {
     }
 }
 
-/// Refuses a plan whose driver cannot run without writing to the PSOR.
+/// Refuses a plan whose driver cannot run without reading or writing the PSOR: checked
+/// before anything is read, since reading the PAC's stores needs `store_state`.
 pub fn check_driver(plan: &Plan) -> Result<()> {
     match plan.driver {
-        DriverSpec::Command { .. } => Ok(()),
+        DriverSpec::Command { .. } if plan.reads_stores_by_template() => Ok(()),
+        DriverSpec::Command { .. } => Err(missing_templates(&["store_state"])),
         DriverSpec::Agent => Err(Error::invalid(
             "--state",
             "(with driver.kind agent)",
@@ -36,13 +38,15 @@ pub fn check_driver(plan: &Plan) -> Result<()> {
 
 /// Refuses a plan whose `steps` change a store without a template for it.
 pub fn check(plan: &Plan, steps: &[Step]) -> Result<()> {
-    check_driver(plan)?;
     let DriverSpec::Command { templates, .. } = &plan.driver else {
-        return Ok(());
+        return check_driver(plan);
     };
+    // The coordinator reads the PAC's stores through `store_state` alone: without it
+    // they would be read from the PSOR.
     let mut missing: Vec<&str> = steps
         .iter()
         .filter_map(|s| template_of(&s.kind))
+        .chain(["store_state"])
         .filter(|t| !templates.contains_key(*t))
         .collect();
     missing.sort_unstable();
@@ -50,12 +54,17 @@ pub fn check(plan: &Plan, steps: &[Step]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::invalid(
+    Err(missing_templates(&missing))
+}
+
+fn missing_templates(missing: &[&str]) -> Error {
+    Error::invalid(
         "plan field driver.templates",
         format!("(missing {} with --state)", missing.join(", ")),
-        "with --state the coordinator writes nothing to the PSOR: every store change of \
-         the rollout goes through its template",
-    ))
+        "with --state the coordinator reads and writes nothing of the PSOR: the PAC's \
+         stores are read through store_state and every store change of the rollout goes \
+         through its template",
+    )
 }
 
 #[cfg(test)]
@@ -88,13 +97,20 @@ mod tests {
         assert_eq!(e.exit_code(), crate::error::ExitCode::InvalidInput);
         assert!(
             e.to_string()
-                .contains("(missing remove_old, set_mode_quiesce with --state)"),
+                .contains("(missing remove_old, set_mode_quiesce, store_state with --state)"),
             "{e}"
         );
         let full = plan(json!({
             "set_mode_running": "run", "set_mode_quiesce": "quiesce", "remove_old": "rm",
+            "store_state": "stores",
         }));
         check(&full, &steps(&full, Process::Incompatible)).unwrap();
+        let compatible = plan(json!({}));
+        let e = check(&compatible, &steps(&compatible, Process::Compatible)).unwrap_err();
+        assert!(
+            e.to_string().contains("(missing store_state with --state)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -182,7 +182,8 @@ impl Coordinator {
         let process = j.process.unwrap_or(Process::Incompatible);
         let target = plan.target.version.to_string();
         let from = j.from_version.clone();
-        let stores = self.pac.stores().await?;
+        let driver = driver_of(&plan, self.pac.psor().options(), process);
+        let stores = super::store_steps::pac_stores(&self.pac, &driver, &target).await?;
         if process == Process::Incompatible && stores.store(&from).is_none() {
             return Err(Error::refused(format!(
                 "the old store {from} is gone (remove_old ran); rollout {} cannot be rolled back",

@@ -206,9 +206,14 @@ pub async fn precheck(
     trigger: Trigger,
     plan: Option<(&Plan, Allow)>,
 ) -> Result<Precheck> {
-    pac.require().await?;
     if let (true, Some((plan, _))) = (pac.state_apart(), plan) {
         apart::check_driver(plan)?;
+    }
+    // A vendor's PSOR holds no pacup PAC record: `store_state` answers for the PAC, and
+    // with the state apart the coordinator reads nothing of the PSOR.
+    let by_template = plan.is_some_and(|(p, _)| p.reads_stores_by_template());
+    if !(by_template || pac.state_apart()) {
+        pac.require().await?;
     }
     // A live coordinator's rollout is judged once its lease is ours (`--wait-lock`), or
     // the lease refusal (exit 4) says who holds it: taking nothing either way.

@@ -311,6 +311,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Whether the coordinator reads the PAC's stores through a `store_state` template
+    /// (a command plan that has one) rather than pacup's records in the PSOR.
+    pub fn reads_stores_by_template(&self) -> bool {
+        matches!(&self.driver, DriverSpec::Command { templates, .. }
+            if templates.contains_key("store_state"))
+    }
+
     /// Reads and validates a plan file.
     pub fn load(path: &Path) -> Result<Plan> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::BadFile {

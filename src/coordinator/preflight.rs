@@ -77,10 +77,16 @@ pub fn driver_of(plan: &Plan, psor: &PsorOptions, process: Process) -> Driver {
 /// Preflight (reads the whole PAC once).
 pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
     let probes = matches!(plan.driver, DriverSpec::Command { .. });
-    // The command driver's regions write no pacup record: only the stores are read, and
-    // the regions are probed through the plan's templates below.
+    // The command driver's regions write no pacup record: only the stores are read
+    // (through `store_state` when the plan has it), and the regions are probed through
+    // the plan's templates below. Reading the stores does not depend on the process.
     let snap = if probes {
-        stores_only(pac).await?
+        let driver = driver_of(plan, pac.psor().options(), Process::Incompatible);
+        let target = plan.target.version.to_string();
+        stores_only(
+            pac,
+            super::store_steps::pac_stores(pac, &driver, &target).await?,
+        )
     } else {
         pac.snapshot().await?
     };
@@ -250,9 +256,8 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
 }
 
 /// The PAC's stores alone, as a snapshot without region or host records.
-async fn stores_only(pac: &Pac) -> Result<Snapshot> {
-    let s = pac.stores().await?;
-    Ok(Snapshot {
+fn stores_only(pac: &Pac, s: crate::psor::views::Stores) -> Snapshot {
+    Snapshot {
         pac: pac.name().to_string(),
         exists: s.exists,
         gen: s.gen,
@@ -263,7 +268,7 @@ async fn stores_only(pac: &Pac) -> Result<Snapshot> {
         regions: Vec::new(),
         hosts: Vec::new(),
         removing: s.removing,
-    })
+    }
 }
 
 /// Live regions of the PAC the plan leaves out. The incompatible process moves every

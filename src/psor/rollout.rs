@@ -112,10 +112,8 @@ pub type JournalWrite<'a> = (
 impl Pac {
     /// Takes the coordinator lease; [`Error::LeaseHeld`] (exit 4) when another holds it.
     pub async fn acquire_lease(&self, holder: &LeaseHolder, ttl: Duration) -> Result<Lease> {
-        if self.state_apart() {
-            // The state Redis knows no PAC: it must exist where it lives.
-            self.require().await?;
-        }
+        // With the state apart the PSOR is not asked whether the PAC exists: the
+        // coordinator reads nothing of it (preflight's `store_state` answered for it).
         let holder = holder.encode();
         let call = AcquireLease {
             holder: &holder,

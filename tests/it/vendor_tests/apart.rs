@@ -6,8 +6,9 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
-use super::boundary::{plan, probe_breaking_after_host1, write_plan};
-use super::{key, Site};
+use super::boundary::{plan, probe_breaking_after_host1, rollout_cmd_on, write_plan};
+use super::{key, Site, PAC};
+use crate::support::monitor::Monitor;
 use crate::support::{Output, RedisServer};
 
 /// The site and the coordinator's own Redis.
@@ -150,8 +151,8 @@ impl Boundary {
 
 /// With `--state`, plans that would make the coordinator write to the PSOR are refused
 /// with exit 2 before anything is written, by `rollout plan` and `rollout run` alike: the
-/// agent driver (its commands go through the PSOR), and a store change without its
-/// template.
+/// agent driver (its commands go through the PSOR), a store change without its
+/// template, and a plan without `store_state` (the stores would be read from the PSOR).
 #[test]
 fn state_apart_refuses_plans_that_would_write_the_psor() {
     let b = Boundary::new();
@@ -163,6 +164,11 @@ fn state_apart_refuses_plans_that_would_write_the_psor() {
     let t = no_set_mode["driver"]["templates"].as_object_mut().unwrap();
     t.remove("set_mode_quiesce");
     t.remove("remove_old");
+    let mut no_store_state = plan("1m", "casstate /r{region} /j");
+    let t = no_store_state["driver"]["templates"]
+        .as_object_mut()
+        .unwrap();
+    t.remove("store_state");
     for (name, p, want) in [
         (
             "agent.json",
@@ -174,6 +180,12 @@ fn state_apart_refuses_plans_that_would_write_the_psor() {
             no_set_mode,
             "invalid plan field driver.templates \"(missing remove_old, set_mode_quiesce \
              with --state)\"",
+        ),
+        (
+            "no-store-state.json",
+            no_store_state,
+            "invalid plan field driver.templates \"(missing store_state with --state)\": \
+             with --state the coordinator reads and writes nothing of the PSOR",
         ),
     ] {
         let path = write_plan(site, name, &p);
@@ -212,4 +224,75 @@ fn a_rollback_stops_at_the_store_step_it_cannot_take_without_the_psor() {
         assert_eq!(site.field(r, "store"), "2.0.0", "{r} was moved");
     }
     b.assert_apart(&epoch);
+}
+
+/// With `--state` the coordinator reads nothing of the PSOR. The whole upgrade under
+/// load runs with the coordinator given an empty Redis as its PSOR (`--psor`), watched
+/// by `MONITOR`, while the templates reach the site's PSOR by its own address (the
+/// coordinator is never told it). The empty Redis sees only the connection's setup
+/// (`PING`, `INFO`), not one command naming a key or running a script, and ends empty:
+/// every store the coordinator read came from `store_state` and every region from
+/// `region_state`, so the site's PSOR is one only the templates and the regions touch.
+#[test]
+fn a_state_apart_rollout_issues_no_command_on_the_psor() {
+    let b = Boundary::new();
+    let site = &b.site;
+    let epoch = b.psor_epoch();
+    let port = site.server.port().to_string();
+    let text = plan("1m", "casstate /r{region} /j")
+        .to_string()
+        .replace("{psor}", &site.url())
+        .replace("{psor_host}", "127.0.0.1")
+        .replace("{psor_port}", &port);
+    let p: Value = serde_json::from_str(&text).expect("plan");
+    let plan_path = write_plan(site, "plan.json", &p);
+    let given = RedisServer::start();
+    let mon = Monitor::start(&given);
+    let load = ["--duration", "6s", "--json"];
+    let jobs = site
+        .pacup()
+        .args(["jobs", "submit", PAC, "--rate", "30/s"])
+        .args(load)
+        .spawn();
+    let clients = site
+        .pacup()
+        .args(["clients", "run", PAC])
+        .args(load)
+        .spawn();
+    let out = rollout_cmd_on(&given.url(), site, &["run", &plan_path, "--json"])
+        .env("PACUP_STATE", b.state.url())
+        .run();
+    let seen = mon.stop();
+    out.success();
+    let commands: Vec<String> = seen
+        .iter()
+        .map(|c| {
+            c.args
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert!(
+        seen.iter()
+            .all(|c| c.source != "lua" && ["PING", "INFO"].contains(&c.name().as_str())),
+        "the coordinator issued commands on its PSOR: {commands:#?}"
+    );
+    assert!(Boundary::keys_of(&given).is_empty());
+    let verify = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON event per line"))
+        .find(|e| e["action"] == "verify" && e["status"] == "done")
+        .expect("verify");
+    assert!(
+        verify["detail"]
+            .as_str()
+            .unwrap()
+            .contains("store 2.0.0 running (store_state)"),
+        "{verify}"
+    );
+    b.assert_apart(&epoch);
+    site.assert_upgraded_with_nothing_lost(jobs, clients);
 }

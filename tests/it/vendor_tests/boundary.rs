@@ -81,7 +81,13 @@ pub(super) fn site() -> Site {
 
 /// `pacup rollout ...` with the templates' tools on PATH and their environment.
 pub(super) fn rollout_cmd(site: &Site, args: &[&str]) -> crate::support::Cmd {
-    site.pacup()
+    rollout_cmd_on(&site.url(), site, args)
+}
+
+/// [`rollout_cmd`] with the coordinator given `psor` (the tools' PSOR stays the site's).
+pub(super) fn rollout_cmd_on(psor: &str, site: &Site, args: &[&str]) -> crate::support::Cmd {
+    crate::support::pacup()
+        .args(["--psor", psor])
         .env("PATH", path_with_bins())
         .env("PACUP_PSOR", site.url())
         .env("ES_PAC", PAC)
