@@ -80,13 +80,20 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
     // The command driver's regions write no pacup record: only the stores are read
     // (through `store_state` when the plan has it), and the regions are probed through
     // the plan's templates below. Reading the stores does not depend on the process.
+    // A failing `store_state` (it reaches the PSOR with the templates' credentials) is
+    // one problem among the probes', not an error that hides them.
+    let mut unread = None;
     let snap = if probes {
         let driver = driver_of(plan, pac.psor().options(), Process::Incompatible);
         let target = plan.target.version.to_string();
-        stores_only(
-            pac,
-            super::store_steps::pac_stores(pac, &driver, &target).await?,
-        )
+        match super::store_steps::pac_stores(pac, &driver, &target).await {
+            Ok(s) => stores_only(pac, s),
+            Err(e) if plan.reads_stores_by_template() => {
+                unread = Some(format!("the PSOR as the templates reach it: {e}"));
+                stores_only(pac, crate::psor::views::Stores::default_present())
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         pac.snapshot().await?
     };
@@ -104,13 +111,13 @@ pub async fn preview(pac: &Pac, plan: &Plan, allow: Allow) -> Result<Preview> {
         // A percentage is of the PAC's regions, not only the plan's.
         plan.derive_waves(in_plan.len() + others.len());
     }
-    let mut problems = Vec::new();
+    let mut problems: Vec<String> = unread.iter().cloned().collect();
     let running: Vec<_> = snap
         .stores
         .iter()
         .filter(|s| s.mode == Mode::Running)
         .collect();
-    if running.len() != 1 {
+    if running.len() != 1 && unread.is_none() {
         problems.push(format!(
             "the PAC must have exactly one running store, it has {} ({})",
             running.len(),

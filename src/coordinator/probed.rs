@@ -451,9 +451,9 @@ pub(super) async fn remove_old(ctx: &Ctx<'_>) -> Result<StepOutcome> {
 
 /// Preflight of a command-driver plan: every read-only template runs once before any
 /// region stops, so a wrong credential, an unreachable host or a broken probe surfaces
-/// now: `region_state` of every region (each must be running), `host_check` of every
-/// host, and `store_state` (which reaches the PSOR with the templates' credentials). All
-/// of them at once; the problems, in plan order.
+/// now: `region_state` of every region (each must be running) and `host_check` of every
+/// host, all at once; the problems, in plan order. (`store_state` ran before, when
+/// preflight read the stores through it.)
 pub(super) async fn preflight_problems(
     pac: &crate::psor::Pac,
     plan: &super::plan::Plan,
@@ -461,15 +461,13 @@ pub(super) async fn preflight_problems(
 ) -> Vec<String> {
     use futures_util::future::join_all;
     let regions = plan.all_regions();
-    let target = plan.target.version.to_string();
     let probes = join_all(regions.iter().map(|(h, r)| driver.region_state(pac, h, r)));
     let hosts = join_all(
         plan.hosts
             .iter()
             .map(|h| driver.check(pac, "host_check", h.name.as_str())),
     );
-    let stores = driver.store_state(pac, &target);
-    let (probes, hosts, stores) = tokio::join!(probes, hosts, stores);
+    let (probes, hosts) = tokio::join!(probes, hosts);
     let mut out = Vec::new();
     for ((h, r), p) in regions.iter().zip(probes) {
         match p {
@@ -485,9 +483,6 @@ pub(super) async fn preflight_problems(
         if let Some(Err(e)) = c {
             out.push(format!("host {}: host_check failed: {e}", hp.name));
         }
-    }
-    if let Some(Err(e)) = stores {
-        out.push(format!("the PSOR as the templates reach it: {e}"));
     }
     out
 }

@@ -40,10 +40,8 @@ pub(crate) async fn pac_stores(pac: &Pac, driver: &Driver, version: &str) -> Res
         })
         .collect();
     Ok(Stores {
-        exists: true,
-        gen: 0,
         stores,
-        removing: Vec::new(),
+        ..Stores::default_present()
     })
 }
 

@@ -79,6 +79,16 @@ pub struct Stores {
 }
 
 impl Stores {
+    /// A PAC known to exist whose stores are not known (none listed).
+    pub fn default_present() -> Stores {
+        Stores {
+            exists: true,
+            gen: 0,
+            stores: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+
     /// The newest store.
     pub fn newest(&self) -> Option<&StoreInfo> {
         self.stores.last()

@@ -106,8 +106,9 @@ fn the_lease_fences_journal_writes_in_the_state_redis() {
 
 /// A handle whose state is apart refuses every PSOR script, fenced or not: the PSOR's
 /// scripts check the PSOR's epoch, which does not fence this coordinator. Nothing is
-/// written. A lease for a PAC the PSOR does not have is refused before the state Redis
-/// is touched.
+/// written. Its lease is taken in the state Redis without asking the PSOR whether the
+/// PAC exists (a vendor's PSOR has no pacup PAC record; a rollout's preflight asks the
+/// plan's `store_state`), and the PSOR is left as it was.
 #[test]
 fn a_handle_with_its_state_apart_writes_nothing_to_the_psor() {
     let (psor, state) = (RedisServer::start(), RedisServer::start());
@@ -136,14 +137,14 @@ fn a_handle_with_its_state_apart_writes_nothing_to_the_psor() {
         assert_eq!(keys_of(&psor), before);
         assert_eq!(psor.conn().xlen::<_, u64>(key("events")).unwrap(), events);
 
-        let missing = Pac::new(connect(&psor).await, PacName::new("Other").unwrap())
+        let vendor = Pac::new(connect(&psor).await, PacName::new("Other").unwrap())
             .with_state(connect(&state).await);
-        let e = missing
+        vendor
             .acquire_lease(&LeaseHolder::this_process("c"), Duration::from_secs(30))
             .await
-            .unwrap_err();
-        assert!(matches!(e, Error::NoSuchPac(_)), "{e}");
-        assert!(!keys_of(&state).iter().any(|k| k.contains("{Other}")));
+            .unwrap();
+        assert!(keys_of(&state).iter().any(|k| k == "pac:{Other}:lock"));
+        assert_eq!(keys_of(&psor), before);
     });
 }
 

@@ -181,3 +181,76 @@ fn write_ssh_shim(path: &PathBuf) {
     .expect("write ssh shim");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
+
+/// A vendor's PSOR holds no pacup record: preflight of a command plan with
+/// `store_state` takes the PAC's stores from that template alone, so `rollout plan`
+/// against an empty Redis passes (the running store and the process are the template's
+/// answer) and reports the template's stores when they are wrong, or its failure
+/// beside the region probes' problems; without
+/// `store_state` the coordinator looks for pacup's records and finds no PAC. Nothing is
+/// written either way.
+#[test]
+fn preflight_of_a_command_plan_reads_the_stores_through_store_state() {
+    let site = Site::new();
+    let mut plan = json!({
+        "pac": PAC, "target": {"version": "2.0.0"},
+        "hosts": [{"name": "host1", "regions": ["REGION1"]},
+                  {"name": "host2", "regions": ["REGION2"]}],
+        "waves": [["host1"], ["host2"]],
+        "driver": {"kind": "command", "templates": {
+            "listener_off": "true", "listener_on": "true", "stop": "true",
+            "apply_update": "true", "start": "true", "region_state": "echo running",
+            "store_state": "echo 1.0.0 running",
+        }},
+    });
+    let write = |plan: &Value| {
+        let p = site.dir.path().join("plan.json");
+        std::fs::write(&p, plan.to_string()).expect("write plan");
+        p.display().to_string()
+    };
+    let out = site
+        .pacup()
+        .args(["rollout", "plan", &write(&plan), "--json"])
+        .run();
+    out.success();
+    let pv = out.json();
+    assert_eq!(pv["from_version"], "1.0.0", "{pv}");
+    assert_eq!(pv["problems"], json!([]), "{pv}");
+
+    plan["driver"]["templates"]["store_state"] = json!("printf '1.0.0 running\\n1.5.0 running\\n'");
+    let out = site.pacup().args(["rollout", "plan", &write(&plan)]).run();
+    out.code(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("exactly one running store, it has 2 (1.0.0 running, 1.5.0 running)"),
+        "{text}"
+    );
+
+    // A failing `store_state` is one preflight problem among the probes'.
+    plan["driver"]["templates"]["store_state"] = json!("echo no route to psor >&2; exit 3");
+    plan["driver"]["templates"]["region_state"] = json!("echo stopped");
+    let out = site.pacup().args(["rollout", "plan", &write(&plan)]).run();
+    out.code(1);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    for want in [
+        "the PSOR as the templates reach it: store_state failed",
+        "no route to psor",
+        "region REGION2 on host2: region_state says stopped, not running",
+    ] {
+        assert!(text.contains(want), "no {want:?} in {text}");
+    }
+    assert!(!text.contains("exactly one running store"), "{text}");
+
+    plan["driver"]["templates"]
+        .as_object_mut()
+        .unwrap()
+        .remove("store_state");
+    let out = site.pacup().args(["rollout", "plan", &write(&plan)]).run();
+    out.code(1);
+    out.stderr_contains("PAC MyPAC does not exist in the PSOR");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut site.server.conn())
+        .expect("KEYS");
+    assert!(keys.is_empty(), "preflight wrote {keys:?}");
+}
