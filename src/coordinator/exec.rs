@@ -182,7 +182,7 @@ impl Coordinator {
         let process = j.process.unwrap_or(Process::Incompatible);
         let target = plan.target.version.to_string();
         let from = j.from_version.clone();
-        let driver = driver_of(&plan, self.pac.psor().options(), process);
+        let driver = driver_of(plan, self.pac.psor().options(), process);
         let stores = super::store_steps::pac_stores(&self.pac, &driver, &target).await?;
         if process == Process::Incompatible && stores.store(&from).is_none() {
             return Err(Error::refused(format!(

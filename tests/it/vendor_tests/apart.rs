@@ -1,6 +1,6 @@
 //! The coordinator's state apart from the PSOR in the vendor boundary tests: a site and
-//! a second Redis for `--state`, and the check that after a rollout each holds only its
-//! own keys.
+//! a second Redis for `--state`, the check that after a rollout each holds only its own
+//! keys, and a rollout whose coordinator is given an empty Redis as its PSOR.
 
 use std::collections::{BTreeSet, HashMap};
 
