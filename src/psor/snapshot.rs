@@ -140,9 +140,24 @@ impl Pac {
     }
 
     /// [`Error::NoSuchPac`] unless the PAC exists: for commands that only read, so that
-    /// a mistyped name is not answered with an empty result.
+    /// a mistyped name is not answered with an empty result. With the coordinator's state
+    /// apart (`--state`) the PAC is known by its rollout state there (a vendor's PSOR
+    /// holds no pacup record of it): its journal, history or fencing record.
     pub async fn require(&self) -> Result<()> {
-        if self.exists().await? {
+        let known = if self.state_apart() {
+            let st = self.on(super::keys::Home::State);
+            let n: u64 = redis::cmd("EXISTS")
+                .arg(self.keys.rollout_current())
+                .arg(self.keys.rollout_history())
+                .arg(self.keys.meta())
+                .query_async(&mut st.conn())
+                .await
+                .map_err(|e| st.err(e))?;
+            n > 0
+        } else {
+            self.exists().await?
+        };
+        if known {
             Ok(())
         } else {
             Err(Error::NoSuchPac(self.name.to_string()))

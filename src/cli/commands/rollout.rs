@@ -324,7 +324,7 @@ pub(super) async fn rollout(
     | RolloutCommand::Abort { pac, .. }
     | RolloutCommand::History { pac, .. } = &cmd
     {
-        Pac::new(connect(g).await?, pac.clone()).require().await?;
+        connect_pac(g, pac.clone()).await?.require().await?;
     }
     match cmd {
         RolloutCommand::Plan {

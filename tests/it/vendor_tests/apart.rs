@@ -293,6 +293,32 @@ fn a_state_apart_rollout_issues_no_command_on_the_psor() {
             .contains("store 2.0.0 running (store_state)"),
         "{verify}"
     );
+    // The operator's commands know the PAC by its rollout state in the state Redis: the
+    // coordinator's PSOR holds no record of it, and they still answer.
+    let status = rollout_cmd_on(&given.url(), site, &["status", PAC, "--json"])
+        .env("PACUP_STATE", b.state.url())
+        .run()
+        .success()
+        .json();
+    assert_eq!(status["state"], "done", "{status:#}");
+    let history = rollout_cmd_on(&given.url(), site, &["history", PAC, "--json"])
+        .env("PACUP_STATE", b.state.url())
+        .run();
+    history.success();
+    assert!(history.stdout.contains("done"), "{history:?}");
+    crate::support::pacup()
+        .args(["--psor", &given.url(), "events", PAC])
+        .env("PACUP_STATE", b.state.url())
+        .run()
+        .success()
+        .stdout_contains("remove_old");
+    // A PAC without rollout state is still refused, naming it.
+    rollout_cmd_on(&given.url(), site, &["status", "OtherPAC"])
+        .env("PACUP_STATE", b.state.url())
+        .run()
+        .code(1)
+        .stderr_contains("OtherPAC");
+    assert!(Boundary::keys_of(&given).is_empty());
     b.assert_apart(&epoch);
     site.assert_upgraded_with_nothing_lost(jobs, clients);
 }
