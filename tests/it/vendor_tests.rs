@@ -154,6 +154,23 @@ impl Site {
             (s["completed"].as_u64() == Some(submitted)).then_some(s)
         })
     }
+    /// Six seconds of load while a rollout runs: jobs at 30/s and client requests, as
+    /// (jobs, clients) for [`Site::assert_upgraded_with_nothing_lost`].
+    fn start_load(&self) -> (Running, Running) {
+        let load = ["--duration", "6s", "--json"];
+        let jobs = self
+            .pacup()
+            .args(["jobs", "submit", PAC, "--rate", "30/s"])
+            .args(load)
+            .spawn();
+        let clients = self
+            .pacup()
+            .args(["clients", "run", PAC])
+            .args(load)
+            .spawn();
+        (jobs, clients)
+    }
+
     /// The end of a full incompatible upgrade under load: every region runs in store
     /// 2.0.0 with its listener on, the old store is gone, the load's client requests all
     /// succeeded, and every submitted job completed exactly once.

@@ -104,15 +104,7 @@ pub struct Lua {
 
 impl Lua {
     const fn new(name: &'static str, codes: &'static [&'static str], body: &'static str) -> Lua {
-        Lua {
-            name,
-            codes,
-            body,
-            critical: false,
-            home: keys::Home::Psor,
-            compiled: OnceLock::new(),
-            compiled_cluster: OnceLock::new(),
-        }
+        Lua::of(name, codes, body, false, keys::Home::Psor)
     }
 
     /// A script whose write must survive a failover once acknowledged.
@@ -121,15 +113,7 @@ impl Lua {
         codes: &'static [&'static str],
         body: &'static str,
     ) -> Lua {
-        Lua {
-            name,
-            codes,
-            body,
-            critical: true,
-            home: keys::Home::Psor,
-            compiled: OnceLock::new(),
-            compiled_cluster: OnceLock::new(),
-        }
+        Lua::of(name, codes, body, true, keys::Home::Psor)
     }
 
     /// A critical script of the coordinator's state Redis.
@@ -138,12 +122,22 @@ impl Lua {
         codes: &'static [&'static str],
         body: &'static str,
     ) -> Lua {
+        Lua::of(name, codes, body, true, keys::Home::State)
+    }
+
+    const fn of(
+        name: &'static str,
+        codes: &'static [&'static str],
+        body: &'static str,
+        critical: bool,
+        home: keys::Home,
+    ) -> Lua {
         Lua {
             name,
             codes,
             body,
-            critical: true,
-            home: keys::Home::State,
+            critical,
+            home,
             compiled: OnceLock::new(),
             compiled_cluster: OnceLock::new(),
         }

@@ -248,17 +248,7 @@ fn a_state_apart_rollout_issues_no_command_on_the_psor() {
     let plan_path = write_plan(site, "plan.json", &p);
     let given = RedisServer::start();
     let mon = Monitor::start(&given);
-    let load = ["--duration", "6s", "--json"];
-    let jobs = site
-        .pacup()
-        .args(["jobs", "submit", PAC, "--rate", "30/s"])
-        .args(load)
-        .spawn();
-    let clients = site
-        .pacup()
-        .args(["clients", "run", PAC])
-        .args(load)
-        .spawn();
+    let (jobs, clients) = site.start_load();
     let out = rollout_cmd_on(&given.url(), site, &["run", &plan_path, "--json"])
         .env("PACUP_STATE", b.state.url())
         .run();

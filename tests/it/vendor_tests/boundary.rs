@@ -126,17 +126,7 @@ fn command_rollout_keeps_its_state_out_of_the_psor() {
     let site = &b.site;
     let epoch = b.psor_epoch();
     let plan_path = write_plan(site, "plan.json", &plan("1m", "casstate /r{region} /j"));
-    let load = ["--duration", "6s", "--json"];
-    let jobs = site
-        .pacup()
-        .args(["jobs", "submit", PAC, "--rate", "30/s"])
-        .args(load)
-        .spawn();
-    let clients = site
-        .pacup()
-        .args(["clients", "run", PAC])
-        .args(load)
-        .spawn();
+    let (jobs, clients) = site.start_load();
     let out = b.rollout(&["run", &plan_path, "--json"]);
     out.success();
     let evs = events(&out);

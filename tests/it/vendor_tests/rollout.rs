@@ -79,17 +79,7 @@ fn production_stop_and_start_templates_run_a_rollout_through_casstop_and_casstar
     let plan_path = site.dir.path().join("plan.json");
     std::fs::write(&plan_path, plan.to_string()).expect("write plan");
 
-    let load = ["--duration", "6s", "--json"];
-    let jobs = site
-        .pacup()
-        .args(["jobs", "submit", PAC, "--rate", "30/s"])
-        .args(load)
-        .spawn();
-    let clients = site
-        .pacup()
-        .args(["clients", "run", PAC])
-        .args(load)
-        .spawn();
+    let (jobs, clients) = site.start_load();
     let out = site
         .pacup()
         .env("PATH", &path)
