@@ -33,6 +33,14 @@ impl Seen {
     pub fn name(&self) -> String {
         self.arg(0).to_ascii_uppercase()
     }
+
+    /// The command and its arguments as one line of text (lossy), for messages.
+    pub fn line(&self) -> String {
+        (0..self.args.len())
+            .map(|i| self.arg(i))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// A MONITOR connection read by a thread until [`Monitor::stop`].

@@ -254,16 +254,7 @@ fn a_state_apart_rollout_issues_no_command_on_the_psor() {
         .run();
     let seen = mon.stop();
     out.success();
-    let commands: Vec<String> = seen
-        .iter()
-        .map(|c| {
-            c.args
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect();
+    let commands: Vec<String> = seen.iter().map(|c| c.line()).collect();
     assert!(
         seen.iter()
             .all(|c| c.source != "lua" && ["PING", "INFO"].contains(&c.name().as_str())),

@@ -262,13 +262,7 @@ fn command_rollout_reads_regions_only_through_its_templates() {
                 records.iter().any(|r| a.starts_with(r.as_str()))
             })
         })
-        .map(|c| {
-            c.args
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|c| c.line())
         .collect();
     assert!(
         read.is_empty(),
