@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{json, Value};
 
-use super::boundary::{plan, probe_breaking_after_host1, rollout_cmd_on, write_plan};
+use super::boundary::{events, plan, probe_breaking_after_host1, rollout_cmd_on, write_plan};
 use super::{key, Site, PAC};
 use crate::support::monitor::Monitor;
 use crate::support::{Output, RedisServer};
@@ -261,10 +261,8 @@ fn a_state_apart_rollout_issues_no_command_on_the_psor() {
         "the coordinator issued commands on its PSOR: {commands:#?}"
     );
     assert!(Boundary::keys_of(&given).is_empty());
-    let verify = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON event per line"))
+    let verify = events(&out)
+        .into_iter()
         .find(|e| e["action"] == "verify" && e["status"] == "done")
         .expect("verify");
     assert!(

@@ -103,7 +103,7 @@ fn rollout(site: &Site, args: &[&str]) -> Output {
     rollout_cmd(site, args).run()
 }
 
-fn events(out: &Output) -> Vec<Value> {
+pub(super) fn events(out: &Output) -> Vec<Value> {
     out.stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
